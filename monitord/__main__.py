@@ -1,0 +1,5 @@
+"""Allow ``python -m monitord``."""
+
+from monitord.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""The running daemon: config, state store, scheduler, metrics listener and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+from monitord import __version__
+from monitord.clock import Clock, SystemClock
+from monitord.config import Config, ConfigError, load_config
+from monitord.metrics import CONTENT_TYPE, Metrics
+from monitord.scheduler import Scheduler
+from monitord.state import JournalEntry, SQLiteStore
+from probes import ping
+from probes.base import ProbeContext
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 8.0
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about start-up, reloads and shutdown (Type=notify); no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+
+
+class Daemon:
+    """One monitord process."""
+
+    def __init__(self, config_path: str | Path, config: Config, *, dry_run: bool = False, clock: Clock | None = None):
+        self.config_path = Path(config_path)
+        self.config = config
+        self.dry_run = dry_run
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.ctx = ProbeContext()
+        self.store = SQLiteStore(config.daemon.state_path)
+        self.scheduler = Scheduler(
+            clock=self.clock, store=self.store, metrics=self.metrics, ctx=self.ctx,
+            max_concurrency=config.daemon.max_concurrency,
+        )
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def run(self) -> None:
+        """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
+        await ping.configure(self.ctx, self.config.daemon.ping.privileged, needed=self._uses_ping(self.config))
+        await self._start_http()
+        self.scheduler.load(self.config.checks(), self.store.check_states())
+        self.store.forget_checks({spec.id for spec in self.config.checks()})
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(self.clock.time())
+        self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
+                 __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,
+                 " (dry run: no actions)" if self.dry_run else "")
+        sd_notify("READY=1\nSTATUS=monitoring")
+        try:
+            await self._stopping.wait()
+        finally:
+            sd_notify("STOPPING=1")
+            log.info("stopping")
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            scheduler_task.cancel()
+            await asyncio.wait({scheduler_task}, timeout=STOP_TIMEOUT)
+            await self.ctx.aclose()
+            if self._runner is not None:
+                await self._runner.cleanup()
+            self._journal("stopped", "clean shutdown")
+            self.store.close()
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (what SIGTERM does)."""
+        self._stopping.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; on any problem keep the running config and say why."""
+        sd_notify("RELOADING=1")
+        try:
+            new = load_config(self.config_path)
+            await ping.configure(self.ctx, new.daemon.ping.privileged, needed=self._uses_ping(new))
+            if new.daemon != self.config.daemon:
+                log.warning("reload: changes under 'daemon:' take effect only after a restart")
+        except (ConfigError, PermissionError) as exc:
+            self.metrics.reload_successful.set(0)
+            for line in str(exc).splitlines():
+                log.error("reload failed, keeping the running config: %s", line.strip())
+            self._journal("reload_failed", str(exc).splitlines()[-1].strip())
+            sd_notify("READY=1")
+            return False
+        self.scheduler.load(new.checks())
+        self.config = self.config.model_copy(update={"defaults": new.defaults, "groups": new.groups, "hosts": new.hosts})
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(self.clock.time())
+        log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
+        self._journal("reloaded", f"{len(new.checks())} checks")
+        sd_notify("READY=1")
+        return True
+
+    @staticmethod
+    def _uses_ping(config: Config) -> bool:
+        return any(spec.kind is ping.KIND for spec in config.checks())
+
+    def _journal(self, what: str, reason: str, **detail: object) -> None:
+        with self.store.transaction():
+            self.store.append(JournalEntry(ts=self.clock.time(), event="daemon", decision=what, reason=reason,
+                                           detail=detail))
+
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_get("/-/healthy", self._healthy_handler)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.config.daemon.metrics_address
+        try:
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise OSError(exc.errno, f"cannot listen on {host}:{port} for metrics: {exc.strerror}") from None
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _healthy_handler(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")

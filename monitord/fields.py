@@ -1,0 +1,130 @@
+"""Building blocks shared by the config models and the probes' parameter models."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, model_validator
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse ``90s``, ``10m``, ``1h30m``, ``500ms`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 10m or 90s, not a boolean")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if not text or pos != len(text):
+            raise ValueError(f"invalid duration {value!r}: write it like 10m, 90s or 1h30m")
+    else:
+        raise ValueError(f"expected a duration like 10m or 90s, got {type(value).__name__}")
+    if seconds <= 0:
+        raise ValueError("duration must be greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of :func:`parse_duration`, for summaries (``600`` → ``10m``)."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    parts, rest = [], seconds
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if rest >= size:
+            count = int(rest // size)
+            parts.append(f"{count}{unit}")
+            rest -= count * size
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": "duration: 500ms, 90s, 10m, 1h30m, or seconds as a number",
+        }
+    ),
+]
+
+def _resolve_path(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path in the config; relative paths are relative to the config file's directory."""
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class StrictModel(BaseModel):
+    """A config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(StrictModel):
+    """Where a secret lives: a file, an environment variable or a systemd credential.
+
+    Secrets are never written inline in the config, and are read only when used.
+    """
+
+    file: ConfigPath | None = None
+    env: str | None = None
+    credential: str | None = Field(
+        default=None, description="name of a systemd credential (LoadCredential=) in $CREDENTIALS_DIRECTORY"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_inline(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("secrets are never written inline: give {file: PATH}, {env: VAR} or {credential: NAME}")
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SecretRef":
+        given = [name for name in ("file", "env", "credential") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of file, env or credential")
+        return self
+
+    def read(self) -> str:
+        """Return the secret's value, without a trailing newline."""
+        if self.env is not None:
+            try:
+                return os.environ[self.env]
+            except KeyError:
+                raise LookupError(f"environment variable {self.env} is not set") from None
+        if self.credential is not None:
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise LookupError(f"credential {self.credential}: $CREDENTIALS_DIRECTORY is not set")
+            path = Path(directory) / self.credential
+        else:
+            path = self.file
+        try:
+            return path.read_text().rstrip("\n")
+        except OSError as exc:
+            raise LookupError(f"cannot read secret file {path}: {exc.strerror}") from None

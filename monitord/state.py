@@ -1,0 +1,291 @@
+"""Durable state: per-check state, incidents, and the append-only action journal.
+
+:class:`Store` is the interface the daemon uses; :class:`SQLiteStore` implements it on an
+embedded SQLite database in WAL mode. A PostgreSQL store for HA can implement the same
+interface. Everything written inside :meth:`Store.transaction` is committed (and, when
+``durable``, synced to disk) before the block returns, so a decision journaled before an
+action survives ``kill -9`` of the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ContextManager, Iterator, Mapping, Protocol
+
+from monitord.checkstate import CheckState
+from monitord.results import Result, Status
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS check_state (
+    check_id      TEXT PRIMARY KEY,
+    status        INTEGER NOT NULL,
+    hard          INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    last_run      REAL NOT NULL,
+    last_change   REAL NOT NULL,
+    problem_since REAL,
+    last_result   TEXT,
+    incident_id   INTEGER
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    host       TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    opened_at  REAL NOT NULL,
+    detected_at REAL NOT NULL,
+    closed_at  REAL,
+    summary    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents (closed_at);
+CREATE TABLE IF NOT EXISTS journal (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          REAL NOT NULL,
+    event       TEXT NOT NULL,
+    host        TEXT,
+    check_name  TEXT,
+    incident_id INTEGER,
+    decision    TEXT,
+    reason      TEXT,
+    outcome     TEXT,
+    ref         INTEGER,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_incident ON journal (incident_id);
+CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal
+    BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
+    BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+"""
+
+
+class StateError(Exception):
+    """The state database cannot be opened or is not ours."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One line of the journal: something decided, done or observed, and why.
+
+    ``event`` names what happened (``detected``, ``confirmed``, ``recovered``, an action's
+    ``decided``/``outcome``, ``daemon``...). ``ref`` points at the entry an outcome answers.
+    """
+
+    ts: float
+    event: str
+    host: str | None = None
+    check: str | None = None
+    incident_id: int | None = None
+    decision: str | None = None
+    reason: str | None = None
+    outcome: str | None = None
+    ref: int | None = None
+    detail: Mapping = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A confirmed problem of one check, open until it recovers."""
+
+    id: int
+    host: str
+    check: str
+    kind: str
+    opened_at: float
+    detected_at: float
+    closed_at: float | None
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheck:
+    """A check's persisted state, plus the incident it has open, if any."""
+
+    state: CheckState
+    incident_id: int | None
+
+
+class Store(Protocol):
+    """What the daemon needs from durable state."""
+
+    def transaction(self, durable: bool = False) -> ContextManager[None]:
+        """Group writes; committed on exit (synced to disk when ``durable``)."""
+
+    def check_states(self) -> dict[str, StoredCheck]:
+        """Every stored check state, by check id."""
+
+    def put_check_state(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
+        """Store a check's state."""
+
+    def forget_checks(self, keep: set[str]) -> int:
+        """Drop stored state of checks not in ``keep``; return how many."""
+
+    def open_incident(self, host: str, check: str, kind: str, opened_at: float, detected_at: float, summary: str) -> int:
+        """Open an incident; return its id."""
+
+    def close_incident(self, incident_id: int, closed_at: float) -> None:
+        """Mark an incident recovered."""
+
+    def incidents(self, open_only: bool = False) -> list[Incident]:
+        """Incidents, newest first."""
+
+    def append(self, entry: JournalEntry) -> int:
+        """Append a journal entry; return its id."""
+
+    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        """Journal entries in order, optionally for one incident."""
+
+    def close(self) -> None:
+        """Release the database."""
+
+
+class SQLiteStore:
+    """The embedded default store (SQLite, WAL). Used from one thread at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(version[0]) > SCHEMA_VERSION:
+                raise StateError(f"{self.path}: schema version {version[0]} is newer than this monitord ({SCHEMA_VERSION})")
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot open state database: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot create state directory: {exc.strerror}") from None
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def transaction(self, durable: bool = False) -> Iterator[None]:
+        """Group writes into one transaction; nested blocks join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def check_states(self) -> dict[str, StoredCheck]:
+        """Every stored check state, by check id."""
+        rows = self._db.execute(
+            "SELECT check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id"
+            " FROM check_state"
+        ).fetchall()
+        out = {}
+        for check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id in rows:
+            state = CheckState(
+                status=Status(status), hard=bool(hard), attempt=attempt, last_run=last_run,
+                last_change=last_change, problem_since=problem_since,
+                last_result=Result.from_dict(json.loads(last_result)) if last_result else None,
+            )
+            out[check_id] = StoredCheck(state, incident_id)
+        return out
+
+    def put_check_state(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
+        """Store a check's state."""
+        result = json.dumps(state.last_result.to_dict()) if state.last_result else None
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO check_state VALUES (?,?,?,?,?,?,?,?,?)",
+                (check_id, int(state.status), int(state.hard), state.attempt, state.last_run,
+                 state.last_change, state.problem_since, result, incident_id),
+            )
+
+    def forget_checks(self, keep: set[str]) -> int:
+        """Drop stored state of checks not in ``keep``; return how many."""
+        with self.transaction():
+            stored = [row[0] for row in self._db.execute("SELECT check_id FROM check_state")]
+            gone = [check_id for check_id in stored if check_id not in keep]
+            self._db.executemany("DELETE FROM check_state WHERE check_id=?", [(c,) for c in gone])
+        return len(gone)
+
+    def open_incident(self, host: str, check: str, kind: str, opened_at: float, detected_at: float, summary: str) -> int:
+        """Open an incident; return its id."""
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO incidents (host, check_name, kind, opened_at, detected_at, summary) VALUES (?,?,?,?,?,?)",
+                (host, check, kind, opened_at, detected_at, summary),
+            )
+        return cur.lastrowid
+
+    def close_incident(self, incident_id: int, closed_at: float) -> None:
+        """Mark an incident recovered."""
+        with self.transaction():
+            self._db.execute("UPDATE incidents SET closed_at=? WHERE id=? AND closed_at IS NULL", (closed_at, incident_id))
+
+    def incidents(self, open_only: bool = False) -> list[Incident]:
+        """Incidents, newest first."""
+        where = "WHERE closed_at IS NULL" if open_only else ""
+        rows = self._db.execute(
+            f"SELECT id, host, check_name, kind, opened_at, detected_at, closed_at, summary FROM incidents {where}"
+            " ORDER BY id DESC"
+        ).fetchall()
+        return [Incident(*row) for row in rows]
+
+    def append(self, entry: JournalEntry) -> int:
+        """Append a journal entry; return its id."""
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO journal (ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (entry.ts, entry.event, entry.host, entry.check, entry.incident_id, entry.decision, entry.reason,
+                 entry.outcome, entry.ref, json.dumps(dict(entry.detail), ensure_ascii=False) if entry.detail else None),
+            )
+        return cur.lastrowid
+
+    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        """Journal entries in order, optionally for one incident."""
+        sql = ("SELECT id, ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail"
+               " FROM journal WHERE id > ?")
+        args: list = [after_id]
+        if incident_id is not None:
+            sql += " AND incident_id = ?"
+            args.append(incident_id)
+        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [
+            JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
+                         reason=r[7], outcome=r[8], ref=r[9], detail=json.loads(r[10]) if r[10] else {})
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        self._db.close()

@@ -1,0 +1,21 @@
+"""Probe kinds: one module per kind, and this registry, the single list of kinds."""
+
+from __future__ import annotations
+
+from probes import ftp, http, imap, ping, pop, smtp, ssh, tcp
+from probes.base import ProbeKind
+
+REGISTRY: dict[str, ProbeKind] = {
+    kind.name: kind
+    for kind in (
+        ping.KIND,
+        tcp.KIND,
+        http.HTTP,
+        http.HTTPS,
+        ftp.KIND,
+        smtp.KIND,
+        pop.KIND,
+        imap.KIND,
+        ssh.KIND,
+    )
+}

@@ -1,0 +1,80 @@
+"""What every probe kind provides, and what the runner hands to it."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+from pydantic import Field
+
+from monitord.fields import Duration, StrictModel
+from monitord.results import Outcome
+
+
+class CheckParams(StrictModel):
+    """Settings every check has; each probe kind subclasses it with its own fields.
+
+    Unset scheduling fields are inherited from the host, its groups and ``defaults``.
+    """
+
+    kind: str
+    interval: Duration | None = None
+    retry_interval: Duration | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    timeout: Duration | None = None
+    enabled: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCall:
+    """One invocation: which host, at which address, within what time."""
+
+    host: str
+    address: str
+    timeout: float
+
+
+class ProbeContext:
+    """Resources shared by all probes of one daemon (sockets, pools), closed on shutdown."""
+
+    def __init__(self) -> None:
+        self._resources: dict[str, asyncio.Future] = {}
+        self._stack = AsyncExitStack()
+
+    async def resource(self, key: str, factory: Callable[["ProbeContext"], Awaitable[Any]]) -> Any:
+        """Return the shared resource ``key``, created once by ``factory(ctx)``.
+
+        Concurrent first callers share one creation; a caller that times out does not
+        cancel it for the others. A factory that needs cleanup registers it with :meth:`enter`.
+        """
+        future = self._resources.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = self._resources[key] = asyncio.ensure_future(factory(self))
+        return await asyncio.shield(future)
+
+    async def enter(self, manager: Any) -> Any:
+        """Enter an async context manager that lives until :meth:`aclose`."""
+        return await self._stack.enter_async_context(manager)
+
+    async def aclose(self) -> None:
+        """Close every shared resource."""
+        self._resources.clear()
+        await self._stack.aclose()
+
+
+class ProbeFunc(Protocol):
+    def __call__(self, ctx: ProbeContext, call: ProbeCall, params: Any) -> Awaitable[Outcome]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind:
+    """A registered probe kind: its name, parameter model and coroutine."""
+
+    name: str
+    params: type[CheckParams]
+    run: ProbeFunc
+    default_interval: float
+    summary: str

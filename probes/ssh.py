@@ -1,0 +1,28 @@
+"""``ssh``: the server sends an SSH- identification banner."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from monitord.fields import Port
+from monitord.results import Outcome, Status
+from probes import tcp
+from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+
+
+class SshParams(CheckParams):
+    """SSH on ``port``. Only the banner is read; logins are the remediation layer's."""
+
+    kind: Literal["ssh"] = "ssh"
+    port: Port = 22
+
+
+async def run(ctx: ProbeContext, call: ProbeCall, params: SshParams) -> Outcome:
+    """Expect an ``SSH-`` identification line."""
+    async with tcp.connect(call.address, params.port) as session:
+        line = await session.read_line()
+        tcp.expect_prefix(line, "SSH-", "SSH server", params.port)
+        return Outcome(Status.OK, line[:80], values=session.values())
+
+
+KIND = ProbeKind("ssh", SshParams, run, default_interval=600.0, summary="SSH server sends its banner")

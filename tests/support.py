@@ -1,0 +1,86 @@
+"""Helpers for tests that start real peer processes: ports, processes, binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SBIN_PATHS = ("/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin")
+
+
+def need_binary(name: str) -> str:
+    """Return the path of ``name``, or skip the test (a failure under CI=true) if missing."""
+    path = shutil.which(name) or next(
+        (str(Path(d) / name) for d in SBIN_PATHS if (Path(d) / name).exists()), None
+    )
+    if path is None:
+        pytest.skip(f"peer binary {name!r} is not installed")
+    return path
+
+
+def need_root() -> None:
+    """Skip unless root (namespaces, users and privileged ports need it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A currently free port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    """Wait until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+class Proc:
+    """A peer process in its own session, stopped (with its children) by PID."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None):
+        self.argv = argv
+        self.log = log
+        self._logf = open(log, "ab")
+        self.popen = subprocess.Popen(
+            argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal the process group and wait; SIGKILL if it lingers."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+        self._logf.close()
+
+    def output(self) -> str:
+        """What the process wrote so far."""
+        return self.log.read_text(errors="replace")
