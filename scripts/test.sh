@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the tests need (Debian peer packages when root, the venv with test extras)
+# and run the whole suite. Extra arguments go to pytest (e.g. scripts/test.sh -k ping).
+# Under CI=true a skipped test fails the run, and so does a run that executes no test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+PEER_PACKAGES=(
+    iproute2 iputils-ping fping nftables procps psmisc netcat-openbsd curl
+    nginx-light vsftpd dovecot-pop3d dovecot-imapd openssh-server openssh-client
+    prometheus systemd python3-venv
+)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=()
+    for pkg in "${PEER_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing peer packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+else
+    echo "not root: peer packages are not installed; integration tests that need them will skip" >&2
+fi
+
+ensure_venv test
+exec .venv/bin/python -m pytest "$@"
