@@ -314,6 +314,9 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
         loc = ("hosts", spec.host, "checks", spec.name)
         if spec.timeout >= spec.interval:
             problems.append((loc, f"timeout {format_duration(spec.timeout)} must be shorter than the interval {format_duration(spec.interval)}"))
+        needed, what = spec.params.min_timeout()
+        if spec.timeout <= needed:
+            problems.append((loc, f"timeout {format_duration(spec.timeout)} must be longer than {what}"))
         if spec.retry_interval > spec.interval:
             problems.append((loc, f"retry_interval {format_duration(spec.retry_interval)} must not exceed the interval {format_duration(spec.interval)}"))
     return problems

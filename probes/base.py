@@ -27,6 +27,10 @@ class CheckParams(StrictModel):
     enabled: bool = True
     description: str = ""
 
+    def min_timeout(self) -> tuple[float, str]:
+        """The time a run needs at least, and what takes it; the check's timeout must exceed it."""
+        return 0.0, ""
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeCall:
@@ -78,3 +82,6 @@ class ProbeKind:
     run: ProbeFunc
     default_interval: float
     summary: str
+    bounded: bool = True
+    """Whether runs count against ``daemon.max_concurrency``; kinds that hold no socket or
+    process of their own while waiting (ping shares one socket) need not."""

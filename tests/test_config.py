@@ -26,6 +26,7 @@ INVALID = {
     "unknown-parent": ["hosts.web1.parents[0]: unknown host 'core-sw2' (did you mean 'core-sw1'?) (line 6)"],
     "parent-cycle": ["hosts.a.parents: parents form a cycle through this host (line 4)"],
     "timeout-not-below-interval": ["hosts.web1.checks.ping: timeout 2m must be shorter than the interval 1m (line 7)"],
+    "ping-timeout-too-short": ["hosts.web1.checks.ping: timeout 2s must be longer than a ping run (5 packets 200ms apart, then up to 2s for the last reply) (line 7)"],
     "retry-above-interval": ["hosts.web1.checks.ssh: retry_interval 5m must not exceed the interval 30s (line 5)"],
     "duplicate-key": ["hosts.web1.address: duplicate key (first set on line 3) (line 4)"],
     "yaml-syntax": ["invalid YAML: expected ',' or '}', but got ':' (line 3)"],

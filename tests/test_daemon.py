@@ -105,7 +105,7 @@ def daemon_env(tmp_path, listener):
     config = tmp_path / "monitord.yaml"
     checks = (f"      open: {{kind: tcp, port: {listener}}}\n"
               f"      closed: {{kind: tcp, port: {closed}}}\n"
-              f"      ping: {{}}\n")
+              f"      ping: {{count: 1, reply_timeout: 500ms}}\n")
     write_config(config, tmp_path / "state.db", port, checks)
     daemon = Daemon(tmp_path, config, port)
     yield daemon, checks
@@ -143,7 +143,7 @@ def test_sighup_reload_keeps_old_config_when_new_is_bad(daemon_env, listener):
     wait_for(lambda: daemon.value("monitord_config_last_reload_successful") == 0, 10, "reload failure")
     assert "defaults.max_atempts: unknown key (did you mean 'max_attempts'?)" in daemon.proc.output()
     assert daemon.value("monitord_checks_configured") == 3
-    daemon.config.write_text(good.replace("      ping: {}\n", f"      extra: {{kind: tcp, port: {listener}}}\n"))
+    daemon.config.write_text(good.replace("      ping: {count: 1, reply_timeout: 500ms}\n", f"      extra: {{kind: tcp, port: {listener}}}\n"))
     daemon.proc.popen.send_signal(signal.SIGHUP)
     wait_for(lambda: daemon.value("monitord_config_last_reload_successful") == 1, 10, "reload success")
     wait_for(lambda: daemon.value("monitord_probe_success", check="extra") == 1, 10, "the new check")
