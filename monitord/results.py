@@ -86,7 +86,8 @@ class Result:
 class ProbeError(Exception):
     """A probe failure with a known reason (refused, protocol, auth, ...)."""
 
-    def __init__(self, reason: Reason, summary: str) -> None:
+    def __init__(self, reason: Reason, summary: str, values: Mapping[str, float] | None = None) -> None:
         super().__init__(summary)
         self.reason = reason
         self.summary = summary
+        self.values = dict(values or {})

@@ -28,15 +28,15 @@ _PROTOCOL_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 def classify(exc: BaseException, call: ProbeCall) -> Outcome:
     """Map an exception raised by a probe to a failed outcome with a typed reason."""
     if isinstance(exc, ProbeError):
-        return Outcome(Status.CRITICAL, exc.summary, exc.reason)
+        return Outcome(Status.CRITICAL, exc.summary, exc.reason, exc.values)
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is the same class on 3.11
         return Outcome(Status.CRITICAL, f"no answer within {format_duration(call.timeout)}", Reason.TIMEOUT)
     if isinstance(exc, (ssl.SSLError, aiohttp.ClientSSLError)):
-        return Outcome(Status.CRITICAL, f"TLS error: {exc}", Reason.PROTOCOL)
+        return Outcome(Status.CRITICAL, f"TLS error: {_first_line(exc)}", Reason.PROTOCOL)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return classify(exc.os_error, call)
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
-        return Outcome(Status.CRITICAL, f"bad HTTP exchange: {exc}", Reason.PROTOCOL)
+        return Outcome(Status.CRITICAL, f"bad HTTP exchange: {_first_line(exc)}", Reason.PROTOCOL)
     if isinstance(exc, (asyncio.IncompleteReadError, EOFError)):
         return Outcome(Status.CRITICAL, "connection closed before the expected answer", Reason.PROTOCOL)
     if isinstance(exc, OSError):
@@ -51,8 +51,16 @@ def classify(exc: BaseException, call: ProbeCall) -> Outcome:
         if code in _PROTOCOL_ERRNOS:
             return Outcome(Status.CRITICAL, f"{call.address}: {text}", Reason.PROTOCOL)
         return Outcome(Status.UNKNOWN, f"{call.address}: {text}", Reason.ERROR)
+    if isinstance(exc, aiohttp.ClientConnectionError):  # closed or broken connection, no errno
+        return Outcome(Status.CRITICAL, f"connection failed: {_first_line(exc)}", Reason.PROTOCOL)
     log.debug("probe raised an unexpected exception", exc_info=exc)
-    return Outcome(Status.UNKNOWN, f"probe error: {type(exc).__name__}: {exc}", Reason.ERROR)
+    return Outcome(Status.UNKNOWN, f"probe error: {type(exc).__name__}: {_first_line(exc)}", Reason.ERROR)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line (summaries are single lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 async def run_probe(

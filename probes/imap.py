@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from monitord.fields import Port
-from monitord.results import Outcome, Status
+from monitord.results import Outcome
 from probes import tcp
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
@@ -19,11 +19,7 @@ class ImapParams(CheckParams):
 
 async def run(ctx: ProbeContext, call: ProbeCall, params: ImapParams) -> Outcome:
     """Expect ``* OK``, then LOGOUT."""
-    async with tcp.connect(call.address, params.port) as session:
-        line = await session.read_line()
-        tcp.expect_prefix(line, "* OK", "IMAP server", params.port)
-        await session.send_line("a1 LOGOUT")
-        return Outcome(Status.OK, f"IMAP {line[:80]}", values=session.values())
+    return await tcp.greeting(call, params.port, "* OK", "IMAP server", farewell="a1 LOGOUT")
 
 
 KIND = ProbeKind("imap", ImapParams, run, default_interval=600.0, summary="IMAP server greets with * OK")

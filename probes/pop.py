@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from monitord.fields import Port
-from monitord.results import Outcome, Status
+from monitord.results import Outcome
 from probes import tcp
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
@@ -19,11 +19,7 @@ class PopParams(CheckParams):
 
 async def run(ctx: ProbeContext, call: ProbeCall, params: PopParams) -> Outcome:
     """Expect +OK, then QUIT."""
-    async with tcp.connect(call.address, params.port) as session:
-        line = await session.read_line()
-        tcp.expect_prefix(line, "+OK", "POP3 server", params.port)
-        await session.send_line("QUIT")
-        return Outcome(Status.OK, f"POP3 {line[:80]}", values=session.values())
+    return await tcp.greeting(call, params.port, "+OK", "POP3 server", farewell="QUIT")
 
 
 KIND = ProbeKind("pop", PopParams, run, default_interval=600.0, summary="POP3 server greets with +OK")

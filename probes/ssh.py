@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from monitord.fields import Port
-from monitord.results import Outcome, Status
+from monitord.results import Outcome
 from probes import tcp
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
@@ -19,10 +19,7 @@ class SshParams(CheckParams):
 
 async def run(ctx: ProbeContext, call: ProbeCall, params: SshParams) -> Outcome:
     """Expect an ``SSH-`` identification line."""
-    async with tcp.connect(call.address, params.port) as session:
-        line = await session.read_line()
-        tcp.expect_prefix(line, "SSH-", "SSH server", params.port)
-        return Outcome(Status.OK, line[:80], values=session.values())
+    return await tcp.greeting(call, params.port, "SSH-", "SSH server", farewell=None)
 
 
 KIND = ProbeKind("ssh", SshParams, run, default_interval=600.0, summary="SSH server sends its banner")

@@ -13,6 +13,7 @@ from monitord.results import Outcome, ProbeError, Reason, Status
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 MAX_LINE = 4096
+_REPLY = re.compile(r"^\d{3}[- ]")
 
 
 class TcpParams(CheckParams):
@@ -46,9 +47,12 @@ class Session:
     async def read_reply(self) -> tuple[str, list[str]]:
         """Read an FTP/SMTP style reply (``250-...`` continued until ``250 ...``): code and lines."""
         lines = [await self.read_line()]
-        while len(lines[-1]) >= 4 and lines[-1][3] == "-":
+        if not _REPLY.match(lines[0]):
+            return "", lines  # not a numbered reply: the caller's prefix check says what it was
+        code = lines[0][:3]
+        while not (lines[-1].startswith(code) and lines[-1][3:4] != "-"):
             lines.append(await self.read_line())
-        return lines[-1][:3], lines
+        return code, lines
 
     async def send_line(self, line: str) -> None:
         """Send ``line`` with CRLF."""
@@ -77,6 +81,16 @@ def expect_prefix(line: str, prefix: str, what: str, port: int) -> None:
     """Raise a protocol error unless ``line`` starts with ``prefix``."""
     if not line.startswith(prefix):
         raise ProbeError(Reason.PROTOCOL, f"{what} on port {port} answered {line[:120]!r}, expected {prefix!r}")
+
+
+async def greeting(call: ProbeCall, port: int, prefix: str, what: str, farewell: str | None) -> Outcome:
+    """Connect, expect a first line starting with ``prefix``, then say ``farewell`` if given."""
+    async with connect(call.address, port) as session:
+        line = await session.read_line()
+        expect_prefix(line, prefix, what, port)
+        if farewell is not None:
+            await session.send_line(farewell)
+        return Outcome(Status.OK, line[:100], values=session.values())
 
 
 async def run(ctx: ProbeContext, call: ProbeCall, params: TcpParams) -> Outcome:

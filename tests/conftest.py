@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.peers"]  # fixtures that start real peer servers
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
