@@ -1,0 +1,1 @@
+"""Remediation: power drivers (IPMI, SNMP PDU), SSH actions and, later, pagers."""

@@ -1,0 +1,275 @@
+"""The pure escalation state machine, table-driven, on a fake clock (plain numbers)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from monitord.escalation import (
+    Act, Blocked, Confirmed, Done, Guards, HostState, Note, Page, Phase, Policy, Recovered, Resolved, Retry,
+    StartSla, Step, step,
+)
+
+FULL = Policy(power_drivers=("ipmi", "pdu"), has_bmc=True, has_ssh=True, boot_timeout=600, max_resets=3,
+              reset_window=86400, grace=300, restartable=frozenset({"http"}))
+OK = Guards()
+DOWN = Confirmed("ping", host_down=True, incident_id=7)
+HTTP_DOWN = Confirmed("http", host_down=False, incident_id=8)
+
+
+def boot(ping: bool, login: bool, fs_errors=()) -> Done:
+    return Done(Step.WAIT_BOOT, ping and login and not fs_errors,
+                detail={"ping": ping, "login": login, "fs_errors": list(fs_errors)})
+
+
+def short(decisions) -> list[str]:
+    """Decisions as compact strings, for readable tables."""
+    out = []
+    for d in decisions:
+        if isinstance(d, Act):
+            out.append(f"act {d.step}" + (f" via {d.args['driver']}" if "driver" in d.args else "") + f" L{d.level}")
+        elif isinstance(d, Blocked):
+            out.append(f"blocked {d.guard}")
+        elif isinstance(d, Page):
+            out.append(f"page {d.kind} L{d.level}")
+        elif isinstance(d, StartSla):
+            out.append(f"sla {d.name}")
+        elif isinstance(d, Resolved):
+            out.append("resolved")
+        elif isinstance(d, Retry):
+            out.append(f"retry at {d.at:g}")
+        elif isinstance(d, Note):
+            out.append("note")
+    return out
+
+
+def play(events, policy=FULL, guards=OK, state=None, start=1000.0, dt=10.0):
+    """Feed events at start, start+dt, ...; return (final state, decisions per event)."""
+    state = state or HostState()
+    trace = []
+    for i, event in enumerate(events):
+        g = guards[i] if isinstance(guards, list) else guards
+        state, decisions = step(state, event, policy, g, start + i * dt)
+        trace.append(short(decisions))
+    return state, trace
+
+
+LADDERS = {
+    "L1 reset brings the host back": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(True, True)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["resolved"]],
+    ),
+    "not back after reset: L2 power cycle, then back": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(False, False),
+         Done(Step.POWER_CYCLE, True, detail={"driver": "ipmi"}), boot(True, True)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act power_cycle via ipmi L2"],
+         ["act wait_boot L2"], ["resolved"]],
+    ),
+    "never back: L2 then L3 dispatch with the SLA timer": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(False, False),
+         Done(Step.POWER_CYCLE, True, detail={"driver": "ipmi"}), boot(False, False)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act power_cycle via ipmi L2"],
+         ["act wait_boot L2"], ["page dispatch L3", "sla engineer_on_site"]],
+    ),
+    "back with filesystem errors: L2 forced fsck": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+         boot(True, True, ["EXT4-fs error (device sda1)"]), Done(Step.FSCK, True), boot(True, True)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act fsck L2"],
+         ["act wait_boot L2"], ["resolved"]],
+    ),
+    "back but login fails: L2 power cycle": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(True, False)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act power_cycle via ipmi L2"]],
+    ),
+    "IPMI fails: falls back to the PDU": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "auth", {"driver": "ipmi"}),
+         Done(Step.POWER_RESET, True, detail={"driver": "pdu"}), boot(True, True)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"], ["act wait_boot L1"],
+         ["resolved"]],
+    ),
+    "every power driver fails: L3 page": (
+        [DOWN, Done(Step.BMC_READ, False, "timeout"), Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi"}),
+         Done(Step.POWER_RESET, False, "timeout", {"driver": "pdu"})],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"],
+         ["page dispatch L3", "sla engineer_on_site"]],
+    ),
+    "service restart works": (
+        [HTTP_DOWN, Done(Step.SERVICE_RESTART, True)],
+        [["act service_restart L1"], ["resolved"]],
+    ),
+    "service restart does not help: page": (
+        [HTTP_DOWN, Done(Step.SERVICE_RESTART, False, "refused")],
+        [["act service_restart L1"], ["page service_failed L2"]],
+    ),
+    "service login fails: host-down ladder": (
+        [HTTP_DOWN, Done(Step.SERVICE_RESTART, False, "timeout", {"login": False}), Done(Step.BMC_READ, True)],
+        [["act service_restart L1"], ["act bmc_read L1"], ["act power_reset via ipmi L1"]],
+    ),
+    "recovered while dispatched: resolved": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", {"driver": "ipmi"}),
+         Done(Step.POWER_RESET, False, "x", {"driver": "pdu"}), Recovered("ping", True)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"],
+         ["page dispatch L3", "sla engineer_on_site"], ["resolved"]],
+    ),
+    "a stale outcome is ignored": (
+        [DOWN, Done(Step.WAIT_BOOT, True)],
+        [["act bmc_read L1"], ["note"]],
+    ),
+    "a second confirmation during a ladder does nothing": (
+        [DOWN, Confirmed("ssh", host_down=True)],
+        [["act bmc_read L1"], []],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LADDERS))
+def test_ladders(name):
+    events, expected = LADDERS[name]
+    _, trace = play(events)
+    assert trace == expected
+
+
+def test_dispatch_page_carries_what_was_tried_and_sla_due_in_120_minutes():
+    events = LADDERS["never back: L2 then L3 dispatch with the SLA timer"][0]
+    state = HostState()
+    for i, event in enumerate(events):
+        state, decisions = step(state, event, FULL, OK, 1000.0 + i)
+    page, sla = decisions
+    assert page.detail["tried"][-1] == "wait_boot: failed"
+    assert len(page.detail["tried"]) == 5
+    assert sla.due == 1005.0 + 7200
+    assert (state.phase, state.level) == (Phase.DISPATCHED, 3)
+
+
+@pytest.mark.parametrize("guard,field_value", [
+    ("maintenance", {"maintenance": "friday-patching"}),
+    ("parent_down", {"parent_down": "core-sw1"}),
+    ("quarantined", {"quarantined": True}),
+])
+def test_guards_block_the_whole_ladder(guard, field_value):
+    state, trace = play([DOWN, DOWN, DOWN], guards=Guards(**field_value))
+    assert trace == [[f"blocked {guard}"], [], []]  # journaled once, not at every re-evaluation
+    assert state.phase is Phase.IDLE and state.power_actions == ()
+
+
+def test_blast_radius_allows_reading_but_blocks_power():
+    state, trace = play([DOWN, Done(Step.BMC_READ, True)], guards=Guards(blast_radius="30 of 30 hosts down"))
+    assert trace == [["act bmc_read L1"], ["blocked blast_radius"]]
+    assert state.power_actions == ()
+
+
+@pytest.mark.parametrize("guards,policy", [(Guards(dry_run=True), FULL), (OK, replace(FULL, dry_run=True))])
+def test_dry_run_decides_and_journals_but_never_acts(guards, policy):
+    state, trace = play([DOWN, Done(Step.BMC_READ, True)], policy=policy, guards=guards)
+    assert trace == [["act bmc_read L1"], ["blocked dry_run", "note"]]
+    assert state.power_actions == ()
+
+
+def test_guard_lifted_then_ladder_starts():
+    state, trace = play([DOWN, DOWN], guards=[Guards(maintenance="w"), OK])
+    assert trace == [["blocked maintenance"], ["act bmc_read L1"]]
+
+
+def test_reset_limit_goes_straight_to_level_3():
+    state = HostState()
+    t = 0.0
+    for _ in range(3):  # three flaps: reset, back, resolved, down again after the grace period
+        for event in (DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+                      boot(True, True)):
+            state, decisions = step(state, event, FULL, OK, t)
+            t += 10
+        assert short(decisions) == ["resolved"]
+        t += FULL.grace
+    state, d1 = step(state, DOWN, FULL, OK, t)
+    state, d2 = step(state, Done(Step.BMC_READ, True), FULL, OK, t + 10)
+    assert short(d2) == ["blocked limit", "page dispatch L3", "sla engineer_on_site"]
+    assert len(state.power_actions) == 3
+
+
+def test_reset_limit_window_slides():
+    policy = replace(FULL, max_resets=1, reset_window=3600)
+    old = HostState(power_actions=(0.0,))
+    _, trace = play([DOWN, Done(Step.BMC_READ, True)], policy=policy, state=old, start=3500)
+    assert trace[1] == ["blocked limit", "page dispatch L3", "sla engineer_on_site"]
+    _, trace = play([DOWN, Done(Step.BMC_READ, True)], policy=policy, state=old, start=3601)
+    assert trace[1] == ["act power_reset via ipmi L1"]
+
+
+def test_grace_period_defers_failures_after_an_action():
+    state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+                     boot(True, True)], start=1000, dt=10)
+    assert state.grace_until == 1010 + FULL.grace
+    state, decisions = step(state, DOWN, FULL, OK, 1100)
+    assert short(decisions) == [f"retry at {1010 + FULL.grace:g}"]
+    state, decisions = step(state, DOWN, FULL, OK, 1010 + FULL.grace)
+    assert short(decisions) == ["act bmc_read L1"]
+
+
+def test_no_bmc_resets_through_pdu_without_reading():
+    policy = replace(FULL, power_drivers=("pdu",), has_bmc=False)
+    _, trace = play([DOWN], policy=policy)
+    assert trace == [["act power_reset via pdu L1"]]
+
+
+def test_no_power_control_dispatches():
+    _, trace = play([DOWN], policy=Policy(has_ssh=True))
+    assert trace == [["page dispatch L3", "sla engineer_on_site"]]
+
+
+@pytest.mark.parametrize("policy,reason", [
+    (replace(FULL, restartable=frozenset()), "no restart method"),
+    (replace(FULL, has_ssh=False), "no SSH access"),
+])
+def test_service_without_means_pages(policy, reason):
+    state = HostState()
+    state, decisions = step(state, HTTP_DOWN, policy, OK, 0)
+    assert short(decisions) == ["page service_failed L1"] and reason in decisions[0].summary
+    assert state.phase is Phase.HELD
+
+
+def test_service_restart_limit():
+    policy = replace(FULL, max_restarts=2, restart_window=3600, grace=0)
+    state, trace = play([HTTP_DOWN, Done(Step.SERVICE_RESTART, True)] * 3, policy=policy, dt=1)
+    assert trace == [["act service_restart L1"], ["resolved"]] * 2 + [["page service_failed L2"], ["note"]]
+
+
+OFF_HOURS = replace(FULL, contact_first=frozenset({Step.POWER_RESET}))
+
+
+@pytest.mark.parametrize("answer,policy,expected", [
+    ("granted", OFF_HOURS, ["act power_reset via ipmi L1"]),
+    ("denied", OFF_HOURS, ["blocked denied", "page action_held L1"]),
+    (None, OFF_HOURS, ["blocked no_answer", "page action_held L1"]),
+    (None, replace(OFF_HOURS, on_no_answer="proceed"), ["act power_reset via ipmi L1"]),
+])
+def test_off_hours_contact_first(answer, policy, expected):
+    night = Guards(off_hours=True)
+    state, trace = play([DOWN, Done(Step.BMC_READ, True),
+                         Done(Step.REQUEST_APPROVAL, answer == "granted", detail={"answer": answer})],
+                        policy=policy, guards=night)
+    assert trace[1] == ["act request_approval via ipmi L1"]
+    assert trace[2] == expected
+
+
+def test_business_hours_needs_no_approval():
+    _, trace = play([DOWN, Done(Step.BMC_READ, True)], policy=OFF_HOURS, guards=Guards(off_hours=False))
+    assert trace[1] == ["act power_reset via ipmi L1"]
+
+
+def test_recovery_while_awaiting_approval_resolves():
+    state, trace = play([DOWN, Done(Step.BMC_READ, True), Recovered("ping", True)], policy=OFF_HOURS,
+                        guards=Guards(off_hours=True))
+    assert trace[2] == ["resolved"] and state.phase is Phase.IDLE
+
+
+def test_recovery_clears_a_block_so_the_next_one_is_journaled_again():
+    g = Guards(maintenance="w")
+    state, trace = play([DOWN, Recovered("ping", True), DOWN], guards=g)
+    assert trace == [["blocked maintenance"], [], ["blocked maintenance"]]
+
+
+def test_power_action_counts_once_even_with_fallback():
+    state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", {"driver": "ipmi"}),
+                     Done(Step.POWER_RESET, True, detail={"driver": "pdu"})])
+    assert len(state.power_actions) == 1
