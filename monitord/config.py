@@ -7,12 +7,14 @@ else the contract values built in here (and each probe kind's default interval).
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import json
 import re
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -47,6 +49,39 @@ class ConfigError(Exception):
         return "\n".join([f"{self.source}: invalid config:"] + [f"  {p}" for p in self.problems])
 
 
+ActionName = Literal["power_reset", "power_cycle", "fsck", "service_restart"]
+
+
+class RemediationSettings(StrictModel):
+    """How the escalation ladders act on a host; every field cascades like the rest of ``defaults``."""
+
+    dry_run: bool | None = Field(default=None, description="decide and journal, never act (this host)")
+    power_method: Literal["reset", "onoff"] | None = Field(
+        default=None, description="reset: IPMI chassis reset / PDU reboot; onoff: off, verify off, on")
+    power_wait: Duration | None = Field(default=None, description="after a power command, before polling status")
+    power_timeout: Duration | None = Field(default=None, description="poll power status until this deadline")
+    power_retries: int | None = Field(default=None, ge=0, le=5)
+    boot_timeout: Duration | None = Field(default=None, description="wait this long for ping and SSH after a reset")
+    verify_interval: Duration | None = Field(default=None, description="how often to try ping and SSH while waiting")
+    max_resets: int | None = Field(default=None, ge=1, le=20, description="power actions per reset_window, then level 3")
+    reset_window: Duration | None = None
+    grace: Duration | None = Field(default=None, description="after an action, failures wait this long before counting")
+    max_restarts: int | None = Field(default=None, ge=1, le=20)
+    restart_window: Duration | None = None
+    contact_first: list[ActionName] | None = Field(
+        default=None, description="actions that need the emergency contact's approval outside business hours")
+    approval_timeout: Duration | None = None
+    on_no_answer: Literal["hold", "proceed"] | None = None
+    fsck_command: str | None = Field(default=None, description="forces a filesystem check at next boot, and reboots")
+
+
+REMEDIATION_DEFAULTS = dict(
+    dry_run=False, power_method="reset", power_wait=2.0, power_timeout=60.0, power_retries=1, boot_timeout=600.0,
+    verify_interval=10.0, max_resets=3, reset_window=86400.0, grace=300.0, max_restarts=3, restart_window=3600.0,
+    contact_first=[], approval_timeout=900.0, on_no_answer="hold", fsck_command="touch /forcefsck && systemctl reboot",
+)
+
+
 class Settings(StrictModel):
     """Overridable defaults: at top level, per group and per host. Unset means inherit."""
 
@@ -58,6 +93,7 @@ class Settings(StrictModel):
     timeout: Duration | None = None
     disk_critical_percent: Percent | None = None
     inode_critical_percent: Percent | None = None
+    remediation: RemediationSettings = RemediationSettings()
 
     @field_validator("intervals")
     @classmethod
@@ -90,13 +126,45 @@ class SnmpV3(StrictModel):
     priv_key: SecretRef | None = None
 
 
+OID_PATTERN = r"^\.?[0-9]+(\.[0-9]+)+$"
+Oid = Annotated[str, Field(pattern=OID_PATTERN, description="numeric OID, e.g. .1.3.6.1.4.1.318.1.1.4.4.2.1.3")]
+
+
+class PduOidTable(StrictModel):
+    """A PDU's outlet OIDs and values, for PDUs without a built-in model (``model: generic``).
+
+    The outlet number is appended to both OIDs. Every value is given explicitly: a wrong guess
+    here switches the wrong way, so there are no defaults.
+    """
+
+    status_oid: Oid = Field(description="read: the outlet's power state (outlet number appended)")
+    control_oid: Oid = Field(description="write: the outlet's command (outlet number appended)")
+    control_on: int = Field(description="value written to control_oid to switch on")
+    control_off: int = Field(description="value written to control_oid to switch off")
+    control_reboot: int | None = Field(default=None, description="value for an outlet reboot; null: no reboot command")
+    status_on: int = Field(description="value status_oid reads when the outlet is on")
+    status_off: int = Field(description="value status_oid reads when the outlet is off")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "PduOidTable":
+        if self.status_on == self.status_off:
+            raise ValueError("status_on and status_off must differ")
+        commands = [v for v in (self.control_on, self.control_off, self.control_reboot) if v is not None]
+        if len(set(commands)) != len(commands):
+            raise ValueError("control_on, control_off and control_reboot must differ")
+        return self
+
+
 class PduConfig(StrictModel):
     """A switched PDU outlet that powers the host."""
 
     address: str
     port: Port = 161
     outlet: int = Field(ge=1)
-    model: str = Field(default="auto", description="OID table: auto (by sysObjectID), apc-spdu, apc-rpdu, ...")
+    model: Literal["auto", "apc-spdu", "apc-rpdu", "generic"] = Field(
+        default="auto", description="OID table: auto (by sysObjectID), apc-spdu, apc-rpdu, or generic (give table)"
+    )
+    table: PduOidTable | None = Field(default=None, description="the OID table of model generic")
     snmp_version: Literal["2c", "3"] = "2c"
     community: SecretRef | None = None
     v3: SnmpV3 | None = None
@@ -107,6 +175,8 @@ class PduConfig(StrictModel):
             raise ValueError("snmp_version 2c needs community (a file, env or credential reference)")
         if self.snmp_version == "3" and self.v3 is None:
             raise ValueError("snmp_version 3 needs a v3 block")
+        if (self.model == "generic") != (self.table is not None):
+            raise ValueError("model generic needs a table, and a table needs model generic")
         return self
 
 
@@ -134,6 +204,14 @@ def _check_union() -> Any:
 CheckConfig = _check_union()
 
 
+class CustomerInstructions(StrictModel):
+    """What the level 3 dispatch page tells the engineer about this customer's contract."""
+
+    backup_contract: bool = Field(default=False, description="restore the last backup when rebuilding")
+    config_changes: str | None = Field(default=None, description="changes to re-apply since the contract started")
+    runbook: str | None = Field(default=None, description="the customer's operation runbook (operation-proxy contract)")
+
+
 class HostConfig(StrictModel):
     """A monitored host. Checks are keyed by name; ``kind`` defaults to the name."""
 
@@ -147,7 +225,12 @@ class HostConfig(StrictModel):
     bmc: BmcConfig | None = None
     pdu: PduConfig | None = None
     ssh: SshConfig | None = None
+    instructions: CustomerInstructions = CustomerInstructions()
     checks: dict[Name, CheckConfig] = Field(default_factory=dict)
+
+    def layers(self, config: "Config") -> list[Settings]:
+        """This host's settings layers, most specific first."""
+        return [self.defaults] + [config.groups[g].defaults for g in self.groups if g in config.groups] + [config.defaults]
 
     @model_validator(mode="before")
     @classmethod
@@ -162,6 +245,63 @@ class HostConfig(StrictModel):
                 checks[name] = check
             data = {**data, "checks": checks}
         return data
+
+
+class BlastRadius(StrictModel):
+    """When many hosts fail at once, the monitor's own side is the likelier fault: no power actions."""
+
+    canaries: list[Name] = Field(default_factory=list, description="reference hosts (gateway, ...) probed before acting")
+    max_down_percent: Percent = 20.0
+    max_down_hosts: int = Field(default=10, ge=1)
+    window: Duration = 300.0
+
+
+class EscalationConfig(StrictModel):
+    """Fleet-wide escalation settings."""
+
+    blast_radius: BlastRadius = BlastRadius()
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class BusinessHoursConfig(StrictModel):
+    """Business hours (contract default: weekdays 10:00-18:00 Japan time)."""
+
+    timezone: str = "Asia/Tokyo"
+    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    start: dt.time = dt.time(10, 0)
+    end: dt.time = dt.time(18, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class MaintenanceWindow(StrictModel):
+    """A planned window: no automatic action on the hosts, groups or tags it covers."""
+
+    hosts: list[Name] = Field(default_factory=list)
+    groups: list[Name] = Field(default_factory=list)
+    tags: list[Name] = Field(default_factory=list)
+    start: dt.datetime
+    end: dt.datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _sane(self) -> "MaintenanceWindow":
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a UTC offset, e.g. 2026-12-01T02:00:00+09:00")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if not (self.hosts or self.groups or self.tags):
+            raise ValueError("say which hosts, groups or tags the window covers")
+        return self
 
 
 class PingSettings(StrictModel):
@@ -193,6 +333,15 @@ class Config(StrictModel):
     defaults: Settings = Settings()
     groups: dict[Name, GroupConfig] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
+    escalation: EscalationConfig = EscalationConfig()
+    business_hours: BusinessHoursConfig = BusinessHoursConfig()
+    maintenance: dict[Name, MaintenanceWindow] = Field(default_factory=dict)
+
+    def remediation(self, host: str) -> dict[str, Any]:
+        """The host's effective remediation settings (cascaded, with built-in defaults)."""
+        layers = [layer.remediation for layer in self.hosts[host].layers(self)]
+        return {name: _first([getattr(layer, name) for layer in layers], default)
+                for name, default in REMEDIATION_DEFAULTS.items()}
 
     def checks(self) -> list["CheckSpec"]:
         """Every enabled check with its effective settings, in config order."""
@@ -205,7 +354,7 @@ class Config(StrictModel):
     def _all_checks(self) -> list["CheckSpec"]:
         specs = []
         for host_name, host in self.hosts.items():
-            layers = [host.defaults] + [self.groups[g].defaults for g in host.groups if g in self.groups] + [self.defaults]
+            layers = host.layers(self)
             for check_name, params in host.checks.items():
                 specs.append(CheckSpec.build(host_name, host.address, check_name, params, layers))
         return specs
@@ -308,6 +457,14 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
                 problems.append((("hosts", host_name, "parents", i), "a host cannot be its own parent"))
             elif parent not in config.hosts:
                 problems.append((("hosts", host_name, "parents", i), f"unknown host {parent!r}{_did_you_mean(parent, config.hosts)}"))
+    for i, canary in enumerate(config.escalation.blast_radius.canaries):
+        if canary not in config.hosts:
+            problems.append((("escalation", "blast_radius", "canaries", i), f"unknown host {canary!r}{_did_you_mean(canary, config.hosts)}"))
+    for name, window in config.maintenance.items():
+        for field, known in (("hosts", config.hosts), ("groups", config.groups)):
+            for i, target in enumerate(getattr(window, field)):
+                if target not in known:
+                    problems.append((("maintenance", name, field, i), f"unknown {field[:-1]} {target!r}{_did_you_mean(target, known)}"))
     for cycle_host in _parent_cycles(config):
         problems.append((("hosts", cycle_host, "parents"), "parents form a cycle through this host"))
     for spec in config._all_checks():

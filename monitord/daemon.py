@@ -14,6 +14,7 @@ from aiohttp import web
 from monitord import __version__
 from monitord.clock import Clock, SystemClock
 from monitord.config import Config, ConfigError, load_config
+from monitord.engine import Engine
 from monitord.metrics import CONTENT_TYPE, Metrics
 from monitord.scheduler import Scheduler
 from monitord.state import JournalEntry, SQLiteStore
@@ -54,6 +55,9 @@ class Daemon:
             clock=self.clock, store=self.store, metrics=self.metrics, ctx=self.ctx,
             max_concurrency=config.daemon.max_concurrency,
         )
+        self.engine = Engine(config=config, store=self.store, metrics=self.metrics, clock=self.clock, ctx=self.ctx,
+                             scheduler=self.scheduler, dry_run=dry_run)
+        self.scheduler.listener = self.engine.notify
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -71,6 +75,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        engine_task = asyncio.create_task(self.engine.run(), name="escalation")
         log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
                  __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,
                  " (dry run: no actions)" if self.dry_run else "")
@@ -83,7 +88,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             scheduler_task.cancel()
-            await asyncio.wait({scheduler_task}, timeout=STOP_TIMEOUT)
+            engine_task.cancel()
+            await asyncio.wait({scheduler_task, engine_task}, timeout=STOP_TIMEOUT)
             await self.ctx.aclose()
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -109,8 +115,9 @@ class Daemon:
             self._journal("reload_failed", str(exc).splitlines()[-1].strip())
             sd_notify("READY=1")
             return False
+        self.config = new.model_copy(update={"daemon": self.config.daemon})
         self.scheduler.load(new.checks())
-        self.config = self.config.model_copy(update={"defaults": new.defaults, "groups": new.groups, "hosts": new.hosts})
+        self.engine.apply_config(self.config)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock.time())
         log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))

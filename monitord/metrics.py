@@ -50,6 +50,19 @@ class Metrics:
             "monitord_checks_running", "Probe runs in progress.", registry=r)
         self.incidents_open = Gauge(
             "monitord_incidents_open", "Incidents (confirmed problems) not yet recovered.", registry=r)
+        self.escalation_level = Gauge(
+            "monitord_escalation_level", "Current escalation level of a host: 0 none, 1-3 the contract's levels.",
+            ("host",), registry=r)
+        self.actions = Counter(
+            "monitord_actions", "Remediation actions carried out, by kind and outcome.", ("kind", "outcome"),
+            registry=r)
+        self.guard_blocks = Counter(
+            "monitord_guard_blocks", "Actions a safety guard stopped, by guard.", ("guard",), registry=r)
+        self.last_action = Gauge(
+            "monitord_last_action_timestamp_seconds", "When the last remediation action on a host started.",
+            ("host",), registry=r)
+        self.escalation_pages = Counter(
+            "monitord_escalation_pages", "Pages decided by the escalation engine, by kind.", ("kind",), registry=r)
         self.build_info = Gauge(
             "monitord_build_info", "Always 1; labels carry the version.", ("version", "python"), registry=r)
         self.reload_successful = Gauge(

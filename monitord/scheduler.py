@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from monitord.checkstate import CheckState, Event, transition
 from monitord.clock import Clock
@@ -82,6 +83,8 @@ class Scheduler:
         self._tokens = itertools.count(1)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self.listener: Callable[[CheckSpec, Event, Result, int | None], None] | None = None
+        """Told when a check is confirmed down or recovers (the escalation engine)."""
 
     # -- configuration -------------------------------------------------------------------
 
@@ -189,7 +192,7 @@ class Scheduler:
                 self.metrics.checks_running.dec()
         current = self._entries.get(spec.id)
         if current is not entry or entry.token != token:
-            return  # the check was removed or changed while it ran
+            return  # the check was removed, changed or re-scheduled while it ran
         try:
             self._record(entry, result)
         except Exception:  # noqa: BLE001 - a broken store must not stop the check's schedule
@@ -200,6 +203,30 @@ class Scheduler:
         else:
             entry.due = next_slot(max(now, entry.due), spec.interval, phase(spec.id, spec.interval))
         self._push(entry)
+
+    async def run_now(self, check_id: str) -> Result:
+        """Run a check at once, out of schedule, and record its result (a re-probe)."""
+        entry = self._entries[check_id]
+        spec = entry.spec
+        start = self.clock.time()
+        result = await run_probe(spec.kind, self.ctx, ProbeCall(spec.host, spec.address, spec.timeout), spec.params,
+                                 start)
+        if self._entries.get(check_id) is entry:
+            was_retrying = entry.state.retrying
+            self._record(entry, result)
+            if entry.state.retrying and not was_retrying:
+                entry.token = next(self._tokens)  # retry from now on, not at the old slot
+                entry.due = self.clock.time() + spec.retry_interval
+                self._push(entry)
+        return result
+
+    def run_soon(self, check_id: str) -> None:
+        """Start :meth:`run_now` in the background."""
+        if check_id not in self._entries:
+            return
+        task = asyncio.create_task(self.run_now(check_id), name=f"re-probe {check_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _record(self, entry: _Entry, result: Result) -> None:
         spec = entry.spec
@@ -220,8 +247,11 @@ class Scheduler:
                 self.store.close_incident(incident_id, now)
                 incident_id = None
             self.store.put_check_state(spec.id, state, incident_id)
+        event_incident = entry.incident_id if event is Event.RECOVERED else incident_id
         entry.state, entry.incident_id = state, incident_id
         self.metrics.observe(spec.host, spec.name, spec.kind.name, result, state)
+        if self.listener is not None and event in (Event.CONFIRMED, Event.RECOVERED):
+            self.listener(spec, event, result, event_incident)
         if event in _JOURNALED:
             level = logging.WARNING if event in (Event.CONFIRMED, Event.CHANGED) else logging.INFO
             log.log(level, "%s: %s (%s%s): %s", spec.id, _JOURNALED[event], result.status,

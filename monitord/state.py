@@ -60,6 +60,19 @@ CREATE TABLE IF NOT EXISTS journal (
     detail      TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_incident ON journal (incident_id);
+CREATE TABLE IF NOT EXISTS escalation (host TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS maintenance (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    target  TEXT NOT NULL,          -- host:NAME, group:NAME or tag:NAME
+    starts  REAL NOT NULL,
+    ends    REAL NOT NULL,
+    reason  TEXT NOT NULL,
+    created_by TEXT
+);
+CREATE TABLE IF NOT EXISTS quarantine (host TEXT PRIMARY KEY, since REAL NOT NULL, reason TEXT NOT NULL, by TEXT);
+CREATE TABLE IF NOT EXISTS approvals (
+    host TEXT PRIMARY KEY, answer TEXT NOT NULL, at REAL NOT NULL, by TEXT
+);
 CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal
     BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
@@ -107,6 +120,18 @@ class Incident:
 
 
 @dataclass(frozen=True, slots=True)
+class Maintenance:
+    """A maintenance window added from the CLI (config windows live in the config)."""
+
+    id: int
+    target: str  # host:NAME, group:NAME or tag:NAME
+    starts: float
+    ends: float
+    reason: str
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredCheck:
     """A check's persisted state, plus the incident it has open, if any."""
 
@@ -143,6 +168,36 @@ class Store(Protocol):
 
     def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
         """Journal entries in order, optionally for one incident."""
+
+    def escalation_states(self) -> dict[str, dict]:
+        """Persisted escalation state per host."""
+
+    def put_escalation_state(self, host: str, state: dict) -> None:
+        """Persist a host's escalation state."""
+
+    def add_maintenance(self, target: str, starts: float, ends: float, reason: str, created_by: str | None) -> int:
+        """Add a maintenance window; return its id."""
+
+    def remove_maintenance(self, window_id: int) -> bool:
+        """Remove a maintenance window; False if there was none."""
+
+    def maintenance(self) -> list[Maintenance]:
+        """Every stored maintenance window."""
+
+    def quarantine(self, host: str, since: float, reason: str, by: str | None) -> None:
+        """Mark a host quarantined."""
+
+    def release(self, host: str) -> bool:
+        """Lift a quarantine; False if the host was not quarantined."""
+
+    def quarantined(self) -> dict[str, tuple[float, str]]:
+        """Quarantined hosts: since when and why."""
+
+    def set_approval(self, host: str, answer: str, at: float, by: str | None) -> None:
+        """Record the emergency contact's answer for a host's pending action."""
+
+    def take_approval(self, host: str, since: float) -> str | None:
+        """Return and clear an answer recorded at or after ``since``."""
 
     def close(self) -> None:
         """Release the database."""
@@ -281,6 +336,59 @@ class SQLiteStore:
                          reason=r[7], outcome=r[8], ref=r[9], detail=json.loads(r[10]) if r[10] else {})
             for r in rows
         ]
+
+    def escalation_states(self) -> dict[str, dict]:
+        """Persisted escalation state per host."""
+        return {host: json.loads(state) for host, state in self._db.execute("SELECT host, state FROM escalation")}
+
+    def put_escalation_state(self, host: str, state: dict) -> None:
+        """Persist a host's escalation state."""
+        with self.transaction():
+            self._db.execute("INSERT OR REPLACE INTO escalation VALUES (?, ?)", (host, json.dumps(state)))
+
+    def add_maintenance(self, target: str, starts: float, ends: float, reason: str, created_by: str | None) -> int:
+        """Add a maintenance window; return its id."""
+        with self.transaction(durable=True):
+            cur = self._db.execute("INSERT INTO maintenance (target, starts, ends, reason, created_by) VALUES (?,?,?,?,?)",
+                                   (target, starts, ends, reason, created_by))
+        return cur.lastrowid
+
+    def remove_maintenance(self, window_id: int) -> bool:
+        """Remove a maintenance window; False if there was none."""
+        with self.transaction(durable=True):
+            return self._db.execute("DELETE FROM maintenance WHERE id=?", (window_id,)).rowcount > 0
+
+    def maintenance(self) -> list[Maintenance]:
+        """Every stored maintenance window, oldest first."""
+        return [Maintenance(*row) for row in self._db.execute(
+            "SELECT id, target, starts, ends, reason, created_by FROM maintenance ORDER BY id")]
+
+    def quarantine(self, host: str, since: float, reason: str, by: str | None) -> None:
+        """Mark a host quarantined."""
+        with self.transaction(durable=True):
+            self._db.execute("INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?)", (host, since, reason, by))
+
+    def release(self, host: str) -> bool:
+        """Lift a quarantine; False if the host was not quarantined."""
+        with self.transaction(durable=True):
+            return self._db.execute("DELETE FROM quarantine WHERE host=?", (host,)).rowcount > 0
+
+    def quarantined(self) -> dict[str, tuple[float, str]]:
+        """Quarantined hosts: since when and why."""
+        return {host: (since, reason) for host, since, reason in
+                self._db.execute("SELECT host, since, reason FROM quarantine")}
+
+    def set_approval(self, host: str, answer: str, at: float, by: str | None) -> None:
+        """Record the emergency contact's answer for a host's pending action."""
+        with self.transaction(durable=True):
+            self._db.execute("INSERT OR REPLACE INTO approvals VALUES (?,?,?,?)", (host, answer, at, by))
+
+    def take_approval(self, host: str, since: float) -> str | None:
+        """Return and clear an answer recorded at or after ``since``."""
+        with self.transaction(durable=True):
+            row = self._db.execute("SELECT answer FROM approvals WHERE host=? AND at>=?", (host, since)).fetchone()
+            self._db.execute("DELETE FROM approvals WHERE host=?", (host,))
+        return row[0] if row else None
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""

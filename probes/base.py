@@ -7,10 +7,25 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from monitord.fields import Duration, StrictModel
 from monitord.results import Outcome
+
+
+class RestartMethod(StrictModel):
+    """How the service-down ladder restarts what a check watches (over SSH)."""
+
+    unit: str | None = Field(default=None, description="systemd unit to restart")
+    status_command: str | None = Field(default=None, description="exit 0 when running (instead of systemctl is-active)")
+    restart_command: str | None = Field(default=None, description="instead of systemctl restart UNIT")
+    grace: Duration = Field(default=10.0, description="wait this long after the restart before re-probing")
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> "RestartMethod":
+        if self.unit is None and self.restart_command is None:
+            raise ValueError("give unit or restart_command")
+        return self
 
 
 class CheckParams(StrictModel):
@@ -26,6 +41,8 @@ class CheckParams(StrictModel):
     timeout: Duration | None = None
     enabled: bool = True
     description: str = ""
+    host_critical: bool = Field(default=False, description="a confirmed failure means the host is down (host ladder)")
+    restart: RestartMethod | None = None
 
     def min_timeout(self) -> tuple[float, str]:
         """The time a run needs at least, and what takes it; the check's timeout must exceed it."""

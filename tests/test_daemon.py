@@ -119,6 +119,7 @@ def test_metrics_pass_promtool_and_reflect_probes(daemon_env):
     daemon.start()
     wait_for(lambda: daemon.value("monitord_check_state", check="closed") == 2, 20, "closed port confirmed")
     wait_for(lambda: daemon.value("monitord_probe_success", check="ping") == 1, 20, "ping of 127.0.0.1")
+    wait_for(lambda: daemon.value("monitord_probe_success", check="open") is not None, 20, "the open port's first run")
     assert daemon.value("monitord_probe_success", host="local", check="open", kind="tcp") == 1
     assert daemon.value("monitord_probe_success", host="local", check="closed", kind="tcp") == 0
     assert daemon.value("monitord_check_state", check="open") == 0
@@ -178,7 +179,8 @@ def test_kill_9_then_restart_keeps_state_and_journal_and_does_not_burst(tmp_path
         journal_before = db.execute("SELECT id, event FROM journal ORDER BY id").fetchall()
         incidents_before = db.execute("SELECT id, closed_at FROM incidents").fetchall()
         db.close()
-        assert [e for _, e in journal_before if e != "daemon"] == ["detected", "confirmed"]
+        # no restart method configured for the port: the engine pages instead of acting
+        assert [e for _, e in journal_before if e != "daemon"] == ["detected", "confirmed", "page"]
         assert len(incidents_before) == 1 and incidents_before[0][1] is None
 
         daemon.start()
@@ -194,6 +196,7 @@ def test_kill_9_then_restart_keeps_state_and_journal_and_does_not_burst(tmp_path
     db = sqlite3.connect(state)
     journal_after = db.execute("SELECT id, event FROM journal ORDER BY id").fetchall()
     assert journal_after[: len(journal_before)] == journal_before  # nothing lost or rewritten
+    assert [e for _, e in journal_after if e != "daemon"] == ["detected", "confirmed", "page"]  # nothing repeated
     assert db.execute("SELECT id, closed_at FROM incidents").fetchall() == incidents_before  # not re-opened
     assert not re.search(r"Traceback", (tmp_path / "daemon.log").read_text())
 

@@ -1,0 +1,501 @@
+"""The escalation engine: feeds check events to the pure state machine, checks the guards,
+journals every decision durably BEFORE acting, carries the actions out through the
+remediation drivers, and feeds their outcomes back.
+
+One host at a time: a per-host lock serialises everything done to a host, so there is
+never more than one action per target. On start-up an action that was in flight when the
+daemon died is reconciled by reading state (power status, a re-probe), never re-issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+from typing import Any
+
+from monitord import escalation as esc
+from monitord.business_calendar import BusinessCalendar, WeeklyHours
+from monitord.checkstate import Event as CheckEvent
+from monitord.clock import Clock
+from monitord.config import CheckSpec, Config
+from monitord.metrics import Metrics
+from monitord.results import Result
+from monitord.runner import run_probe
+from monitord.state import JournalEntry, Store
+from probes import ping
+from probes.base import ProbeCall, ProbeContext
+from remediation.base import ActionError, PowerAction, PowerTimings, power_change
+from remediation.drivers import Drivers
+
+log = logging.getLogger(__name__)
+
+REEVALUATE_EVERY = 30.0
+SWEEP_CACHE = 30.0
+APPROVAL_POLL = 2.0
+
+
+def state_to_dict(state: esc.HostState) -> dict:
+    """JSON form of a host's escalation state."""
+    return {f.name: (sorted(v) if isinstance(v, frozenset) else v)
+            for f in dataclasses.fields(state) for v in [getattr(state, f.name)]}
+
+
+def state_from_dict(data: dict) -> esc.HostState:
+    """Inverse of :func:`state_to_dict`; unknown keys (from a newer version) are ignored."""
+    fields = {f.name for f in dataclasses.fields(esc.HostState)}
+    values = {k: v for k, v in data.items() if k in fields}
+    for name, kind in (("phase", esc.Phase), ("ladder", esc.Ladder), ("step", esc.Step), ("pending", esc.Step)):
+        if values.get(name) is not None:
+            values[name] = kind(values[name])
+    for name in ("power_actions", "restarts", "drivers_failed", "tried"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return esc.HostState(**values)
+
+
+class Engine:
+    """Runs the escalation ladders of every host."""
+
+    def __init__(self, *, config: Config, store: Store, metrics: Metrics, clock: Clock, ctx: ProbeContext,
+                 scheduler: Any, dry_run: bool = False, drivers: Drivers | None = None,
+                 calendar: BusinessCalendar | None = None):
+        self.store, self.metrics, self.clock, self.ctx = store, metrics, clock, ctx
+        self.scheduler = scheduler
+        self.dry_run = dry_run
+        self.drivers = drivers or Drivers()
+        self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._tasks: set[asyncio.Task] = set()
+        self._states = {host: state_from_dict(data) for host, data in store.escalation_states().items()}
+        self._confirmed_at: dict[str, float] = {}
+        self._sweep: tuple[float, set[str]] | None = None
+        self._blast_paged = False
+        self._active_windows: set[str] = set()
+        self.apply_config(config, calendar)
+
+    def apply_config(self, config: Config, calendar: BusinessCalendar | None = None) -> None:
+        """Use a (re)loaded configuration."""
+        self.config = config
+        self.calendar = calendar or WeeklyHours(config.business_hours)
+        self._specs = {(s.host, s.name): s for s in config.checks()}
+        for host in config.hosts:
+            self.metrics.escalation_level.labels(host).set(self.state(host).level)
+
+    def state(self, host: str) -> esc.HostState:
+        """A host's escalation state."""
+        return self._states.get(host, esc.HostState())
+
+    # -- events from the scheduler ---------------------------------------------------------
+
+    def is_host_down_check(self, spec: CheckSpec) -> bool:
+        """Whether a confirmed failure of ``spec`` means its host is down."""
+        return spec.kind is ping.KIND or spec.params.host_critical
+
+    def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
+        """Called by the scheduler when a check is confirmed down or recovers."""
+        host_down = self.is_host_down_check(spec)
+        if event is CheckEvent.CONFIRMED:
+            if host_down:
+                self._confirmed_at[spec.host] = self.clock.time()
+            self.submit(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary))
+        elif event is CheckEvent.RECOVERED:
+            self.submit(spec.host, esc.Recovered(spec.name, host_down))
+
+    def submit(self, host: str, event: esc.Event) -> None:
+        """Handle ``event`` for ``host`` in the background (serialised per host)."""
+        task = asyncio.create_task(self._drive(host, event), name=f"escalation {host}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> None:
+        """Resume in-flight actions, then re-evaluate blocked hosts periodically until cancelled."""
+        for host, state in list(self._states.items()):
+            if host in self.config.hosts and state.phase in (esc.Phase.ACTING, esc.Phase.AWAITING_APPROVAL):
+                task = asyncio.create_task(self._resume(host), name=f"resume {host}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        try:
+            while True:
+                self._log_maintenance_changes()
+                self._reevaluate()
+                await self.clock.sleep_until(self.clock.time() + REEVALUATE_EVERY)
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def idle(self) -> None:
+        """Wait until no escalation work is in progress (for tests and the CLI)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _reevaluate(self) -> None:
+        """Hosts still failing but idle (blocked, deferred) get another look: guards may have lifted."""
+        for (host, name), spec in self._specs.items():
+            state = self.state(host)
+            if state.phase is not esc.Phase.IDLE or state.ladder is not None:
+                continue
+            try:
+                check = self.scheduler.state_of(spec.id)
+            except KeyError:
+                continue
+            if check.level == 2 and (self.is_host_down_check(spec) or spec.params.restart is not None):
+                self.submit(host, esc.Confirmed(name, self.is_host_down_check(spec), None, "still failing"))
+
+    # -- the loop: decide, journal, act, feed back -------------------------------------------
+
+    async def _drive(self, host: str, event: esc.Event | None) -> None:
+        if host not in self.config.hosts:
+            return
+        async with self._locks[host]:
+            while event is not None:
+                event = await self._advance(host, event)
+
+    async def _advance(self, host: str, event: esc.Event) -> esc.Event | None:
+        now = self.clock.time()
+        policy = self.policy(host)
+        guards = self._cheap_guards(host, now)
+        state, decisions = esc.step(self.state(host), event, policy, guards, now)
+        if any(isinstance(d, esc.Act) and d.step in esc.DESTRUCTIVE for d in decisions):
+            guards = await self._full_guards(host, guards, now)
+            state, decisions = esc.step(self.state(host), event, policy, guards, now)
+        ids = self._commit(host, state, decisions, event, now)
+        follow: esc.Event | None = None
+        for decision, entry_id in zip(decisions, ids):
+            if isinstance(decision, esc.Act):
+                done = await self._execute(host, decision)
+                self._journal_outcome(host, decision, done, entry_id)
+                follow = done
+            elif isinstance(decision, esc.Resolved):
+                self._reprobe(host)
+            elif isinstance(decision, esc.Retry):
+                self._later(host, decision.at, event)
+        return follow
+
+    def _commit(self, host: str, state: esc.HostState, decisions: list, event: esc.Event, now: float) -> list[int]:
+        """Persist the new state and journal the decisions in one durable transaction."""
+        incident = state.incident_id or getattr(event, "incident_id", None) or self.state(host).incident_id
+        ids: list[int] = []
+        with self.store.transaction(durable=True):
+            self.store.put_escalation_state(host, state_to_dict(state))
+            for d in decisions:
+                ids.append(self.store.append(_journal_entry(host, d, state, incident, now)))
+        self._states[host] = state
+        self.metrics.escalation_level.labels(host).set(state.level)
+        for d in decisions:
+            if isinstance(d, esc.Blocked):
+                self.metrics.guard_blocks.labels(d.guard).inc()
+                log.warning("%s: %s", host, d.why)
+            elif isinstance(d, esc.Page):
+                self.metrics.escalation_pages.labels(d.kind).inc()
+                log.warning("%s: PAGE %s (level %d): %s", host, d.kind, d.level, d.summary)
+            elif isinstance(d, esc.Act):
+                log.warning("%s: level %d: %s (%s)", host, d.level, d.step, d.why)
+            elif isinstance(d, esc.Resolved):
+                log.info("%s: resolved: %s", host, d.why)
+            elif isinstance(d, esc.StartSla):
+                log.warning("%s: SLA timer %s started", host, d.name)
+        return ids
+
+    def _journal_outcome(self, host: str, act: esc.Act, done: esc.Done, ref: int) -> None:
+        outcome = "ok" if done.ok else "failed"
+        self.metrics.actions.labels(str(act.step), outcome).inc()
+        with self.store.transaction(durable=True):
+            self.store.append(JournalEntry(
+                ts=self.clock.time(), event="outcome", host=host, incident_id=self.state(host).incident_id,
+                decision=str(act.step), reason=done.reason or None, outcome=outcome, ref=ref,
+                detail=_jsonable(done.detail)))
+
+    def _later(self, host: str, at: float, event: esc.Event) -> None:
+        async def again() -> None:
+            await self.clock.sleep_until(at)
+            await self._drive(host, event)
+
+        task = asyncio.create_task(again(), name=f"retry {host}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reprobe(self, host: str) -> None:
+        """Run the host's checks now, so their states catch up with what the ladder verified."""
+        for (h, _), spec in self._specs.items():
+            if h == host:
+                self.scheduler.run_soon(spec.id)
+
+    # -- policy and guards --------------------------------------------------------------------
+
+    def policy(self, host: str) -> esc.Policy:
+        """The host's remediation policy, from the config."""
+        h, r = self.config.hosts[host], self.config.remediation(host)
+        return esc.Policy(
+            power_drivers=tuple(name for name, present in (("ipmi", h.bmc), ("pdu", h.pdu)) if present),
+            has_bmc=h.bmc is not None, has_ssh=h.ssh is not None,
+            boot_timeout=r["boot_timeout"], max_resets=r["max_resets"], reset_window=r["reset_window"],
+            grace=r["grace"], max_restarts=r["max_restarts"], restart_window=r["restart_window"],
+            contact_first=frozenset(esc.Step(a) for a in r["contact_first"]), on_no_answer=r["on_no_answer"],
+            dry_run=r["dry_run"],
+            restartable=frozenset(name for name, check in h.checks.items() if check.restart is not None),
+        )
+
+    def _cheap_guards(self, host: str, now: float) -> esc.Guards:
+        return esc.Guards(
+            maintenance=self.maintenance_for(host, now),
+            parent_down=self._parent_down(host),
+            quarantined=host in self.store.quarantined(),
+            off_hours=not self.calendar.is_business_time(now),
+            dry_run=self.dry_run,
+        )
+
+    async def _full_guards(self, host: str, guards: esc.Guards, now: float) -> esc.Guards:
+        """Guards that need probes, checked right before a destructive action."""
+        parent = guards.parent_down or await self._parent_down_now(host)
+        return dataclasses.replace(guards, parent_down=parent, blast_radius=await self._blast_radius(now))
+
+    def maintenance_for(self, host: str, now: float) -> str | None:
+        """The name of a maintenance window covering ``host`` now, if any."""
+        h = self.config.hosts[host]
+        for name, window in self.config.maintenance.items():
+            if window.start.timestamp() <= now < window.end.timestamp() and (
+                    host in window.hosts or set(h.groups) & set(window.groups) or set(h.tags) & set(window.tags)):
+                return name
+        targets = {f"host:{host}"} | {f"group:{g}" for g in h.groups} | {f"tag:{t}" for t in h.tags}
+        for window in self.store.maintenance():
+            if window.starts <= now < window.ends and window.target in targets:
+                return f"#{window.id} {window.reason}".strip()
+        return None
+
+    def _ancestors(self, host: str) -> list[str]:
+        seen: list[str] = []
+        stack = list(self.config.hosts[host].parents)
+        while stack:
+            parent = stack.pop()
+            if parent not in seen and parent in self.config.hosts:
+                seen.append(parent)
+                stack.extend(self.config.hosts[parent].parents)
+        return seen
+
+    def _host_down_specs(self, host: str) -> list[CheckSpec]:
+        return [s for (h, _), s in self._specs.items() if h == host and self.is_host_down_check(s)]
+
+    def _parent_down(self, host: str) -> str | None:
+        for parent in self._ancestors(host):
+            for spec in self._host_down_specs(parent):
+                try:
+                    if self.scheduler.state_of(spec.id).level > 0:
+                        return parent
+                except KeyError:
+                    pass
+        return None
+
+    async def _parent_down_now(self, host: str) -> str | None:
+        """Probe the ancestors now: a parent may fail before its own checks confirm it."""
+        for parent in self._ancestors(host):
+            results = await asyncio.gather(*(self._probe(s) for s in self._host_down_specs(parent)))
+            if any(not r.ok for r in results):
+                return parent
+        return None
+
+    async def _probe(self, spec: CheckSpec) -> Result:
+        return await run_probe(spec.kind, self.ctx, ProbeCall(spec.host, spec.address, spec.timeout), spec.params,
+                               self.clock.time())
+
+    async def _blast_radius(self, now: float) -> str | None:
+        """Is the monitor's own side broken? Canaries, then a sweep of every host-down check."""
+        br = self.config.escalation.blast_radius
+        for canary in br.canaries:
+            results = await asyncio.gather(*(self._probe(s) for s in self._host_down_specs(canary)))
+            if any(not r.ok for r in results):
+                return self._blast(f"reference target {canary} is not answering")
+        if self._sweep is None or now - self._sweep[0] > SWEEP_CACHE:
+            specs = [s for (h, _), s in self._specs.items() if self.is_host_down_check(s)]
+            results = await asyncio.gather(*(self._probe(s) for s in specs))
+            self._sweep = (now, {s.host for s, r in zip(specs, results) if not r.ok})
+        recent = {h for h, t in self._confirmed_at.items() if now - t <= br.window}
+        down = self._sweep[1] | recent
+        total = max(1, len(self.config.hosts))
+        if len(down) > br.max_down_hosts or (len(down) >= 2 and 100 * len(down) / total > br.max_down_percent):
+            return self._blast(f"{len(down)} of {total} hosts down within {br.window:g}s")
+        self._blast_paged = False
+        return None
+
+    def _blast(self, why: str) -> str:
+        """Page once per episode; every blocked host journals its own block."""
+        if not self._blast_paged:
+            self._blast_paged = True
+            self.metrics.escalation_pages.labels("blast_radius").inc()
+            with self.store.transaction(durable=True):
+                self.store.append(JournalEntry(ts=self.clock.time(), event="page", decision="blast_radius",
+                                               reason=why, detail={"level": 0}))
+            log.error("PAGE blast_radius: %s: no power actions until it clears", why)
+        return why
+
+    def _log_maintenance_changes(self) -> None:
+        """Journal windows that started or ended since the last look (expiry is logged)."""
+        now = self.clock.time()
+        active = {f"config:{n}" for n, w in self.config.maintenance.items() if w.start.timestamp() <= now < w.end.timestamp()}
+        active |= {f"cli:{w.id}" for w in self.store.maintenance() if w.starts <= now < w.ends}
+        for name in sorted(active - self._active_windows):
+            log.info("maintenance window %s started", name)
+        for name in sorted(self._active_windows - active):
+            log.info("maintenance window %s ended", name)
+            with self.store.transaction():
+                self.store.append(JournalEntry(ts=now, event="maintenance", decision="ended", reason=name))
+        self._active_windows = active
+
+    # -- carrying out actions -----------------------------------------------------------------
+
+    async def _execute(self, host: str, act: esc.Act) -> esc.Done:
+        self.metrics.last_action.labels(host).set(self.clock.time())
+        try:
+            return await self._do(host, act)
+        except ActionError as exc:
+            return esc.Done(act.step, False, str(exc.reason), {"driver": act.args.get("driver"), "error": exc.summary})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a driver bug must not kill the ladder
+            log.exception("%s: %s failed unexpectedly", host, act.step)
+            return esc.Done(act.step, False, "error", {"driver": act.args.get("driver"), "error": repr(exc)})
+
+    async def _do(self, host: str, act: esc.Act) -> esc.Done:
+        h, r = self.config.hosts[host], self.config.remediation(host)
+        if act.step is esc.Step.BMC_READ:
+            health = await self.drivers.bmc_health(h)
+            return esc.Done(act.step, True, detail={"findings": health.summary()})
+        if act.step in esc.POWER_STEPS:
+            cycle = act.step is esc.Step.POWER_CYCLE or r["power_method"] == "onoff"
+            timings = PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"],
+                                   retries=r["power_retries"])
+            async with self.drivers.power(act.args["driver"], h) as driver:
+                outcome = await power_change(driver, PowerAction.CYCLE if cycle else PowerAction.RESET, timings)
+            return esc.Done(act.step, True, detail={"driver": act.args["driver"], "steps": list(outcome.steps)})
+        if act.step is esc.Step.WAIT_BOOT:
+            return await self._wait_boot(host, act.args.get("timeout", r["boot_timeout"]))
+        if act.step is esc.Step.FSCK:
+            await self.drivers.ssh(h).force_fsck(r["fsck_command"])
+            return esc.Done(act.step, True)
+        if act.step is esc.Step.SERVICE_RESTART:
+            return await self._restart(host, act.args["check"])
+        if act.step is esc.Step.REQUEST_APPROVAL:
+            return await self._approval(host, self.clock.time() + r["approval_timeout"])
+        raise AssertionError(f"unknown step {act.step}")
+
+    async def _wait_boot(self, host: str, timeout: float) -> esc.Done:
+        """Poll ping and an SSH login until both work or ``timeout``; then read the boot log."""
+        h, r = self.config.hosts[host], self.config.remediation(host)
+        deadline = self.clock.time() + timeout
+        ping_specs = [s for s in self._host_down_specs(host) if s.kind is ping.KIND] or self._host_down_specs(host)
+        while True:
+            ping_ok = bool(ping_specs) and all(r_.ok for r_ in await asyncio.gather(*(self._probe(s) for s in ping_specs)))
+            login_ok, login_error, fs_errors = False, "", []
+            if ping_ok and h.ssh is not None:
+                client = self.drivers.ssh(h)
+                try:
+                    await client.login_check()
+                    login_ok = True
+                    fs_errors = await client.boot_errors()
+                except ActionError as exc:
+                    login_error = exc.summary
+            elif ping_ok:
+                login_ok, login_error = True, "no SSH access configured: verified by ping only"
+            detail = {"ping": ping_ok, "login": login_ok, "fs_errors": fs_errors, "note": login_error}
+            if ping_ok and login_ok:
+                return esc.Done(esc.Step.WAIT_BOOT, not fs_errors, detail=detail)
+            if self.clock.time() >= deadline:
+                return esc.Done(esc.Step.WAIT_BOOT, False, "timeout", detail)
+            await self.clock.sleep_until(min(deadline, self.clock.time() + r["verify_interval"]))
+
+    async def _restart(self, host: str, check: str) -> esc.Done:
+        """Log in, restart the service, wait its grace, re-probe at once."""
+        h = self.config.hosts[host]
+        method = h.checks[check].restart
+        client = self.drivers.ssh(h)
+        try:
+            await client.login_check()
+        except ActionError as exc:
+            return esc.Done(esc.Step.SERVICE_RESTART, False, str(exc.reason), {"login": False, "error": exc.summary})
+        was_active = await client.service_active(method.unit or "", status_command=method.status_command)
+        await client.restart_service(method.unit or "", restart_command=method.restart_command)
+        await self.clock.sleep_until(self.clock.time() + method.grace)
+        result = await self.scheduler.run_now(self._specs[(host, check)].id)
+        return esc.Done(esc.Step.SERVICE_RESTART, result.ok, str(result.reason),
+                        {"login": True, "was_active": was_active, "probe": result.summary})
+
+    async def _approval(self, host: str, deadline: float) -> esc.Done:
+        """Wait for the emergency contact's answer (``monitord approve|deny HOST``) until ``deadline``."""
+        since = self.clock.time()
+        while self.clock.time() < deadline:
+            answer = self.store.take_approval(host, since)
+            if answer is not None:
+                return esc.Done(esc.Step.REQUEST_APPROVAL, answer == "granted", detail={"answer": answer})
+            await self.clock.sleep_until(min(deadline, self.clock.time() + APPROVAL_POLL))
+        return esc.Done(esc.Step.REQUEST_APPROVAL, False, "timeout", {"answer": None})
+
+    async def _resume(self, host: str) -> None:
+        """Reconcile an action that was in flight when the daemon stopped: read, never redo."""
+        async with self._locks[host]:
+            state = self.state(host)
+            step, now = state.step, self.clock.time()
+            r = self.config.remediation(host)
+            note = f"resumed after restart: {step} was decided at {state.acted_at:.0f}"
+            if step in esc.POWER_STEPS:
+                driver_name = self.policy(host).power_drivers[0] if not state.drivers_failed else next(
+                    (d for d in self.policy(host).power_drivers if d not in state.drivers_failed), "")
+                try:
+                    async with self.drivers.power(driver_name, self.config.hosts[host]) as driver:
+                        power = await driver.status()
+                    note += f"; power is {power}; not re-issuing it"
+                except ActionError as exc:
+                    note += f"; power state unreadable ({exc.summary}); not re-issuing it"
+                done = esc.Done(step, True, detail={"driver": driver_name, "reconciled": True})
+            elif step is esc.Step.WAIT_BOOT:
+                done = await self._wait_boot(host, max(state.acted_at + r["boot_timeout"] - now, r["verify_interval"]))
+            elif step is esc.Step.FSCK:
+                note += "; treating it as done and verifying the boot"
+                done = esc.Done(step, True, detail={"reconciled": True})
+            elif step is esc.Step.SERVICE_RESTART:
+                note += "; re-probing instead of restarting again"
+                result = await self.scheduler.run_now(self._specs[(host, state.check)].id)
+                done = esc.Done(step, result.ok, str(result.reason), {"login": True, "probe": result.summary})
+            elif step is esc.Step.REQUEST_APPROVAL:
+                done = await self._approval(host, max(state.acted_at + r["approval_timeout"], now + APPROVAL_POLL))
+            else:
+                done = await self._execute(host, esc.Act(step, state.level, "resumed after restart"))
+            with self.store.transaction(durable=True):
+                self.store.append(JournalEntry(ts=now, event="reconciled", host=host, incident_id=state.incident_id,
+                                               decision=str(step), reason=note, outcome="ok" if done.ok else "failed",
+                                               detail=_jsonable(done.detail)))
+            log.warning("%s: %s", host, note)
+            event: esc.Event | None = done
+            while event is not None:
+                event = await self._advance(host, event)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _journal_entry(host: str, d: esc.Decision, state: esc.HostState, incident: int | None, now: float) -> JournalEntry:
+    """How each kind of decision reads in the journal."""
+    base = dict(ts=now, host=host, check=state.check, incident_id=incident)
+    if isinstance(d, esc.Act):
+        return JournalEntry(event="decided", decision=str(d.step), reason=d.why,
+                            detail={"level": d.level, **_jsonable(d.args)}, **base)
+    if isinstance(d, esc.Blocked):
+        return JournalEntry(event="blocked", decision=d.guard, reason=d.why, **base)
+    if isinstance(d, esc.Page):
+        return JournalEntry(event="page", decision=d.kind, reason=d.summary,
+                            detail={"level": d.level, **_jsonable(d.detail)}, **base)
+    if isinstance(d, esc.StartSla):
+        return JournalEntry(event="sla_started", decision=d.name, detail={"due": d.due}, **base)
+    if isinstance(d, esc.Resolved):
+        return JournalEntry(event="resolved", reason=d.why, **base)
+    if isinstance(d, esc.Retry):
+        return JournalEntry(event="deferred", reason=d.why, detail={"until": d.at}, **base)
+    return JournalEntry(event="note", reason=d.text, **base)
