@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
 from typing import Sequence
 
 from monitord import __version__
-from monitord.config import ConfigError, load_config, json_schema
-from monitord.fields import format_duration
+from monitord.config import Config, ConfigError, json_schema, load_config
+from monitord.fields import format_duration, parse_duration
 from monitord.runner import run_probe
-from monitord.state import StateError
+from monitord.state import JournalEntry, SQLiteStore, StateError
 from probes.base import ProbeCall, ProbeContext
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -66,6 +68,54 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the config file's JSON Schema")
     schema.set_defaults(func=_cmd_schema)
+
+    maint = sub.add_parser("maintenance", help="maintenance windows: no automatic action on what they cover")
+    maint_sub = maint.add_subparsers(metavar="ACTION")
+    add = maint_sub.add_parser("add", help="add a window starting now (or at --start)")
+    add.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    target = add.add_mutually_exclusive_group(required=True)
+    target.add_argument("--host")
+    target.add_argument("--group")
+    target.add_argument("--tag")
+    add.add_argument("--duration", required=True, help="e.g. 2h, 90m")
+    add.add_argument("--start", help="ISO time with offset, e.g. 2026-12-01T02:00+09:00 (default: now)")
+    add.add_argument("--reason", required=True)
+    add.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
+    add.set_defaults(func=_cmd_maintenance_add)
+    lst = maint_sub.add_parser("list", help="list windows (config and CLI)")
+    lst.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    lst.set_defaults(func=_cmd_maintenance_list)
+    rm = maint_sub.add_parser("remove", help="remove a CLI window by id")
+    rm.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    rm.add_argument("id", type=int)
+    rm.set_defaults(func=_cmd_maintenance_remove)
+
+    quarantine = sub.add_parser("quarantine", help="power a compromised host off now and keep it off")
+    quarantine.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    quarantine.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    quarantine.add_argument("--reason", default="compromised: stopped to prevent secondary damage")
+    quarantine.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
+    quarantine.add_argument("host")
+    quarantine.set_defaults(func=_cmd_quarantine)
+    release = sub.add_parser("release", help="lift a quarantine (does not power the host on)")
+    release.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    release.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
+    release.add_argument("host")
+    release.set_defaults(func=_cmd_release)
+
+    for verb, answer in (("approve", "granted"), ("deny", "denied")):
+        cmd = sub.add_parser(verb, help=f"record the emergency contact's answer ({answer}) for a host's pending action")
+        cmd.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+        cmd.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
+        cmd.add_argument("host")
+        cmd.set_defaults(func=_cmd_answer, answer=answer)
+
+    journal = sub.add_parser("journal", help="print the action journal")
+    journal.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    journal.add_argument("--incident", type=int)
+    journal.add_argument("--host")
+    journal.add_argument("--json", action="store_true")
+    journal.set_defaults(func=_cmd_journal)
     return parser
 
 
@@ -170,6 +220,152 @@ def _cmd_probe_once(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
+
+
+def _store(config: Config) -> SQLiteStore:
+    return SQLiteStore(config.daemon.state_path)
+
+
+def _known_host(config: Config, host: str, source: str) -> None:
+    if host not in config.hosts:
+        raise ConfigError(source, [f"no host {host!r} in the config"])
+
+
+def _cmd_maintenance_add(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    kind, name = next((k, v) for k, v in (("host", args.host), ("group", args.group), ("tag", args.tag)) if v)
+    known = {"host": config.hosts, "group": config.groups,
+             "tag": {t for h in config.hosts.values() for t in h.tags}}[kind]
+    if name not in known:
+        print(f"monitord: no {kind} {name!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        length = parse_duration(args.duration)
+        start = dt.datetime.fromisoformat(args.start).timestamp() if args.start else time.time()
+    except ValueError as exc:
+        print(f"monitord: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    store = _store(config)
+    try:
+        window_id = store.add_maintenance(f"{kind}:{name}", start, start + length, args.reason, args.by)
+        with store.transaction(durable=True):
+            store.append(JournalEntry(ts=time.time(), event="maintenance", decision="added", host=args.host,
+                                      reason=args.reason, detail={"id": window_id, "target": f"{kind}:{name}",
+                                                                  "start": start, "end": start + length, "by": args.by}))
+    finally:
+        store.close()
+    print(f"maintenance #{window_id}: {kind} {name} until {_when(start + length)}")
+    return EXIT_OK
+
+
+def _cmd_maintenance_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    now = time.time()
+    rows = [("ID", "TARGET", "START", "END", "STATE", "REASON")]
+    for name, w in config.maintenance.items():
+        targets = ",".join([f"host:{h}" for h in w.hosts] + [f"group:{g}" for g in w.groups] + [f"tag:{t}" for t in w.tags])
+        rows.append((f"config:{name}", targets, _when(w.start.timestamp()), _when(w.end.timestamp()),
+                     _window_state(w.start.timestamp(), w.end.timestamp(), now), w.reason))
+    store = _store(config)
+    try:
+        for w in store.maintenance():
+            rows.append((str(w.id), w.target, _when(w.starts), _when(w.ends), _window_state(w.starts, w.ends, now),
+                         w.reason + (f" ({w.created_by})" if w.created_by else "")))
+    finally:
+        store.close()
+    _print_table(rows)
+    return EXIT_OK
+
+
+def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
+    store = _store(load_config(args.config))
+    try:
+        if not store.remove_maintenance(args.id):
+            print(f"monitord: no maintenance window #{args.id}", file=sys.stderr)
+            return EXIT_USAGE
+        with store.transaction(durable=True):
+            store.append(JournalEntry(ts=time.time(), event="maintenance", decision="removed", detail={"id": args.id}))
+    finally:
+        store.close()
+    print(f"maintenance #{args.id} removed")
+    return EXIT_OK
+
+
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    from monitord.quarantine import quarantine
+
+    config = load_config(args.config)
+    _known_host(config, args.host, args.config)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("monitord: refusing to power off without confirmation; use --yes", file=sys.stderr)
+            return EXIT_USAGE
+        answer = input(f"Power {args.host} OFF now and keep it off until `monitord release {args.host}`? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not done")
+            return EXIT_FAIL
+    _setup_logging("warning")
+    ok, summary = asyncio.run(quarantine(config, args.host, args.reason, args.by))
+    print(summary)
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _known_host(config, args.host, args.config)
+    store = _store(config)
+    try:
+        if not store.release(args.host):
+            print(f"monitord: {args.host} is not quarantined", file=sys.stderr)
+            return EXIT_USAGE
+        with store.transaction(durable=True):
+            store.append(JournalEntry(ts=time.time(), event="quarantine", host=args.host, decision="released",
+                                      detail={"by": args.by}))
+    finally:
+        store.close()
+    print(f"{args.host} released: automatic actions allowed again (it was not powered on)")
+    return EXIT_OK
+
+
+def _cmd_answer(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _known_host(config, args.host, args.config)
+    store = _store(config)
+    try:
+        store.set_approval(args.host, args.answer, time.time(), args.by)
+        with store.transaction(durable=True):
+            store.append(JournalEntry(ts=time.time(), event="approval", host=args.host, decision=args.answer,
+                                      detail={"by": args.by}))
+    finally:
+        store.close()
+    print(f"{args.host}: {args.answer}")
+    return EXIT_OK
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    store = _store(load_config(args.config))
+    try:
+        entries = [e for e in store.journal(incident_id=args.incident, limit=100_000)
+                   if args.host is None or e.host == args.host]
+    finally:
+        store.close()
+    if args.json:
+        for e in entries:
+            print(json.dumps({k: getattr(e, k) for k in e.__slots__}, ensure_ascii=False, default=dict))
+        return EXIT_OK
+    rows = [("ID", "TIME", "HOST", "EVENT", "DECISION", "OUTCOME", "REASON")]
+    for e in entries:
+        rows.append((str(e.id), _when(e.ts), e.host or "-", e.event, e.decision or "-", e.outcome or "-", e.reason or ""))
+    _print_table(rows)
+    return EXIT_OK
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _window_state(start: float, end: float, now: float) -> str:
+    return "active" if start <= now < end else ("ended" if now >= end else "planned")
 
 
 def _print_table(rows: list[tuple[str, ...]], indent: str = "") -> None:

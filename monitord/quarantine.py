@@ -1,0 +1,54 @@
+"""Quarantine (contract 000 不正侵入): stop a compromised server at once and keep it stopped.
+
+The quarantine is recorded first (durably), so the daemon blocks every automatic action on
+the host, including powering it back on; then the host is powered off through its BMC,
+falling back to its PDU outlet. ``monitord release HOST`` lifts the block.
+"""
+
+from __future__ import annotations
+
+import time
+
+from monitord.config import Config
+from monitord.state import JournalEntry, SQLiteStore
+from remediation.base import ActionError, PowerAction, PowerTimings, power_change
+from remediation.drivers import Drivers
+
+
+async def quarantine(config: Config, host: str, reason: str, by: str | None,
+                     drivers: Drivers | None = None) -> tuple[bool, str]:
+    """Record the quarantine, then power ``host`` off; return (powered off, summary)."""
+    h = config.hosts[host]
+    drivers = drivers or Drivers()
+    r = config.remediation(host)
+    timings = PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"], retries=r["power_retries"])
+    names = [name for name, present in (("ipmi", h.bmc), ("pdu", h.pdu)) if present]
+    store = SQLiteStore(config.daemon.state_path)
+    try:
+        now = time.time()
+        with store.transaction(durable=True):
+            store.quarantine(host, now, reason, by)
+            decided = store.append(JournalEntry(ts=now, event="decided", host=host, decision="quarantine_power_off",
+                                                reason=reason, detail={"by": by, "drivers": names}))
+        if not names:
+            return False, f"{host} quarantined, but it has no BMC or PDU configured: power it off by hand"
+        failures = []
+        for name in names:
+            try:
+                async with drivers.power(name, h) as driver:
+                    outcome = await power_change(driver, PowerAction.OFF, timings)
+            except ActionError as exc:
+                failures.append(f"{name}: {exc.summary}")
+                with store.transaction(durable=True):
+                    store.append(JournalEntry(ts=time.time(), event="outcome", host=host, decision="quarantine_power_off",
+                                              outcome="failed", reason=str(exc.reason), ref=decided,
+                                              detail={"driver": name, "error": exc.summary}))
+                continue
+            with store.transaction(durable=True):
+                store.append(JournalEntry(ts=time.time(), event="outcome", host=host, decision="quarantine_power_off",
+                                          outcome="ok", ref=decided, detail={"driver": name, "steps": list(outcome.steps)}))
+            done = "powered off" if outcome.acted else "was already off"
+            return True, f"{host} quarantined and {done} (through {name}); `monitord release {host}` lifts it"
+        return False, f"{host} quarantined but NOT powered off: {'; '.join(failures)}"
+    finally:
+        store.close()
