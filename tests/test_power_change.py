@@ -1,0 +1,59 @@
+"""The fence-agents discipline of power_change, on an in-memory power switch (pure logic;
+the IPMI and PDU drivers are tested against real peers in test_ipmi.py and test_pdu.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitord.results import Reason
+from remediation.base import ActionError, PowerAction, PowerState, PowerTimings, power_change
+
+FAST = PowerTimings(power_wait=0, power_timeout=0.05, poll_interval=0.01, retries=1)
+
+
+class Switch:
+    """A power switch that obeys after ``lag`` status reads, or never (``stuck``)."""
+
+    name = "test"
+
+    def __init__(self, state: PowerState, lag: int = 0, stuck: bool = False):
+        self.state, self.lag, self.stuck = state, lag, stuck
+        self.sent: list[str] = []
+        self._target: PowerState | None = None
+        self._reads = 0
+
+    async def status(self) -> PowerState:
+        if self._target is not None:
+            self._reads += 1
+            if self._reads > self.lag and not self.stuck:
+                self.state, self._target = self._target, None
+        return self.state
+
+    async def command(self, action: PowerAction) -> None:
+        self.sent.append(str(action))
+        self._reads = 0
+        self._target = PowerState.ON if action in (PowerAction.ON, PowerAction.RESET) else PowerState.OFF
+
+
+@pytest.mark.parametrize("before,action,sent,acted", [
+    (PowerState.ON, PowerAction.OFF, ["off"], True),
+    (PowerState.OFF, PowerAction.OFF, [], False),
+    (PowerState.ON, PowerAction.ON, [], False),
+    (PowerState.ON, PowerAction.RESET, ["reset"], True),
+    (PowerState.OFF, PowerAction.RESET, ["on"], True),  # a reset does nothing to an off machine
+    (PowerState.ON, PowerAction.CYCLE, ["off", "on"], True),
+    (PowerState.OFF, PowerAction.CYCLE, ["on"], True),
+])
+async def test_check_skip_act_verify(before, action, sent, acted):
+    switch = Switch(before, lag=2)
+    outcome = await power_change(switch, action, FAST)
+    assert switch.sent == sent and outcome.acted is acted
+    assert outcome.final is (PowerState.OFF if action is PowerAction.OFF else PowerState.ON)
+
+
+async def test_retries_then_gives_up_with_timeout():
+    switch = Switch(PowerState.ON, stuck=True)
+    with pytest.raises(ActionError) as info:
+        await power_change(switch, PowerAction.OFF, FAST)
+    assert info.value.reason is Reason.TIMEOUT
+    assert switch.sent == ["off", "off"]  # first attempt plus one retry, no more
