@@ -363,7 +363,9 @@ class Engine:
             health = await self.drivers.bmc_health(h)
             return esc.Done(act.step, True, detail={"findings": health.summary()})
         if act.step in esc.POWER_STEPS:
-            cycle = act.step is esc.Step.POWER_CYCLE or r["power_method"] == "onoff"
+            # A PDU outlet is always switched off, verified off, then on: its status may still read
+            # "on" right after a reboot command, so a reboot cannot be verified (fence-agents' onoff).
+            cycle = act.step is esc.Step.POWER_CYCLE or r["power_method"] == "onoff" or act.args["driver"] == "pdu"
             timings = PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"],
                                    retries=r["power_retries"])
             async with self.drivers.power(act.args["driver"], h) as driver:
