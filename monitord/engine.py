@@ -350,7 +350,8 @@ class Engine:
         try:
             return await self._do(host, act)
         except ActionError as exc:
-            return esc.Done(act.step, False, str(exc.reason), {"driver": act.args.get("driver"), "error": exc.summary})
+            return esc.Done(act.step, False, str(exc.reason), {"driver": act.args.get("driver"), "error": exc.summary,
+                                                               "maybe_done": exc.maybe_done})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a driver bug must not kill the ladder

@@ -273,6 +273,10 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
             return _decide(replace(s, drivers_failed=()), Step.WAIT_BOOT, s.level,
                            f"wait up to {p.boot_timeout:g}s for boot, then verify ping and SSH login", p, g, now,
                            args={"timeout": p.boot_timeout})
+        if e.detail.get("maybe_done"):  # the command went out: verify by the boot, never send another blindly
+            return _decide(replace(s, drivers_failed=()), Step.WAIT_BOOT, s.level,
+                           f"{e.step} outcome unknown ({e.reason}); verify by waiting for the boot", p, g, now,
+                           args={"timeout": p.boot_timeout})
         failed = s.drivers_failed + (str(e.detail.get("driver", "")),)
         remaining = [d for d in p.power_drivers if d not in failed]
         if remaining:

@@ -15,10 +15,12 @@ from monitord.results import Reason
 class ActionError(Exception):
     """A remediation step failed, with a typed reason (timeout, refused, auth, protocol, error)."""
 
-    def __init__(self, reason: Reason, summary: str) -> None:
+    def __init__(self, reason: Reason, summary: str, maybe_done: bool = False) -> None:
         super().__init__(summary)
         self.reason = reason
         self.summary = summary
+        self.maybe_done = maybe_done
+        """True when a command was sent and may have acted: never resend or fall back blindly."""
 
 
 class PowerState(enum.StrEnum):
@@ -109,11 +111,17 @@ async def power_change(driver: PowerDriver, action: PowerAction, timings: PowerT
         action_sent = action
     last: PowerState = before
     for attempt in range(1, timings.retries + 2):
-        await driver.command(action_sent)
-        steps.append(f"{driver.name}: sent {action_sent} (attempt {attempt})")
-        last = await _wait_for(driver, want, timings)
+        try:
+            await driver.command(action_sent)
+            steps.append(f"{driver.name}: sent {action_sent} (attempt {attempt})")
+            last = await _wait_for(driver, want, timings)
+        except ActionError as exc:
+            if attempt > 1 or exc.reason is Reason.TIMEOUT:
+                exc.maybe_done = True  # a command is out: its effect is unknown
+            raise
         if last is want:
             steps.append(f"{driver.name}: power is {last}")
             return PowerOutcome(action, True, last, attempt, tuple(steps))
         steps.append(f"{driver.name}: still {last} after {timings.power_timeout:g}s")
-    raise ActionError(Reason.TIMEOUT, "; ".join(steps[-2:]) + f"; gave up after {timings.retries + 1} attempts")
+    raise ActionError(Reason.TIMEOUT, "; ".join(steps[-2:]) + f"; gave up after {timings.retries + 1} attempts",
+                      maybe_done=True)

@@ -88,6 +88,11 @@ LADDERS = {
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"], ["act wait_boot L1"],
          ["resolved"]],
     ),
+    "a power command whose outcome is unknown is verified, not resent through the PDU": (
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi", "maybe_done": True}),
+         boot(True, True)],
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["resolved"]],
+    ),
     "every power driver fails: L3 page": (
         [DOWN, Done(Step.BMC_READ, False, "timeout"), Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi"}),
          Done(Step.POWER_RESET, False, "timeout", {"driver": "pdu"})],

@@ -57,3 +57,20 @@ async def test_retries_then_gives_up_with_timeout():
         await power_change(switch, PowerAction.OFF, FAST)
     assert info.value.reason is Reason.TIMEOUT
     assert switch.sent == ["off", "off"]  # first attempt plus one retry, no more
+
+
+async def test_a_failure_after_a_command_was_sent_is_marked_maybe_done():
+    with pytest.raises(ActionError) as info:
+        await power_change(Switch(PowerState.ON, stuck=True), PowerAction.OFF, FAST)
+    assert info.value.maybe_done is True
+
+
+async def test_a_failed_status_read_before_acting_is_not_maybe_done():
+    class Dead(Switch):
+        async def status(self):
+            raise ActionError(Reason.TIMEOUT, "no answer")
+
+    dead = Dead(PowerState.ON)
+    with pytest.raises(ActionError) as info:
+        await power_change(dead, PowerAction.RESET, FAST)
+    assert info.value.maybe_done is False and dead.sent == []
