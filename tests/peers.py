@@ -72,7 +72,8 @@ class PeerStarter:
         return peer
 
     def process(
-        self, name: str, directory: Path, argv: list[str], port: int, stop_signal: int = signal.SIGTERM
+        self, name: str, directory: Path, argv: list[str], port: int, stop_signal: int = signal.SIGTERM,
+        host: str = "127.0.0.1",
     ) -> Peer:
         """Run ``argv`` in ``directory`` and wait until it accepts connections on ``port``.
 
@@ -81,7 +82,7 @@ class PeerStarter:
         proc = Proc(argv, directory / f"{name}.out", cwd=directory)
         peer = self.add(Peer(name, port, directory, functools.partial(proc.stop, stop_signal)))
         try:
-            wait_port(port, timeout=10.0)
+            wait_port(port, timeout=10.0, host=host)
         except TimeoutError:
             exit_code = proc.popen.poll()
             raise RuntimeError(

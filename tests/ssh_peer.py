@@ -23,6 +23,7 @@ Use from a test module with ``from tests.ssh_peer import ssh_host  # noqa: F401`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -33,7 +34,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -158,10 +159,11 @@ class SshHost:
     client_key: Path
     known_hosts: Path
     host_key_line: str
+    address: str = "127.0.0.1"
 
     @property
     def port(self) -> int:
-        """Where sshd listens on 127.0.0.1."""
+        """Where sshd listens on ``address``."""
         return self.peer.port
 
     @property
@@ -189,7 +191,7 @@ class SshHost:
     ) -> SshClient:
         """An :class:`SshClient` for this host; ``changes`` override config fields."""
         return SshClient.from_config(
-            "127.0.0.1",
+            self.address,
             self.config(**changes),
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
@@ -324,7 +326,21 @@ def _write_fake_tools(directory: Path) -> None:
 
 @pytest.fixture
 def ssh_host(peers: PeerStarter) -> Iterator[SshHost]:
-    """sshd on a free port with a fresh host key; ``peertest`` logs in with a fresh client key."""
+    """sshd on a free port of 127.0.0.1 with a fresh host key; ``peertest`` logs in with a fresh client key."""
+    with start_ssh_host(peers) as host:
+        yield host
+
+
+@pytest.fixture
+def make_ssh_host(peers: PeerStarter) -> Iterator[Callable[[str], SshHost]]:
+    """A factory: sshd listening on a given loopback address (a fake host of its own)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda address: stack.enter_context(start_ssh_host(peers, address))
+
+
+@contextlib.contextmanager
+def start_ssh_host(peers: PeerStarter, address: str = "127.0.0.1") -> Iterator[SshHost]:
+    """Start sshd on ``address`` and stop it (and its fake units) on exit."""
     need_root()
     binary = need_binary("sshd")
     ensure_user()
@@ -343,11 +359,11 @@ def ssh_host(peers: PeerStarter) -> Iterator[SshHost]:
         write_file(directory / "authorized_keys" / SSH_USER, client_public + "\n")
         port = free_port()
         host_public = (directory / "host_key.pub").read_text().strip()
-        host_key_line = f"[127.0.0.1]:{port} {host_public}"
+        host_key_line = f"[{address}]:{port} {host_public}"
         known_hosts = write_file(directory / "known_hosts", host_key_line + "\n")
         config = write_file(directory / "sshd_config", f"""\
 Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {directory}/host_key
 PidFile {directory}/sshd.pid
 AuthorizedKeysFile {directory}/authorized_keys/%u
@@ -361,8 +377,8 @@ MaxStartups 100
 SetEnv PATH={directory}/fakebin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 """)
         subprocess.run([binary, "-t", "-f", str(config)], check=True)
-        peer = peers.process("sshd", directory, [binary, "-D", "-e", "-f", str(config)], port)
-        host = SshHost(peer, directory, SSH_USER, client_key, known_hosts, host_key_line)
+        peer = peers.process("sshd", directory, [binary, "-D", "-e", "-f", str(config)], port, host=address)
+        host = SshHost(peer, directory, SSH_USER, client_key, known_hosts, host_key_line, address)
         try:
             yield host
         finally:

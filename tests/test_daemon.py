@@ -10,64 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support import Proc, free_port, need_binary
+from tests.daemon_proc import REPO, Daemon, wait_for
+from tests.support import free_port, need_binary
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float, what: str):
-    """Poll ``predicate`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Daemon:
-    """``monitord run`` in a subprocess, with helpers to read its metrics."""
-
-    def __init__(self, tmp: Path, config: Path, metrics_port: int):
-        self.tmp, self.config, self.port = tmp, config, metrics_port
-        self.proc: Proc | None = None
-
-    def start(self) -> "Daemon":
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = Proc([sys.executable, "-m", "monitord", "run", "--config", str(self.config)],
-                         self.tmp / "daemon.log", env=env)
-        wait_for(self.scrape, 20, "the metrics listener")
-        return self
-
-    def scrape(self) -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
-                return resp.read().decode()
-        except OSError:
-            if self.proc and self.proc.popen.poll() is not None:
-                raise AssertionError(f"daemon exited:\n{self.proc.output()}")
-            return None
-
-    def value(self, name: str, **labels: str) -> float | None:
-        """The value of one sample, or None if it is absent."""
-        text = self.scrape() or ""
-        for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            sample, _, number = line.rpartition(" ")
-            if sample.split("{")[0] != name:
-                continue
-            if all(f'{k}="{v}"' in sample for k, v in labels.items()):
-                return float(number)
-        return None
 
 
 def write_config(path: Path, state: Path, metrics_port: int, checks: str, interval: str = "1s") -> None:

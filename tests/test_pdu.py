@@ -15,7 +15,7 @@ from monitord.config import PduConfig
 from monitord.results import Reason
 from remediation.base import ActionError, PowerAction, PowerState, PowerTimings, power_change
 from remediation.pdu import MODELS, PduDriver, model_for_sys_object_id, parse_oid
-from tests.pdu_peer import PduSim, make_pdu_sim, pdu_sim  # noqa: F401  (fixtures)
+from tests.pdu_peer import PduSim
 
 integration = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from monitord.results import Reason
 from remediation.base import ActionError
 from remediation.ssh import CommandInterrupted, SshClient, _socket_reason
 from tests.peers import Peer
-from tests.ssh_peer import SshHost, openssh_key, ssh_host  # noqa: F401  (fixture)
+from tests.ssh_peer import SshHost, openssh_key
 from tests.support import wait_port
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,99 @@
+"""``monitord run`` as a subprocess, for tests: start, scrape metrics, read the journal."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support import Proc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Daemon:
+    """``monitord run`` in a subprocess, with helpers to read its metrics and journal."""
+
+    def __init__(self, tmp: Path, config: Path, metrics_port: int, state: Path | None = None):
+        self.tmp, self.config, self.port = tmp, config, metrics_port
+        self.state = state or tmp / "state.db"
+        self.proc: Proc | None = None
+
+    def start(self, *extra: str) -> "Daemon":
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = Proc([sys.executable, "-m", "monitord", "run", "--config", str(self.config), *extra],
+                         self.tmp / "daemon.log", env=env)
+        wait_for(self.scrape, 20, "the metrics listener")
+        return self
+
+    def cli(self, *args: str) -> str:
+        """Run another ``monitord`` command against the same config; return its output."""
+        import subprocess
+
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run([sys.executable, "-m", "monitord", *args, "--config", str(self.config)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.popen.poll() is None
+
+    def scrape(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            if self.proc and self.proc.popen.poll() is not None:
+                raise AssertionError(f"daemon exited:\n{self.proc.output()}")
+            return None
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of one sample, or None if it is absent."""
+        text = self.scrape() or ""
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            sample, _, number = line.rpartition(" ")
+            if sample.split("{")[0] != name:
+                continue
+            if all(f'{k}="{v}"' in sample for k, v in labels.items()):
+                return float(number)
+        return None
+
+    def journal(self, host: str | None = None) -> list[tuple]:
+        """(event, decision, outcome, reason) rows of the journal, oldest first."""
+        if not self.state.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT event, decision, outcome, reason, host FROM journal ORDER BY id").fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+        return [r[:4] for r in rows if host is None or r[4] == host]
+
+    def events(self, host: str | None = None) -> list[str]:
+        """Journal entries of ``host`` as compact strings: ``event decision/outcome``."""
+        out = []
+        for event, decision, outcome, _ in self.journal(host):
+            if event in ("daemon",):
+                continue
+            out.append(" ".join(x for x in (event, decision, outcome) if x))
+        return out

@@ -1,0 +1,52 @@
+"""Fake hosts on loopback addresses (127.0.0.2, 127.0.1.x, ...) that can "go down".
+
+An nftables table in the test's own name holds a set of "down" addresses; packets TO them are
+dropped on input, so pings time out and TCP connects hang, exactly as for a dead machine,
+while the BMC and PDU simulators on 127.0.0.1 keep answering. The shell snippets returned by
+:meth:`LoopHosts.up_cmd` / :meth:`down_cmd` are what a BMC's chassis hook runs: a reset really
+"reboots" the host. Only loopback addresses are ever used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+
+_counter = itertools.count()
+
+
+class LoopHosts:
+    """A context manager owning one nftables table (deleted on exit)."""
+
+    def __init__(self) -> None:
+        self.table = f"mdt_{os.getpid()}_{next(_counter)}"
+
+    def __enter__(self) -> "LoopHosts":
+        self._nft(f"""table inet {self.table} {{
+  set down {{ type ipv4_addr; }}
+  chain input {{ type filter hook input priority -10; policy accept; ip daddr @down drop; }}
+}}""")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+
+    def _nft(self, script: str) -> None:
+        subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True)
+
+    def down_cmd(self, *addresses: str) -> str:
+        """Shell command taking ``addresses`` down."""
+        return f"nft add element inet {self.table} down {{ {', '.join(addresses)} }}"
+
+    def up_cmd(self, *addresses: str) -> str:
+        """Shell command bringing ``addresses`` back (no error if they were up)."""
+        return "; ".join(f"nft delete element inet {self.table} down {{ {a} }} 2>/dev/null" for a in addresses) + "; true"
+
+    def down(self, *addresses: str) -> None:
+        """Take ``addresses`` down now."""
+        subprocess.run(self.down_cmd(*addresses), shell=True, check=True)
+
+    def up(self, *addresses: str) -> None:
+        """Bring ``addresses`` back now."""
+        subprocess.run(self.up_cmd(*addresses), shell=True, check=True)

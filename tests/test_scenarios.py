@@ -1,0 +1,269 @@
+"""Escalation end to end: the daemon against a real BMC (ipmi_sim), a real SNMP PDU and real
+sshd, with fake hosts on loopback addresses that a power reset really "reboots".
+
+Each scenario counts the power commands that reached the simulated hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_proc import Daemon, wait_for
+from tests.loophosts import LoopHosts
+from tests.support import free_port, need_binary
+
+pytestmark = pytest.mark.integration
+
+HOST = "127.0.0.2"
+FAST_REMEDIATION = {
+    "power_wait": "200ms", "power_timeout": "5s", "power_retries": 1, "boot_timeout": "6s",
+    "verify_interval": "300ms", "grace": "2s", "max_resets": 3,
+}
+
+
+@pytest.fixture
+def loop():
+    need_binary("nft")
+    with LoopHosts() as hosts:
+        yield hosts
+
+
+class Fleet:
+    """Builds a config for fake hosts and runs the daemon on it."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.hosts: dict[str, dict] = {}
+        self.top: dict = {}
+        self.port = free_port()
+        self.daemon = Daemon(tmp, tmp / "monitord.yaml", self.port)
+
+    def secret(self, name: str, value: str) -> dict:
+        path = self.tmp / f"{name}.secret"
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        return {"file": str(path)}
+
+    def add(self, name: str, address: str, *, bmc=None, bmc_password: str = "secret", pdu=None, ssh=None,
+            checks: dict | None = None, **extra) -> None:
+        host = {"address": address, "checks": checks or {"ping": {"count": 1, "reply_timeout": "400ms"}}, **extra}
+        if bmc is not None:
+            host["bmc"] = {"address": "127.0.0.1", "port": bmc.port, "username": "admin",
+                           "password": self.secret(f"{name}-bmc", bmc_password)}
+        if pdu is not None:
+            host["pdu"] = {"address": "127.0.0.1", "port": pdu.port, "outlet": 1,
+                           "community": self.secret(f"{name}-pdu", "private")}
+        if ssh is not None:
+            cfg = ssh.config()
+            host["ssh"] = {"port": cfg.port, "username": cfg.username, "key": {"file": str(cfg.key.file)},
+                           "known_hosts": str(cfg.known_hosts)}
+        self.hosts[name] = host
+
+    def start(self, *args: str, remediation: dict | None = None) -> Daemon:
+        config = {
+            "daemon": {"state_path": str(self.tmp / "state.db"), "metrics_listen": f"127.0.0.1:{self.port}",
+                       "log_level": "debug"},
+            "defaults": {"intervals": {"ping": "1s", "http": "1s", "tcp": "1s"}, "retry_interval": "300ms",
+                         "max_attempts": 2, "timeout": "900ms", "remediation": FAST_REMEDIATION | (remediation or {})},
+            "business_hours": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                               "start": "00:00", "end": "23:59:59"},
+            "hosts": self.hosts,
+            **self.top,
+        }
+        self.daemon.config.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        return self.daemon.start(*args)
+
+    def stop(self) -> None:
+        if self.daemon.proc:
+            self.daemon.proc.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    f = Fleet(tmp_path)
+    yield f
+    f.stop()
+
+
+def ladder(daemon: Daemon, host: str = "web1") -> list[str]:
+    """The escalation part of a host's journal."""
+    keep = ("decided", "outcome", "blocked", "page", "sla_started", "resolved", "reconciled")
+    return [e for e in daemon.events(host) if e.split()[0] in keep]
+
+
+def test_host_down_is_reset_once_and_resolved_after_ping_and_login(fleet, loop, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "resolved" in ladder(daemon), 40, "the ladder to resolve")
+    assert bmc.commands() == ["reset"]
+    assert ladder(daemon) == [
+        "decided bmc_read", "outcome bmc_read ok",
+        "decided power_reset", "outcome power_reset ok",
+        "decided wait_boot", "outcome wait_boot ok",
+        "resolved",
+    ]
+    bmc_findings = [r for r in daemon.journal("web1") if r[0] == "outcome" and r[1] == "bmc_read"]
+    assert bmc_findings  # the BMC's answer (power state, SEL, sensors) is in the journal
+    wait_for(lambda: daemon.value("monitord_incidents_open") == 0, 20, "the incident to close")
+    assert daemon.value("monitord_escalation_level", host="web1") == 0
+    assert daemon.value("monitord_actions_total", kind="power_reset", outcome="ok") == 1
+
+
+def test_bmc_unreachable_falls_back_to_the_pdu(fleet, loop, make_pdu_sim, make_ssh_host):
+    pdu = make_pdu_sim(hooks={"on_on": loop.up_cmd(HOST)})
+    ssh = make_ssh_host(HOST)
+
+    class DeadBmc:
+        port = free_port()  # nothing listens there
+
+    fleet.add("web1", HOST, bmc=DeadBmc, pdu=pdu, ssh=ssh)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "resolved" in ladder(daemon), 90, "the ladder to resolve")
+    assert pdu.commands(1) == ["off", "on"]
+    steps = ladder(daemon)
+    assert steps[:6] == ["decided bmc_read", "outcome bmc_read failed", "decided power_reset",
+                         "outcome power_reset failed", "decided power_reset", "outcome power_reset ok"]
+    reasons = [r[3] for r in daemon.journal("web1") if r[0] == "outcome" and r[2] == "failed"]
+    assert reasons == ["timeout", "timeout"]
+
+
+def test_host_that_never_returns_goes_to_level_2_then_level_3(fleet, loop, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim()
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "sla_started engineer_on_site" in ladder(daemon), 60, "the dispatch decision")
+    assert bmc.commands() == ["reset", "off", "on"]  # L1 reset, L2 power cycle (off, verified off, on)
+    assert ladder(daemon)[2:] == [
+        "decided power_reset", "outcome power_reset ok", "decided wait_boot", "outcome wait_boot failed",
+        "decided power_cycle", "outcome power_cycle ok", "decided wait_boot", "outcome wait_boot failed",
+        "page dispatch", "sla_started engineer_on_site",
+    ]
+    assert daemon.value("monitord_escalation_level", host="web1") == 3
+
+
+def test_flapping_host_stops_at_the_reset_limit(fleet, loop, make_ipmi_sim, make_ssh_host):
+    # every reset brings the host back for a few seconds only
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}; sleep 5; {loop.down_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh)
+    daemon = fleet.start(remediation={"max_resets": 2})
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "page dispatch" in ladder(daemon), 90, "level 3")
+    assert bmc.commands() == ["reset", "reset"]
+    assert ladder(daemon).count("resolved") == 2
+    assert "blocked limit" in ladder(daemon)
+
+
+def test_thirty_of_thirty_hosts_down_means_the_monitor_is_broken(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    addresses = [f"127.0.1.{i}" for i in range(1, 31)]
+    for i, address in enumerate(addresses):
+        fleet.add(f"h{i}", address, bmc=bmc)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="h29", check="ping") == 1, 20, "hosts up")
+    loop.down(*addresses)
+    wait_for(lambda: sum(1 for e in daemon.events() if e == "blocked blast_radius") >= 25, 60, "the hosts to be blocked")
+    time.sleep(2)
+    assert bmc.commands() == []
+    assert daemon.events().count("page blast_radius") == 1
+    assert daemon.value("monitord_guard_blocks_total", guard="blast_radius") >= 25
+
+
+def test_no_action_on_a_host_behind_a_failed_parent(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("switch1", "127.0.0.3")
+    fleet.add("web1", HOST, bmc=bmc, parents=["switch1"])
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "hosts up")
+    loop.down(HOST, "127.0.0.3")
+    wait_for(lambda: "blocked parent_down" in ladder(daemon), 30, "the parent guard")
+    time.sleep(2)
+    assert bmc.commands() == []
+    assert "decided power_reset" not in ladder(daemon)
+
+
+def test_maintenance_window_blocks_actions(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("web1", HOST, bmc=bmc)
+    daemon = fleet.start()
+    daemon.cli("maintenance", "add", "--host", "web1", "--duration", "1h", "--reason", "disk swap")
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "blocked maintenance" in ladder(daemon), 30, "the maintenance guard")
+    time.sleep(2)
+    assert bmc.commands() == []
+    assert "disk swap" in daemon.cli("maintenance", "list")
+
+
+def test_kill_9_after_the_reset_never_resets_twice(fleet, loop, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 4; {loop.up_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh)
+    daemon = fleet.start(remediation={"boot_timeout": "20s"})
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: bmc.commands() == ["reset"], 40, "the reset")
+    daemon.proc.stop(signal.SIGKILL)
+    assert "decided power_reset" in ladder(daemon)  # journaled before the command
+    daemon.start()
+    wait_for(lambda: "resolved" in ladder(daemon), 40, "the ladder to resolve after the restart")
+    assert bmc.commands() == ["reset"]
+    assert "reconciled power_reset ok" in ladder(daemon)
+
+
+def test_dry_run_journals_but_never_acts(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("web1", HOST, bmc=bmc)
+    daemon = fleet.start("--dry-run")
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "blocked dry_run" in ladder(daemon), 30, "the dry-run decision")
+    time.sleep(2)
+    assert bmc.commands() == []
+    assert any(r[0] == "note" and "would power_reset" in r[3] for r in daemon.journal("web1"))
+
+
+def test_wrong_bmc_password_is_a_typed_error_and_a_page(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("web1", HOST, bmc=bmc, bmc_password="wrong")
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "page dispatch" in ladder(daemon), 40, "the page")
+    assert bmc.commands() == []
+    reasons = [r[3] for r in daemon.journal("web1") if r[0] == "outcome" and r[2] == "failed"]
+    assert reasons == ["auth", "auth"]
+    assert daemon.alive()
+
+
+def test_dead_service_is_restarted_over_ssh_and_verified(fleet, loop, make_ssh_host):
+    ssh = make_ssh_host(HOST)
+    port = free_port()
+    ssh.add_unit("web", f"exec python3 -m http.server {port} --bind {HOST}")
+    ssh.start_unit("web")
+    fleet.add("web1", HOST, ssh=ssh, checks={
+        "ping": {"count": 1, "reply_timeout": "400ms"},
+        "http": {"port": port, "restart": {"unit": "web", "grace": "1s"}},
+    })
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="http") == 1, 20, "service up")
+    ssh.kill_unit("web")
+    wait_for(lambda: "resolved" in ladder(daemon), 30, "the restart to be verified")
+    assert [c for c in ssh.calls() if "restart" in c] == ["systemctl restart web"]
+    assert ladder(daemon) == ["decided service_restart", "outcome service_restart ok", "resolved"]
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="http") == 1, 10, "http OK again")
