@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes import ftp, http, imap, ping, pop, smtp, ssh, tcp
+from probes import ftp, http, imap, mysql, ping, pop, postgres, smtp, ssh, tcp
 from probes.base import ProbeKind
 
 REGISTRY: dict[str, ProbeKind] = {
@@ -17,5 +17,7 @@ REGISTRY: dict[str, ProbeKind] = {
         pop.KIND,
         imap.KIND,
         ssh.KIND,
+        postgres.KIND,
+        mysql.KIND,
     )
 }

@@ -267,3 +267,52 @@ def test_dead_service_is_restarted_over_ssh_and_verified(fleet, loop, make_ssh_h
     assert [c for c in ssh.calls() if "restart" in c] == ["systemctl restart web"]
     assert ladder(daemon) == ["decided service_restart", "outcome service_restart ok", "resolved"]
     wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="http") == 1, 10, "http OK again")
+
+
+def test_off_hours_action_waits_for_the_emergency_contact(fleet, loop, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh)
+    fleet.top["business_hours"] = {"days": ["mon"], "start": "00:00", "end": "00:00:01"}  # never business time
+    daemon = fleet.start(remediation={"contact_first": ["power_reset"], "approval_timeout": "2m"})
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "decided request_approval" in ladder(daemon), 30, "the approval request")
+    time.sleep(1)
+    assert bmc.commands() == []  # nothing happens before the contact answers
+    daemon.cli("approve", "web1", "--by", "customer-night-contact")
+    wait_for(lambda: "resolved" in ladder(daemon), 30, "the approved reset to resolve")
+    assert bmc.commands() == ["reset"]
+    assert ladder(daemon)[2:6] == ["decided request_approval", "outcome request_approval ok",
+                                   "decided power_reset", "outcome power_reset ok"]
+
+
+def test_a_failed_canary_means_the_monitor_is_broken(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("gateway", "127.0.0.4")
+    fleet.add("web1", HOST, bmc=bmc)
+    fleet.top["escalation"] = {"blast_radius": {"canaries": ["gateway"]}}
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST, "127.0.0.4")
+    wait_for(lambda: "blocked blast_radius" in ladder(daemon), 30, "the blast-radius guard")
+    assert bmc.commands() == []
+    assert any(r[0] == "page" and "reference target gateway" in r[3] for r in daemon.journal())
+
+
+def test_quarantine_powers_off_and_keeps_the_host_off(fleet, loop, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("web1", HOST, bmc=bmc)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    out = daemon.cli("quarantine", "--yes", "web1")
+    assert "quarantined and powered off (through ipmi)" in out
+    assert bmc.commands() == ["off"]
+    loop.down(HOST)  # it is off now: pings fail
+    wait_for(lambda: "blocked quarantined" in ladder(daemon), 30, "the quarantine guard")
+    time.sleep(2)
+    assert bmc.commands() == ["off"]  # never powered back on
+    assert "released" in daemon.cli("release", "web1")
+    assert bmc.commands() == ["off"]  # release does not power it on either
+    events = daemon.events("web1")
+    assert events.index("decided quarantine_power_off") < events.index("outcome quarantine_power_off ok")
