@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import sys
 import time
+import zoneinfo
 from collections import Counter
 from typing import Sequence
 
@@ -22,7 +24,7 @@ from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, SQLiteStore, StateError
-from probes.base import ProbeCall, ProbeContext
+from probes.base import ProbeContext
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/monitord/monitord.yaml"
@@ -119,6 +121,36 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--host")
     journal.add_argument("--json", action="store_true")
     journal.set_defaults(func=_cmd_journal)
+
+    report = sub.add_parser("report", help="incident reports (障害報告), due 2 business days after recovery")
+    report_sub = report.add_subparsers(metavar="ACTION")
+    rlist = report_sub.add_parser("list", help="incidents with their report's due date and state")
+    rlist.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    rlist.add_argument("--pending", action="store_true", help="only reports not yet submitted (due or overdue)")
+    rlist.set_defaults(func=_cmd_report_list)
+    show = report_sub.add_parser("show", help="print an incident's report as Markdown")
+    show.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    show.add_argument("--lang", choices=("ja", "en"), default="ja")
+    show.add_argument("incident", type=int)
+    show.set_defaults(func=_cmd_report_render, format="md", output=None)
+    rrender = report_sub.add_parser("render", help="write an incident's report as Markdown or HTML")
+    rrender.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    rrender.add_argument("--format", "-f", choices=("md", "html"), default="md")
+    rrender.add_argument("--lang", choices=("ja", "en"), default="ja")
+    rrender.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    rrender.add_argument("incident", type=int)
+    rrender.set_defaults(func=_cmd_report_render)
+    edit = report_sub.add_parser("edit", help="record the engineer's root cause and prevention text")
+    edit.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    edit.add_argument("--cause", help="root cause text ('-' reads standard input)")
+    edit.add_argument("--prevention", help="prevention text ('-' reads standard input)")
+    edit.add_argument("incident", type=int)
+    edit.set_defaults(func=_cmd_report_edit)
+    submit = report_sub.add_parser("submit", help="mark reports as sent to the customer (no longer due)")
+    submit.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    submit.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
+    submit.add_argument("incident", type=int, nargs="+")
+    submit.set_defaults(func=_cmd_report_submit)
     return parser
 
 
@@ -197,7 +229,7 @@ def _cmd_probe_once(args: argparse.Namespace) -> int:
         try:
             await ping.configure(ctx, config.daemon.ping.privileged, needed=any(s.kind is ping.KIND for s in specs))
             return await asyncio.gather(*(
-                run_probe(s.kind, ctx, ProbeCall(s.host, s.address, s.timeout), s.params, time.time()) for s in specs
+                run_probe(s.kind, ctx, s.call(), s.params, time.time()) for s in specs
             ))
         finally:
             await ctx.aclose()
@@ -360,6 +392,108 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     for e in entries:
         rows.append((str(e.id), _when(e.ts), e.host or "-", e.event, e.decision or "-", e.outcome or "-", e.reason or ""))
     _print_table(rows)
+    return EXIT_OK
+
+
+def _report_context(config: Config):
+    from monitord.business_calendar import BusinessCalendar
+
+    return BusinessCalendar(config.business_hours), zoneinfo.ZoneInfo(config.business_hours.timezone)
+
+
+def _cmd_report_list(args: argparse.Namespace) -> int:
+    from monitord.report import report_statuses
+
+    config = load_config(args.config)
+    calendar, zone = _report_context(config)
+    store = _store(config)
+    try:
+        statuses = report_statuses(store, calendar, time.time())
+    finally:
+        store.close()
+
+    def local(ts: float | None) -> str:
+        return "-" if ts is None else dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
+
+    rows = [("INCIDENT", "HOST", "CHECK", "RECOVERED", "DUE", "OVERDUE", "STATE")]
+    for s in statuses:
+        if args.pending and s.state not in ("due", "overdue"):
+            continue
+        rows.append((str(s.incident.id), s.incident.host, s.incident.check, local(s.incident.closed_at),
+                     local(s.due.timestamp() if s.due else None), "yes" if s.state == "overdue" else "no",
+                     s.state + (f" {local(s.record.submitted_at)}" if s.state == "submitted" else "")))
+    _print_table(rows)
+    return EXIT_OK
+
+
+def _cmd_report_render(args: argparse.Namespace) -> int:
+    from monitord.report import load_report, render
+
+    config = load_config(args.config)
+    calendar, zone = _report_context(config)
+    store = _store(config)
+    try:
+        report = load_report(store, args.incident, calendar, zone)
+    except KeyError:
+        print(f"monitord: no incident #{args.incident}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+    text = render(report, args.format, args.lang)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _report_record(store: SQLiteStore, incident: int):
+    from monitord.state import ReportRecord
+
+    if not any(i.id == incident for i in store.incidents()):
+        print(f"monitord: no incident #{incident}", file=sys.stderr)
+        return None
+    return store.report_records().get(incident) or ReportRecord(incident)
+
+
+def _cmd_report_edit(args: argparse.Namespace) -> int:
+    if args.cause is None and args.prevention is None:
+        print("monitord: nothing to record: give --cause and/or --prevention", file=sys.stderr)
+        return EXIT_USAGE
+    cause = sys.stdin.read() if args.cause == "-" else args.cause
+    prevention = sys.stdin.read() if args.prevention == "-" and args.cause != "-" else args.prevention
+    store = _store(load_config(args.config))
+    try:
+        record = _report_record(store, args.incident)
+        if record is None:
+            return EXIT_USAGE
+        store.put_report_record(dataclasses.replace(
+            record, root_cause=record.root_cause if cause is None else cause,
+            prevention=record.prevention if prevention is None else prevention))
+    finally:
+        store.close()
+    print(f"report #{args.incident}: recorded")
+    return EXIT_OK
+
+
+def _cmd_report_submit(args: argparse.Namespace) -> int:
+    store = _store(load_config(args.config))
+    try:
+        records = [_report_record(store, incident) for incident in args.incident]
+        if any(r is None for r in records):
+            return EXIT_USAGE
+        now = time.time()
+        hosts = {i.id: i.host for i in store.incidents()}
+        with store.transaction(durable=True):
+            for record in records:
+                store.put_report_record(dataclasses.replace(record, submitted_at=now, submitted_by=args.by))
+                store.append(JournalEntry(ts=now, event="report", host=hosts[record.incident_id],
+                                          incident_id=record.incident_id, decision="submitted", detail={"by": args.by}))
+    finally:
+        store.close()
+    for incident in args.incident:
+        print(f"report #{incident}: submitted")
     return EXIT_OK
 
 

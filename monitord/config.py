@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from monitord import yamlsrc
 from monitord.fields import ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, format_duration
 from probes import REGISTRY
-from probes.base import CheckParams, ProbeKind
+from probes.base import CheckParams, ProbeCall, ProbeKind
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=253)]
@@ -35,6 +35,8 @@ BUILTIN_MAX_ATTEMPTS = 3
 BUILTIN_TIMEOUT = 10.0
 BUILTIN_DISK_CRITICAL = 90.0
 BUILTIN_INODE_CRITICAL = 50.0
+SETTING_DEFAULTS = {"disk_critical_percent": BUILTIN_DISK_CRITICAL, "inode_critical_percent": BUILTIN_INODE_CRITICAL}
+"""Built-in values of the :class:`Settings` fields that checks inherit (:meth:`CheckParams.inherit`)."""
 
 
 class ConfigError(Exception):
@@ -155,26 +157,36 @@ class PduOidTable(StrictModel):
         return self
 
 
-class PduConfig(StrictModel):
-    """A switched PDU outlet that powers the host."""
+class SnmpConfig(StrictModel):
+    """An SNMP agent (v2c or v3 USM): the host's own, for SNMP-based probes, or a PDU's."""
 
-    address: str
+    address: str | None = Field(default=None, description="the agent's address; default: the host's address")
     port: Port = 161
-    outlet: int = Field(ge=1)
-    model: Literal["auto", "apc-spdu", "apc-rpdu", "generic"] = Field(
-        default="auto", description="OID table: auto (by sysObjectID), apc-spdu, apc-rpdu, or generic (give table)"
-    )
-    table: PduOidTable | None = Field(default=None, description="the OID table of model generic")
     snmp_version: Literal["2c", "3"] = "2c"
     community: SecretRef | None = None
     v3: SnmpV3 | None = None
 
     @model_validator(mode="after")
-    def _credentials(self) -> "PduConfig":
+    def _credentials(self) -> "SnmpConfig":
         if self.snmp_version == "2c" and self.community is None:
             raise ValueError("snmp_version 2c needs community (a file, env or credential reference)")
         if self.snmp_version == "3" and self.v3 is None:
             raise ValueError("snmp_version 3 needs a v3 block")
+        return self
+
+
+class PduConfig(SnmpConfig):
+    """A switched PDU outlet that powers the host."""
+
+    address: str
+    outlet: int = Field(ge=1)
+    model: Literal["auto", "apc-spdu", "apc-rpdu", "generic"] = Field(
+        default="auto", description="OID table: auto (by sysObjectID), apc-spdu, apc-rpdu, or generic (give table)"
+    )
+    table: PduOidTable | None = Field(default=None, description="the OID table of model generic")
+
+    @model_validator(mode="after")
+    def _table(self) -> "PduConfig":
         if (self.model == "generic") != (self.table is not None):
             raise ValueError("model generic needs a table, and a table needs model generic")
         return self
@@ -225,6 +237,7 @@ class HostConfig(StrictModel):
     bmc: BmcConfig | None = None
     pdu: PduConfig | None = None
     ssh: SshConfig | None = None
+    snmp: SnmpConfig | None = Field(default=None, description="the host's SNMP agent, for SNMP-based checks")
     instructions: CustomerInstructions = CustomerInstructions()
     checks: dict[Name, CheckConfig] = Field(default_factory=dict)
 
@@ -265,13 +278,34 @@ class EscalationConfig(StrictModel):
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+def _clock_time(value: Any) -> Any:
+    """``H:MM`` or ``HH:MM[:SS]`` as a time of day; numbers are refused, since YAML reads an
+    unquoted 10:00 as the number 600."""
+    if isinstance(value, (int, float)):
+        raise ValueError(f'quote the time, like "10:00": YAML reads an unquoted time such as 10:00 as a number (got {value})')
+    if isinstance(value, str):
+        match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", value.strip())
+        if match is None:
+            raise ValueError(f"invalid time {value!r}: write it like 9:00, 17:30 or 23:59:59")
+        return dt.time(*(int(part) for part in match.groups(default="0")))
+    return value
+
+
+ClockTime = Annotated[dt.time, BeforeValidator(_clock_time)]
+
+
 class BusinessHoursConfig(StrictModel):
-    """Business hours (contract default: weekdays 10:00-18:00 Japan time)."""
+    """Business days and hours (SPEC §3; contract default: weekdays 10:00-18:00 Japan time,
+    closed on Japanese public holidays and 12/30-1/3). ``end`` is exclusive."""
 
     timezone: str = "Asia/Tokyo"
     days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
-    start: dt.time = dt.time(10, 0)
-    end: dt.time = dt.time(18, 0)
+    start: ClockTime = dt.time(10, 0)
+    end: ClockTime = dt.time(18, 0)
+    holidays: Literal["jp", "none"] = Field(
+        default="jp", description="jp: closed on Japanese public holidays, substitute and citizens' holidays included")
+    year_end_break: bool = Field(default=True, description="closed 12/30-1/3 (年末年始)")
+    closed_days: list[dt.date] = Field(default_factory=list, description="extra closed days, e.g. [2026-08-14]")
 
     @field_validator("timezone")
     @classmethod
@@ -281,6 +315,25 @@ class BusinessHoursConfig(StrictModel):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @field_validator("days")
+    @classmethod
+    def _some_days(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one business weekday, e.g. [mon, tue, wed, thu, fri]")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, value: dt.time, info: ValidationInfo) -> dt.time:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError(f"end {_clock(value)} must be after start {_clock(start)}")
+        return value
+
+
+def _clock(value: dt.time) -> str:
+    return value.isoformat(timespec="seconds" if value.second else "minutes")
 
 
 class MaintenanceWindow(StrictModel):
@@ -356,7 +409,8 @@ class Config(StrictModel):
         for host_name, host in self.hosts.items():
             layers = host.layers(self)
             for check_name, params in host.checks.items():
-                specs.append(CheckSpec.build(host_name, host.address, check_name, params, layers))
+                specs.append(CheckSpec.build(host_name, host.address, check_name, params, layers,
+                                             ssh=host.ssh, bmc=host.bmc, snmp=host.snmp))
         return specs
 
 
@@ -378,11 +432,20 @@ class CheckSpec:
     retry_interval: float
     max_attempts: int
     timeout: float
+    ssh: SshConfig | None = None
+    bmc: BmcConfig | None = None
+    snmp: SnmpConfig | None = None
 
     @classmethod
-    def build(cls, host: str, address: str, name: str, params: CheckParams, layers: list[Settings]) -> "CheckSpec":
-        """Resolve ``params`` against the settings ``layers`` (most specific first)."""
+    def build(
+        cls, host: str, address: str, name: str, params: CheckParams, layers: list[Settings],
+        *, ssh: SshConfig | None = None, bmc: BmcConfig | None = None, snmp: SnmpConfig | None = None,
+    ) -> "CheckSpec":
+        """Resolve ``params`` against the settings ``layers`` (most specific first); keep the
+        host's access blocks (``ssh``, ``bmc``, ``snmp``) only if the kind needs them."""
         kind = REGISTRY[params.kind]
+        params = params.inherit(lambda field: _first([getattr(s, field) for s in layers], SETTING_DEFAULTS.get(field)))
+        needs = kind.needs | params.needs()
         return cls(
             id=f"{host}/{name}",
             host=host,
@@ -394,16 +457,22 @@ class CheckSpec:
             retry_interval=_first([params.retry_interval] + [s.retry_interval for s in layers], BUILTIN_RETRY_INTERVAL),
             max_attempts=_first([params.max_attempts] + [s.max_attempts for s in layers], BUILTIN_MAX_ATTEMPTS),
             timeout=_first([params.timeout] + [s.timeout for s in layers], BUILTIN_TIMEOUT),
+            ssh=ssh if "ssh" in needs else None,
+            bmc=bmc if "bmc" in needs else None,
+            snmp=snmp if "snmp" in needs else None,
         )
+
+    def call(self) -> ProbeCall:
+        """The :class:`ProbeCall` for one run of this check."""
+        return ProbeCall(self.host, self.address, self.timeout, self.name, self.ssh, self.bmc, self.snmp)
 
     @property
     def fingerprint(self) -> str:
         """Changes whenever anything that affects how the check runs changes."""
-        blob = json.dumps(
-            [self.address, self.params.model_dump(mode="json"), self.interval, self.retry_interval,
-             self.max_attempts, self.timeout],
-            sort_keys=True,
-        )
+        parts = [self.address, self.params.model_dump(mode="json"), self.interval, self.retry_interval,
+                 self.max_attempts, self.timeout]
+        parts += [block.model_dump(mode="json") for block in (self.ssh, self.bmc, self.snmp) if block is not None]
+        blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -471,6 +540,9 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
         loc = ("hosts", spec.host, "checks", spec.name)
         if spec.timeout >= spec.interval:
             problems.append((loc, f"timeout {format_duration(spec.timeout)} must be shorter than the interval {format_duration(spec.interval)}"))
+        for block in sorted(spec.kind.needs | spec.params.needs()):
+            if getattr(config.hosts[spec.host], block) is None:
+                problems.append((loc + ("kind",), f"kind {spec.kind.name} needs a {block}: block on the host"))
         needed, what = spec.params.min_timeout()
         if spec.timeout <= needed:
             problems.append((loc, f"timeout {format_duration(spec.timeout)} must be longer than {what}"))

@@ -18,7 +18,7 @@ from monitord.engine import Engine
 from monitord.metrics import CONTENT_TYPE, Metrics
 from monitord.scheduler import Scheduler
 from monitord.state import JournalEntry, SQLiteStore
-from probes import ping
+from probes import heartbeat, ping
 from probes.base import ProbeContext
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Daemon:
         self.dry_run = dry_run
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.ctx = ProbeContext()
+        self.ctx = ProbeContext(state_dir=config.daemon.state_path.parent)
         self.store = SQLiteStore(config.daemon.state_path)
         self.scheduler = Scheduler(
             clock=self.clock, store=self.store, metrics=self.metrics, ctx=self.ctx,
@@ -58,6 +58,7 @@ class Daemon:
         self.engine = Engine(config=config, store=self.store, metrics=self.metrics, clock=self.clock, ctx=self.ctx,
                              scheduler=self.scheduler, dry_run=dry_run)
         self.scheduler.listener = self.engine.notify
+        self.heartbeats = heartbeat.Receiver(self.store, self.clock, lambda: self.config)
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -138,6 +139,8 @@ class Daemon:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
+        app.router.add_post(heartbeat.ROUTE, self.heartbeats.handle)
+        await heartbeat.install(self.ctx, self.heartbeats)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = self.config.daemon.metrics_address

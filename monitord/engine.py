@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from monitord import escalation as esc
-from monitord.business_calendar import BusinessCalendar, WeeklyHours
+from monitord.business_calendar import BusinessCalendar
 from monitord.checkstate import Event as CheckEvent
 from monitord.clock import Clock
 from monitord.config import CheckSpec, Config
@@ -25,7 +25,7 @@ from monitord.results import Result
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, Store
 from probes import ping
-from probes.base import ProbeCall, ProbeContext
+from probes.base import ProbeContext
 from remediation.base import ActionError, PowerAction, PowerTimings, power_change
 from remediation.drivers import Drivers
 
@@ -77,7 +77,7 @@ class Engine:
     def apply_config(self, config: Config, calendar: BusinessCalendar | None = None) -> None:
         """Use a (re)loaded configuration."""
         self.config = config
-        self.calendar = calendar or WeeklyHours(config.business_hours)
+        self.calendar = calendar or BusinessCalendar(config.business_hours)
         self._specs = {(s.host, s.name): s for s in config.checks()}
         for host in config.hosts:
             self.metrics.escalation_level.labels(host).set(self.state(host).level)
@@ -297,8 +297,7 @@ class Engine:
         return None
 
     async def _probe(self, spec: CheckSpec) -> Result:
-        return await run_probe(spec.kind, self.ctx, ProbeCall(spec.host, spec.address, spec.timeout), spec.params,
-                               self.clock.time())
+        return await run_probe(spec.kind, self.ctx, spec.call(), spec.params, self.clock.time())
 
     async def _blast_radius(self, now: float) -> str | None:
         """Is the monitor's own side broken? Canaries, then a sweep of every host-down check."""

@@ -63,6 +63,17 @@ class Metrics:
             ("host",), registry=r)
         self.escalation_pages = Counter(
             "monitord_escalation_pages", "Pages decided by the escalation engine, by kind.", ("kind",), registry=r)
+        self.pages_sent = Counter(
+            "monitord_pages_sent", "Page delivery attempts by integration and outcome (delivered, retry, dead).",
+            ("integration", "outcome"), registry=r)
+        self.page_outbox_depth = Gauge(
+            "monitord_page_outbox_depth", "Pages queued in the outbox and not yet delivered or given up.",
+            ("integration",), registry=r)
+        self.reports_due = Gauge(
+            "monitord_reports_due", "Incident reports (障害報告) of recovered incidents not yet submitted and not yet "
+            "past their due date (2 business days after recovery).", registry=r)
+        self.reports_overdue = Gauge(
+            "monitord_reports_overdue", "Incident reports past their due date and not marked submitted.", registry=r)
         self.build_info = Gauge(
             "monitord_build_info", "Always 1; labels carry the version.", ("version", "python"), registry=r)
         self.reload_successful = Gauge(

@@ -16,6 +16,7 @@ import aiohttp
 from monitord.fields import format_duration
 from monitord.results import Outcome, ProbeError, Reason, Result, Status
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from remediation.base import ActionError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ def classify(exc: BaseException, call: ProbeCall) -> Outcome:
     """Map an exception raised by a probe to a failed outcome with a typed reason."""
     if isinstance(exc, ProbeError):
         return Outcome(Status.CRITICAL, exc.summary, exc.reason, exc.values)
+    if isinstance(exc, ActionError):  # raised by the remediation drivers that probes reuse (SSH, IPMI)
+        return Outcome(Status.CRITICAL, exc.summary, exc.reason)
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is the same class on 3.11
         return Outcome(Status.CRITICAL, f"no answer within {format_duration(call.timeout)}", Reason.TIMEOUT)
     if isinstance(exc, (ssl.SSLError, aiohttp.ClientSSLError)):

@@ -26,7 +26,7 @@ from monitord.metrics import Metrics
 from monitord.results import Result
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, Store, StoredCheck
-from probes.base import ProbeCall, ProbeContext
+from probes.base import ProbeContext
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,7 @@ class Scheduler:
             self.metrics.lateness.observe(max(0.0, start - entry.due))
             self.metrics.checks_running.inc()
             try:
-                result = await run_probe(spec.kind, self.ctx, ProbeCall(spec.host, spec.address, spec.timeout),
-                                         spec.params, start)
+                result = await run_probe(spec.kind, self.ctx, spec.call(), spec.params, start)
             finally:
                 self.metrics.checks_running.dec()
         current = self._entries.get(spec.id)
@@ -209,8 +208,7 @@ class Scheduler:
         entry = self._entries[check_id]
         spec = entry.spec
         start = self.clock.time()
-        result = await run_probe(spec.kind, self.ctx, ProbeCall(spec.host, spec.address, spec.timeout), spec.params,
-                                 start)
+        result = await run_probe(spec.kind, self.ctx, spec.call(), spec.params, start)
         if self._entries.get(check_id) is entry:
             was_retrying = entry.state.retrying
             self._record(entry, result)

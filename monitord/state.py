@@ -73,6 +73,32 @@ CREATE TABLE IF NOT EXISTS quarantine (host TEXT PRIMARY KEY, since REAL NOT NUL
 CREATE TABLE IF NOT EXISTS approvals (
     host TEXT PRIMARY KEY, answer TEXT NOT NULL, at REAL NOT NULL, by TEXT
 );
+CREATE TABLE IF NOT EXISTS heartbeats (
+    host TEXT PRIMARY KEY, at REAL NOT NULL, status INTEGER NOT NULL, message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reports (
+    incident_id  INTEGER PRIMARY KEY,   -- the incident the report (障害報告) is about
+    root_cause   TEXT,                  -- written by the engineer (monitord report edit)
+    prevention   TEXT,
+    submitted_at REAL,                  -- when the report went to the customer (monitord report submit)
+    submitted_by TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    integration TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    recipients  TEXT NOT NULL DEFAULT '',  -- e-mail addresses the message names, sorted
+    message     TEXT NOT NULL,          -- remediation.pagers.Message as JSON
+    created_at  REAL NOT NULL,
+    due         REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    state       TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, dead
+    last_error  TEXT,
+    done_at     REAL,
+    UNIQUE (integration, dedup_key, action, recipients)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, due);
 CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal
     BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
@@ -132,11 +158,48 @@ class Maintenance:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The last heartbeat a host posted: when, and the status and message it reported."""
+
+    at: float
+    status: Status = Status.OK
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """What people added to an incident's report: the engineer's text and when it was sent."""
+
+    incident_id: int
+    root_cause: str | None = None
+    prevention: str | None = None
+    submitted_at: float | None = None
+    submitted_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredCheck:
     """A check's persisted state, plus the incident it has open, if any."""
 
     state: CheckState
     incident_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A page in the outbox: ``pending`` until ``delivered`` or given up (``dead``)."""
+
+    id: int
+    integration: str
+    dedup_key: str
+    action: str
+    message: str  # JSON
+    created_at: float
+    due: float
+    attempts: int
+    state: str
+    last_error: str | None
+    done_at: float | None
 
 
 class Store(Protocol):
@@ -166,8 +229,9 @@ class Store(Protocol):
     def append(self, entry: JournalEntry) -> int:
         """Append a journal entry; return its id."""
 
-    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
-        """Journal entries in order, optionally for one incident."""
+    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
+                host: str | None = None, since: float | None = None, until: float | None = None) -> list[JournalEntry]:
+        """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
 
     def escalation_states(self) -> dict[str, dict]:
         """Persisted escalation state per host."""
@@ -198,6 +262,41 @@ class Store(Protocol):
 
     def take_approval(self, host: str, since: float) -> str | None:
         """Return and clear an answer recorded at or after ``since``."""
+
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        """The last heartbeat of each host that posted one."""
+
+    def put_heartbeat(self, host: str, beat: Heartbeat) -> None:
+        """Remember a host's latest heartbeat."""
+
+    def report_records(self) -> dict[int, ReportRecord]:
+        """What was added to incident reports, by incident id."""
+
+    def put_report_record(self, record: ReportRecord) -> None:
+        """Store (replace) an incident report's record."""
+
+    def enqueue_page(self, integration: str, dedup_key: str, action: str, message: str, now: float,
+                     recipients: str = "") -> int | None:
+        """Queue a page, due now; None if the same (integration, dedup_key, action, recipients) was queued before."""
+
+    def due_pages(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Pending pages due at ``now``, oldest first, skipping any with an older pending page
+        of the same integration and dedup key (a resolve never overtakes its trigger)."""
+
+    def next_page_due(self) -> float | None:
+        """When the earliest pending page not waiting behind another is due, or None."""
+
+    def page_failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
+        """Record a failed attempt of a pending page and when it is due next."""
+
+    def page_done(self, item_id: int, state: str, at: float, attempts: int, error: str | None = None) -> None:
+        """Mark a page ``delivered`` or ``dead`` after ``attempts`` attempts."""
+
+    def outbox(self, state: str | None = None) -> list[OutboxItem]:
+        """Pages in the outbox, optionally in one state, oldest first."""
+
+    def outbox_depth(self) -> dict[str, int]:
+        """Pending pages per integration."""
 
     def close(self) -> None:
         """Release the database."""
@@ -322,14 +421,17 @@ class SQLiteStore:
             )
         return cur.lastrowid
 
-    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
-        """Journal entries in order, optionally for one incident."""
+    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
+                host: str | None = None, since: float | None = None, until: float | None = None) -> list[JournalEntry]:
+        """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
         sql = ("SELECT id, ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail"
                " FROM journal WHERE id > ?")
         args: list = [after_id]
-        if incident_id is not None:
-            sql += " AND incident_id = ?"
-            args.append(incident_id)
+        for column, op, value in (("incident_id", "=", incident_id), ("host", "=", host), ("ts", ">=", since),
+                                  ("ts", "<=", until)):
+            if value is not None:
+                sql += f" AND {column} {op} ?"
+                args.append(value)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [
             JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
@@ -389,6 +491,79 @@ class SQLiteStore:
             row = self._db.execute("SELECT answer FROM approvals WHERE host=? AND at>=?", (host, since)).fetchone()
             self._db.execute("DELETE FROM approvals WHERE host=?", (host,))
         return row[0] if row else None
+
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        """The last heartbeat of each host that posted one."""
+        return {host: Heartbeat(at, Status(status), message) for host, at, status, message in
+                self._db.execute("SELECT host, at, status, message FROM heartbeats")}
+
+    def put_heartbeat(self, host: str, beat: Heartbeat) -> None:
+        """Remember a host's latest heartbeat."""
+        with self.transaction():
+            self._db.execute("INSERT OR REPLACE INTO heartbeats VALUES (?,?,?,?)",
+                             (host, beat.at, int(beat.status), beat.message))
+
+    def report_records(self) -> dict[int, ReportRecord]:
+        """What was added to incident reports, by incident id."""
+        return {row[0]: ReportRecord(*row) for row in self._db.execute(
+            "SELECT incident_id, root_cause, prevention, submitted_at, submitted_by FROM reports")}
+
+    def put_report_record(self, record: ReportRecord) -> None:
+        """Store (replace) an incident report's record."""
+        with self.transaction(durable=True):
+            self._db.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?)",
+                             (record.incident_id, record.root_cause, record.prevention, record.submitted_at,
+                              record.submitted_by))
+
+    _OUTBOX_COLUMNS = ("id, integration, dedup_key, action, message, created_at, due, attempts, state, last_error,"
+                       " done_at")
+    _OUTBOX_READY = ("o.state='pending' AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state='pending'"
+                     " AND p.integration=o.integration AND p.dedup_key=o.dedup_key AND p.id<o.id)")
+
+    def enqueue_page(self, integration: str, dedup_key: str, action: str, message: str, now: float,
+                     recipients: str = "") -> int | None:
+        """Queue a page, due now; None if the same (integration, dedup_key, action, recipients) was queued before."""
+        with self.transaction(durable=True):
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO outbox (integration, dedup_key, action, recipients, message, created_at, due)"
+                " VALUES (?,?,?,?,?,?,?)", (integration, dedup_key, action, recipients, message, now, now))
+        return cur.lastrowid if cur.rowcount else None
+
+    def due_pages(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Pending pages due at ``now``, oldest first, each behind older pending pages of its key."""
+        rows = self._db.execute(
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox o WHERE {self._OUTBOX_READY} AND due<=? ORDER BY due, id"
+            " LIMIT ?", (now, limit)).fetchall()
+        return [OutboxItem(*row) for row in rows]
+
+    def next_page_due(self) -> float | None:
+        """When the earliest pending page not waiting behind another is due, or None."""
+        return self._db.execute(f"SELECT MIN(due) FROM outbox o WHERE {self._OUTBOX_READY}").fetchone()[0]
+
+    def page_failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
+        """Record a failed attempt of a pending page and when it is due next."""
+        with self.transaction():
+            self._db.execute("UPDATE outbox SET attempts=?, due=?, last_error=? WHERE id=? AND state='pending'",
+                             (attempts, due, error, item_id))
+
+    def page_done(self, item_id: int, state: str, at: float, attempts: int, error: str | None = None) -> None:
+        """Mark a page ``delivered`` or ``dead`` after ``attempts`` attempts."""
+        if state not in ("delivered", "dead"):
+            raise ValueError(f"a finished page is delivered or dead, not {state!r}")
+        with self.transaction(durable=True):
+            self._db.execute("UPDATE outbox SET state=?, done_at=?, attempts=?, last_error=COALESCE(?, last_error)"
+                             " WHERE id=?", (state, at, attempts, error, item_id))
+
+    def outbox(self, state: str | None = None) -> list[OutboxItem]:
+        """Pages in the outbox, optionally in one state, oldest first."""
+        where, args = ("WHERE state=?", (state,)) if state else ("", ())
+        return [OutboxItem(*row) for row in self._db.execute(
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id", args)]
+
+    def outbox_depth(self) -> dict[str, int]:
+        """Pending pages per integration."""
+        return dict(self._db.execute("SELECT integration, COUNT(*) FROM outbox WHERE state='pending'"
+                                     " GROUP BY integration").fetchall())
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from pydantic import Field, model_validator
 
 from monitord.fields import Duration, StrictModel
 from monitord.results import Outcome
+
+if TYPE_CHECKING:
+    from monitord.config import BmcConfig, SnmpConfig, SshConfig
 
 
 class RestartMethod(StrictModel):
@@ -48,22 +54,62 @@ class CheckParams(StrictModel):
         """The time a run needs at least, and what takes it; the check's timeout must exceed it."""
         return 0.0, ""
 
+    def needs(self) -> frozenset[str]:
+        """Host access blocks this check needs besides its kind's :attr:`ProbeKind.needs`
+        (e.g. ``ssh`` for a check whose transport is SSH)."""
+        return frozenset()
+
+    def inherit(self, setting: Callable[[str], Any]) -> "CheckParams":
+        """These params with unset values taken from the cascaded settings; ``setting(name)``
+        is the effective value of the :class:`~monitord.config.Settings` field ``name`` for
+        the check's host (built-in default included). The default inherits nothing."""
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeCall:
-    """One invocation: which host, at which address, within what time."""
+    """One invocation: which host and check, at which address, within what time.
+
+    ``ssh``, ``bmc`` and ``snmp`` are the host's access blocks, given only to kinds that
+    declare them in :attr:`ProbeKind.needs` (the config refuses such a check on a host
+    without them).
+    """
 
     host: str
     address: str
     timeout: float
+    check: str = ""
+    ssh: "SshConfig | None" = None
+    bmc: "BmcConfig | None" = None
+    snmp: "SnmpConfig | None" = None
 
 
 class ProbeContext:
-    """Resources shared by all probes of one daemon (sockets, pools), closed on shutdown."""
+    """Resources shared by all probes of one daemon (sockets, pools), closed on shutdown.
 
-    def __init__(self) -> None:
+    ``state_dir`` is where probes keep what must survive between runs and restarts (a log
+    cursor, the last SEL record seen); the daemon passes its state directory. Without one
+    (one-off runs from the CLI) a temporary directory is used, removed by :meth:`aclose`, so
+    a one-off run never moves the daemon's cursors.
+    """
+
+    def __init__(self, state_dir: Path | None = None) -> None:
         self._resources: dict[str, asyncio.Future] = {}
         self._stack = AsyncExitStack()
+        self._state_dir = state_dir
+        self._temporary: Path | None = None
+
+    def check_dir(self, kind: str, call: ProbeCall) -> Path:
+        """The directory for one check's kept state, ``<state_dir>/<kind>/<host>/<check>``, created if needed."""
+        if self._state_dir is None:
+            if self._temporary is None:
+                self._temporary = Path(tempfile.mkdtemp(prefix="monitord-probes-"))
+            root = self._temporary
+        else:
+            root = self._state_dir
+        path = root / kind / call.host / (call.check or kind)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
 
     async def resource(self, key: str, factory: Callable[["ProbeContext"], Awaitable[Any]]) -> Any:
         """Return the shared resource ``key``, created once by ``factory(ctx)``.
@@ -81,9 +127,12 @@ class ProbeContext:
         return await self._stack.enter_async_context(manager)
 
     async def aclose(self) -> None:
-        """Close every shared resource."""
+        """Close every shared resource (and remove the temporary state directory, if any)."""
         self._resources.clear()
         await self._stack.aclose()
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
 
 
 class ProbeFunc(Protocol):
@@ -102,3 +151,6 @@ class ProbeKind:
     bounded: bool = True
     """Whether runs count against ``daemon.max_concurrency``; kinds that hold no socket or
     process of their own while waiting (ping shares one socket) need not."""
+    needs: frozenset[str] = frozenset()
+    """The host access blocks the kind uses (``ssh``, ``bmc``, ``snmp``): passed on its
+    :class:`ProbeCall`, and required on the host by the config."""

@@ -408,7 +408,14 @@ class Pinger:
                 # An ICMP error for another request leaves a pending socket error that fails
                 # the next send once (sk_err). Drain the error queue, which clears it, and retry.
                 self._drain_errors()
-        request.timer = self._loop.call_later(request.timeout, self._settle, request, None)
+        request.timer = self._loop.call_later(request.timeout, self._expire, request)
+
+    def _expire(self, request: _Request) -> None:
+        """The reply timer fired. Read what already arrived first: on a busy event loop a timer
+        can run before the reader callback for a reply the kernel received in time."""
+        self._on_readable()
+        if not request.future.done():
+            self._settle(request, None)
 
     def _on_readable(self) -> None:
         """Dispatch waiting echo replies and ICMP errors to their requests."""

@@ -52,11 +52,13 @@ import os
 import re
 import signal
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from monitord.config import BmcConfig
 from monitord.results import Reason
 from remediation.base import ActionError, PowerAction, PowerState
+
+if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
+    from monitord.config import BmcConfig
 
 log = logging.getLogger(__name__)
 

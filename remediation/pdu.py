@@ -19,16 +19,10 @@ Which model ``auto`` picks (PowerNet-MIB product OIDs under ``.1.3.6.1.4.1.318.1
   masterSwitchrPDU2 (AP86xx/AP88xx/AP89xx). An unknown ``sysObjectID`` is a ``PROTOCOL``
   failure that asks for an explicit model; the driver never guesses a table.
 
-Failures are :class:`~remediation.base.ActionError` with a typed reason:
-
-* no answer: ``TIMEOUT``. A v2c agent silently drops requests with a wrong community, so a
-  wrong community is a ``TIMEOUT`` too (indistinguishable on the wire from a dead agent).
-* v3 security failures the agent reports (wrongDigest, unknownUserName, decryptionError, ...)
-  and error-status noAccess, notWritable, readOnly, authorizationError: ``AUTH``.
-* error-status wrongValue, wrongType, noSuchName, noCreation, ..., a noSuchObject or
-  noSuchInstance value, a non-INTEGER value, a value that is neither the table's on nor off,
-  an unknown ``sysObjectID``: ``PROTOCOL``.
-* genErr, commitFailed and anything else: ``ERROR``.
+Failures are :class:`~remediation.base.ActionError` with a typed reason, as
+:mod:`remediation.snmp` (the SNMP layer this driver shares with the SNMP probes) assigns
+them; in addition a non-INTEGER outlet state, a value that is neither the table's on nor off,
+and an unknown ``sysObjectID`` are ``PROTOCOL``.
 
 A command (SET) is sent exactly once, never retransmitted: if its answer is lost, a
 retransmission could reboot the machine twice. It gets the whole time budget of a read
@@ -37,49 +31,26 @@ discovery may resend a first request after the agent's unknownEngineID report; t
 never executed the first copy.) A command that times out may or may not have been carried
 out: read the status before deciding anything (``power_change`` does).
 
-Each driver owns one ``SnmpEngine`` (USM users and engine-ID discovery are kept per engine,
-so two PDUs with the same v3 user name but different keys never share state). Close it with
-:meth:`PduDriver.aclose` or ``async with``.
+Each driver owns one :class:`~remediation.snmp.SnmpSession` (one ``SnmpEngine``: USM users
+and engine-ID discovery are kept per engine, so two PDUs with the same v3 user name but
+different keys never share state). Close it with :meth:`PduDriver.aclose` or ``async with``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from pyasn1.type import univ
-from pysnmp.error import PySnmpError
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
-    SnmpEngine,
-    UdpTransportTarget,
-    UsmUserData,
-    get_cmd,
-    set_cmd,
-    usmAesCfb128Protocol,
-    usmAesCfb256Protocol,
-    usmDESPrivProtocol,
-    usmHMAC192SHA256AuthProtocol,
-    usmHMACMD5AuthProtocol,
-    usmHMACSHAAuthProtocol,
-)
-from pysnmp.proto import errind
 from pysnmp.proto.rfc1902 import Integer32
-from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
-from monitord.config import PduConfig, PduOidTable, SnmpV3
+from monitord.config import PduConfig, PduOidTable
 from monitord.results import Reason
 from remediation.base import ActionError, PowerAction, PowerState
+from remediation.snmp import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Auth, Oid, SnmpSession, dotted, parse_oid, snmp_auth
 
-Oid = tuple[int, ...]
 
 SYS_OBJECT_ID: Oid = (1, 3, 6, 1, 2, 1, 1, 2, 0)
-DEFAULT_TIMEOUT = 2.0
-DEFAULT_RETRIES = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,64 +92,6 @@ MODELS: dict[str, PduModel] = {
 }
 """The built-in models; ``auto`` picks the one whose sysObjectID prefix matches longest."""
 
-_AUTH_PROTOCOLS = {"sha": usmHMACSHAAuthProtocol, "sha256": usmHMAC192SHA256AuthProtocol, "md5": usmHMACMD5AuthProtocol}
-_PRIV_PROTOCOLS = {"aes": usmAesCfb128Protocol, "aes256": usmAesCfb256Protocol, "des": usmDESPrivProtocol}
-
-# SNMP error-status values (RFC 3416) and what they mean for us.
-_ERROR_STATUS: dict[int, tuple[str, Reason]] = {
-    1: ("tooBig", Reason.PROTOCOL),
-    2: ("noSuchName", Reason.PROTOCOL),
-    3: ("badValue", Reason.PROTOCOL),
-    4: ("readOnly", Reason.AUTH),
-    5: ("genErr", Reason.ERROR),
-    6: ("noAccess", Reason.AUTH),
-    7: ("wrongType", Reason.PROTOCOL),
-    8: ("wrongLength", Reason.PROTOCOL),
-    9: ("wrongEncoding", Reason.PROTOCOL),
-    10: ("wrongValue", Reason.PROTOCOL),
-    11: ("noCreation", Reason.PROTOCOL),
-    12: ("inconsistentValue", Reason.PROTOCOL),
-    13: ("resourceUnavailable", Reason.ERROR),
-    14: ("commitFailed", Reason.ERROR),
-    15: ("undoFailed", Reason.ERROR),
-    16: ("authorizationError", Reason.AUTH),
-    17: ("notWritable", Reason.AUTH),
-    18: ("inconsistentName", Reason.PROTOCOL),
-}
-
-# SNMPv2 exception values in a response varbind.
-_EXCEPTION_VALUES = {NoSuchObject: "noSuchObject", NoSuchInstance: "noSuchInstance", EndOfMibView: "endOfMibView"}
-
-# pysnmp errorIndication classes; anything not listed is an ERROR.
-_INDICATION_REASONS: tuple[tuple[type[errind.ErrorIndication], Reason], ...] = (
-    (errind.RequestTimedOut, Reason.TIMEOUT),
-    (errind.WrongDigest, Reason.AUTH),
-    (errind.UnknownUserName, Reason.AUTH),
-    (errind.UnknownSecurityName, Reason.AUTH),
-    (errind.DecryptionError, Reason.AUTH),
-    (errind.AuthenticationError, Reason.AUTH),
-    (errind.AuthenticationFailure, Reason.AUTH),
-    (errind.UnsupportedSecurityLevel, Reason.AUTH),
-    (errind.NotInTimeWindow, Reason.AUTH),
-    (errind.UnknownCommunityName, Reason.AUTH),
-    (errind.UnknownEngineID, Reason.PROTOCOL),
-    (errind.EngineIDMismatch, Reason.PROTOCOL),
-    (errind.DeserializationError, Reason.PROTOCOL),
-    (errind.EmptyResponse, Reason.PROTOCOL),
-    (errind.DataMismatch, Reason.PROTOCOL),
-)
-
-
-def parse_oid(text: str) -> Oid:
-    """``.1.3.6.1`` or ``1.3.6.1`` as a tuple of arcs."""
-    return tuple(int(arc) for arc in text.strip().lstrip(".").split("."))
-
-
-def dotted(oid: Oid) -> str:
-    """An OID tuple in the usual leading-dot notation."""
-    return "." + ".".join(map(str, oid))
-
-
 def model_for_sys_object_id(sys_object_id: Oid) -> str | None:
     """The name of the built-in model whose sysObjectID prefix matches longest, or None.
 
@@ -191,34 +104,6 @@ def model_for_sys_object_id(sys_object_id: Oid) -> str | None:
             if sys_object_id[: len(prefix)] == prefix and len(prefix) > best_len:
                 best, best_len = name, len(prefix)
     return best
-
-
-def snmp_auth(pdu: PduConfig) -> CommunityData | UsmUserData:
-    """The pysnmp credentials for ``pdu``, read from its secret references now.
-
-    Raises :class:`ActionError` (``ERROR``) when a secret cannot be read or the v3 block is
-    inconsistent. Secret values never appear in messages.
-    """
-    try:
-        if pdu.snmp_version == "2c":
-            return CommunityData(pdu.community.read(), mpModel=1)
-        return _usm_user(pdu.v3)
-    except LookupError as exc:
-        raise ActionError(Reason.ERROR, f"PDU {pdu.address}: {exc}") from None
-
-
-def _usm_user(v3: SnmpV3) -> UsmUserData:
-    """USM user data: authPriv when a priv key is given, else authNoPriv."""
-    if v3.priv_key is not None and v3.priv_protocol is None:
-        raise ActionError(Reason.ERROR, f"SNMPv3 user {v3.user}: priv_key is given but priv_protocol is null")
-    private = v3.priv_key is not None
-    return UsmUserData(
-        v3.user,
-        authKey=v3.auth_key.read(),
-        privKey=v3.priv_key.read() if private else None,
-        authProtocol=_AUTH_PROTOCOLS[v3.auth_protocol],
-        privProtocol=_PRIV_PROTOCOLS[v3.priv_protocol] if private else None,
-    )
 
 
 class PduDriver:
@@ -236,7 +121,7 @@ class PduDriver:
         self,
         address: str,
         outlet: int,
-        auth: CommunityData | UsmUserData,
+        auth: Auth,
         *,
         port: int = 161,
         model: str | PduOidTable = "auto",
@@ -254,11 +139,7 @@ class PduDriver:
         else:
             raise ValueError(f"unknown PDU model {model!r}: use auto, {', '.join(MODELS)} or an OID table")
         self.address, self.port, self.outlet = address, port, outlet
-        self._auth = auth
-        self._timeout, self._retries = timeout, retries
-        self._engine = SnmpEngine()
-        self._targets: dict[str, UdpTransportTarget] = {}
-        self._closed = False
+        self._snmp = SnmpSession(address, port, auth, timeout=timeout, retries=retries, label=f"PDU {address}:{port}")
 
     @classmethod
     def from_config(
@@ -266,7 +147,7 @@ class PduDriver:
     ) -> "PduDriver":
         """A driver for the outlet ``pdu`` describes; its secrets are read now."""
         model: str | PduOidTable = pdu.table if pdu.model == "generic" else pdu.model
-        auth = snmp_auth(pdu)
+        auth = snmp_auth(pdu, pdu.address)
         return cls(pdu.address, pdu.outlet, auth, port=pdu.port, model=model, timeout=timeout, retries=retries)
 
     def __repr__(self) -> str:
@@ -280,10 +161,7 @@ class PduDriver:
 
     async def aclose(self) -> None:
         """Close the SNMP engine's transports and timer; the driver is unusable afterwards."""
-        if not self._closed:
-            self._closed = True
-            self._engine.close_dispatcher()
-            await asyncio.sleep(0)  # let the datagram transports run their close callbacks
+        await self._snmp.aclose()
 
     # -- PowerDriver
 
@@ -348,51 +226,11 @@ class PduDriver:
     def _where(self) -> str:
         return f"PDU {self.address}:{self.port}"
 
-    async def _target(self, kind: str) -> UdpTransportTarget:
-        """The transport target for reads (retried) or writes (sent once, longer timeout)."""
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed")
-        if kind not in self._targets:
-            if kind == "get":
-                timeout, retries = self._timeout, self._retries
-            else:
-                timeout, retries = self._timeout * (self._retries + 1), 0
-            try:
-                self._targets[kind] = await UdpTransportTarget.create(
-                    (self.address, self.port), timeout=timeout, retries=retries
-                )
-            except PySnmpError as exc:
-                raise ActionError(Reason.ERROR, f"{self._where()}: {exc}") from None
-        return self._targets[kind]
-
     async def _request(self, oid: Oid, value: Integer32 | None = None) -> Any:
-        """GET ``oid``, or SET it to ``value``; return the value the agent answered with."""
-        kind = "get" if value is None else "set"
-        target = await self._target(kind)
-        var = ObjectType(ObjectIdentity(oid)) if value is None else ObjectType(ObjectIdentity(oid), value)
-        send = get_cmd if value is None else set_cmd
-        what = f"{self._where()}: {kind} {dotted(oid)}"
-        try:
-            indication, status, _index, var_binds = await send(
-                self._engine, self._auth, target, ContextData(), var, lookupMib=False
-            )
-        except PySnmpError as exc:
-            raise ActionError(Reason.ERROR, f"{what}: {exc}") from None
-        if indication:
-            text = _indication_text(indication)
-            if kind == "set" and isinstance(indication, errind.RequestTimedOut):
-                text += "; the command may or may not have been carried out"
-            raise ActionError(_indication_reason(indication), f"{what}: {text}")
-        if int(status):
-            name, reason = _ERROR_STATUS.get(int(status), (f"error-status {int(status)}", Reason.ERROR))
-            raise ActionError(reason, f"{what}: agent answered {name}")
-        if len(var_binds) != 1 or tuple(var_binds[0][0]) != oid:
-            raise ActionError(Reason.PROTOCOL, f"{what}: answer names {[str(vb[0]) for vb in var_binds]}")
-        answer = var_binds[0][1]
-        for exception_type, name in _EXCEPTION_VALUES.items():
-            if isinstance(answer, exception_type):
-                raise ActionError(Reason.PROTOCOL, f"{what}: agent answered {name}")
-        return answer
+        """GET ``oid``, or SET it to ``value`` (sent once); return the value the agent answered with."""
+        if value is None:
+            return (await self._snmp.get(oid))[0]
+        return await self._snmp.set(oid, value)
 
     def _integer(self, value: Any) -> int:
         """An INTEGER value as int; anything else is a PROTOCOL failure."""
@@ -401,16 +239,3 @@ class PduDriver:
             raise ActionError(Reason.PROTOCOL, f"{self._where()}: outlet {self.outlet} state is a {kind}, not an INTEGER")
         return int(value)
 
-
-def _indication_reason(indication: Any) -> Reason:
-    for kind, reason in _INDICATION_REASONS:
-        if isinstance(indication, kind):
-            return reason
-    return Reason.ERROR
-
-
-def _indication_text(indication: Any) -> str:
-    text = str(indication)
-    if isinstance(indication, errind.RequestTimedOut):
-        text += " (no answer: agent down or unreachable, or a wrong v2c community, which agents silently drop)"
-    return text

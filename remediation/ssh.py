@@ -28,14 +28,16 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 import paramiko
 
-from monitord.config import SshConfig
 from monitord.fields import SecretRef
 from monitord.results import Reason
 from remediation.base import ActionError
+
+if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
+    from monitord.config import SshConfig
 
 T = TypeVar("T")
 

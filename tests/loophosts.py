@@ -16,13 +16,31 @@ import subprocess
 _counter = itertools.count()
 
 
+def _remove_stale_tables() -> None:
+    """Delete tables left by test processes that died (their pid is gone)."""
+    listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        name = line.split()[-1] if line.startswith("table inet mdt_") else ""
+        pid = name.split("_")[1] if name.count("_") == 2 else ""
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run(["nft", "delete", "table", "inet", name], capture_output=True)
+
+
 class LoopHosts:
-    """A context manager owning one nftables table (deleted on exit)."""
+    """A context manager owning one nftables table (deleted on exit) and a private block of
+    loopback addresses, so concurrent test runs on one machine never take each other's hosts down."""
 
     def __init__(self) -> None:
-        self.table = f"mdt_{os.getpid()}_{next(_counter)}"
+        n = next(_counter)
+        self.table = f"mdt_{os.getpid()}_{n}"
+        self._block = (64 + os.getpid() % 128, (os.getpid() // 128 + n) % 256)
+
+    def address(self, index: int) -> str:
+        """The ``index``-th (1-254) fake host address of this block, e.g. 127.83.17.2."""
+        return f"127.{self._block[0]}.{self._block[1]}.{index}"
 
     def __enter__(self) -> "LoopHosts":
+        _remove_stale_tables()
         self._nft(f"""table inet {self.table} {{
   set down {{ type ipv4_addr; }}
   chain input {{ type filter hook input priority -10; policy accept; ip daddr @down drop; }}

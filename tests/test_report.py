@@ -1,0 +1,313 @@
+"""Incident reports (障害報告): built from a journal with fixed timestamps, rendered in four
+variants and compared byte for byte with golden files (``UPDATE_GOLDEN=1`` rewrites them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import types
+import zoneinfo
+from pathlib import Path
+
+import pytest
+
+from monitord import cli
+from monitord.business_calendar import BusinessCalendar
+from monitord.metrics import Metrics
+from monitord.report import (
+    build_report, count_due_overdue, due_date, incident_entries, load_report, render, report_statuses, update_metrics,
+)
+from monitord.state import Incident, JournalEntry, ReportRecord, SQLiteStore
+
+GOLDEN = Path(__file__).parent / "data" / "reports"
+TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
+CALENDAR = BusinessCalendar()  # contract defaults: Mon-Fri 10:00-18:00 Asia/Tokyo, Japanese holidays
+
+
+def jst(day: int, hh: int, mm: int, ss: int = 0, month: int = 11) -> float:
+    """Epoch seconds of 2026-MM-DD hh:mm:ss in Tokyo (2026-11-13 is a Friday)."""
+    return dt.datetime(2026, month, day, hh, mm, ss, tzinfo=TOKYO).timestamp()
+
+
+def add(store: SQLiteStore, ts: float, event: str, **kw) -> int:
+    return store.append(JournalEntry(ts=ts, event=event, **kw))
+
+
+def host_down_incident(store: SQLiteStore, summary: str = "no reply from 192.0.2.10 (3 sent)") -> int:
+    """web1 stops answering ping on a Friday evening: BMC read, reset, no boot, power cycle, boot, recovered.
+
+    Mixed in: entries the report must leave out (another host, another incident of the same host,
+    another check's soft problem, the daemon, an entry long after recovery).
+    """
+    crit = dict(host="web1", check="ping", reason="unreachable", outcome="critical")
+    add(store, jst(13, 18, 0), "daemon", decision="started", reason="monitord 0.1.0")  # no host: left out
+    add(store, jst(13, 19, 2, 10), "detected", detail={"summary": summary, "attempt": 1, "max_attempts": 3}, **crit)
+    add(store, jst(13, 19, 2, 40), "detected", host="db1", check="ping", reason="timeout", outcome="critical",
+        detail={"summary": "db1 slow"})  # another host: left out
+    incident = store.open_incident("web1", "ping", "ping", jst(13, 19, 3, 10), jst(13, 19, 2, 10), summary)
+    add(store, jst(13, 19, 3, 10), "confirmed", incident_id=incident,
+        detail={"summary": summary, "attempt": 3, "max_attempts": 3}, **crit)
+    ladder = dict(host="web1", check="ping", incident_id=incident)
+    bmc = add(store, jst(13, 19, 3, 11), "decided", decision="bmc_read",
+              reason="host down: read the BMC (power, SEL, sensors)", detail={"level": 1}, **ladder)
+    page = add(store, jst(13, 19, 3, 11), "page", decision="host_down", reason="web1 is down: level 1 remediation started",
+               detail={"level": 1}, **ladder)
+    add(store, jst(13, 19, 3, 14), "outcome", host="web1", incident_id=incident, decision="bmc_read", outcome="ok",
+        ref=bmc, detail={"findings": "power on; 2 SEL events (last: PCI PERR: Critical Interrupt (Asserted)); "
+                                     "sensors: 1 critical (CPU1 Temp 98 C)"})
+    reset = add(store, jst(13, 19, 3, 14), "decided", decision="power_reset", reason="BMC read; hardware reset",
+                detail={"level": 1, "driver": "ipmi"}, **ladder)
+    add(store, jst(13, 19, 3, 20), "outcome", host="web1", incident_id=incident, decision="power_reset", outcome="ok",
+        ref=reset, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent reset (attempt 1)",
+                                                       "ipmi: power is on"]})
+    boot1 = add(store, jst(13, 19, 3, 20), "decided", decision="wait_boot",
+                reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 1, "timeout": 600.0},
+                **ladder)
+    add(store, jst(13, 19, 5, 0), "detected", host="web1", check="http", reason="refused", outcome="critical",
+        detail={"summary": "connection refused"})  # another check's soft problem: left out
+    other = store.open_incident("web1", "http", "http", jst(13, 19, 6, 0), jst(13, 19, 5, 0), "connection refused")
+    add(store, jst(13, 19, 6, 0), "confirmed", host="web1", check="http", incident_id=other, reason="refused",
+        outcome="critical", detail={"summary": "connection refused"})  # another incident: left out
+    add(store, jst(13, 19, 9, 30), "acknowledged", host="web1", incident_id=incident, ref=page, detail={"by": "tanaka"})
+    add(store, jst(13, 19, 13, 20), "outcome", host="web1", incident_id=incident, decision="wait_boot",
+        reason="timeout", outcome="failed", ref=boot1,
+        detail={"ping": False, "login": False, "fs_errors": [], "note": ""})
+    cycle = add(store, jst(13, 19, 13, 20), "decided", decision="power_cycle",
+                reason="host did not come back after the reset: power-cycle", detail={"level": 2, "driver": "ipmi"},
+                **ladder)
+    add(store, jst(13, 19, 13, 34), "outcome", host="web1", incident_id=incident, decision="power_cycle", outcome="ok",
+        ref=cycle, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent off (attempt 1)",
+                                                       "ipmi: power is off", "ipmi: sent on (attempt 1)",
+                                                       "ipmi: power is on"]})
+    boot2 = add(store, jst(13, 19, 13, 34), "decided", decision="wait_boot",
+                reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 2, "timeout": 600.0},
+                **ladder)
+    add(store, jst(13, 19, 16, 50), "recovered", host="web1", check="ping", incident_id=incident, outcome="ok",
+        detail={"summary": "192.0.2.10: 3/3 replies, 0% loss, rtt min/avg/max 0.4/0.5/0.7 ms"})
+    store.close_incident(incident, jst(13, 19, 16, 50))
+    add(store, jst(13, 19, 17, 5), "outcome", host="web1", incident_id=incident, decision="wait_boot", outcome="ok",
+        ref=boot2, detail={"ping": True, "login": True, "fs_errors": [], "note": ""})
+    add(store, jst(13, 19, 17, 5), "resolved", host="web1", incident_id=incident,
+        reason="host answers ping and an SSH login succeeded")
+    add(store, jst(13, 19, 40), "detected", host="web1", check="ping", reason="unreachable", outcome="critical",
+        detail={"summary": "later"})  # after recovery: left out
+    return incident
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites it)"
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+@pytest.mark.parametrize("lang", ["ja", "en"])
+def test_rendering_matches_the_golden_files(store, fmt, lang):
+    incident = host_down_incident(store)
+    golden(f"host_down.{lang}.{fmt}", render(load_report(store, incident, CALENDAR), fmt, lang))
+
+
+def test_host_down_report_figures(store):
+    report = load_report(store, host_down_incident(store), CALENDAR)
+    assert report.durations.to_detect == 60  # first failed probe 19:02:10, confirmed 19:03:10
+    assert report.durations.to_first_action == 64  # the hardware reset was decided at 19:03:14
+    assert report.durations.to_recovery == 14 * 60 + 40  # recovered 19:16:50
+    assert report.first_action.step == "power_reset"
+    assert [(a.step, a.level, a.outcome) for a in report.actions] == [
+        ("bmc_read", 1, "ok"), ("power_reset", 1, "ok"), ("wait_boot", 1, "failed"), ("power_cycle", 2, "ok"),
+        ("wait_boot", 2, "ok")]
+    assert report.actions[2].failure == "timeout"
+    assert report.max_level == 2
+    assert report.closed_by == "recovered"
+    assert report.resolution == "host answers ping and an SSH login succeeded"
+    assert [(p.kind, p.acked_at, p.acked_by) for p in report.pages] == [("host_down", jst(13, 19, 9, 30), "tanaka")]
+    assert [b.text for b in report.bmc] == [
+        "power on; 2 SEL events (last: PCI PERR: Critical Interrupt (Asserted)); sensors: 1 critical (CPU1 Temp 98 C)"]
+    assert report.slas == ()
+    # Friday 19:16 recovery: Monday is business day 1, Tuesday day 2; due at its close of business.
+    assert report.due == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
+
+
+def test_report_covers_its_incident_and_the_hosts_entries_without_an_id(store):
+    incident = host_down_incident(store)
+    entries, host_level = incident_entries(store, next(i for i in store.incidents() if i.id == incident))
+    events = [(e.event, e.host, e.check, e.incident_id) for e in entries]
+    assert events[0] == ("detected", "web1", "ping", None)  # soft detection before the incident opened
+    assert [e for e in entries if e.id in host_level] == [entries[0]]
+    assert all(e.host == "web1" for e in entries)  # no daemon entry, no db1
+    assert all(e.check in ("ping", None) for e in entries)  # not the http detection nor its incident
+    assert max(e.ts for e in entries) == jst(13, 19, 17, 5)  # not the detection at 19:40
+
+
+def test_host_level_ladder_without_an_incident_id_is_included(store):
+    """The engine's re-evaluation starts a ladder with no incident id: its entries still belong."""
+    start = jst(13, 3, 0)
+    incident = store.open_incident("web1", "ping", "ping", start + 60, start, "down")
+    decided = add(store, start + 90, "decided", host="web1", check="ping", decision="power_reset", reason="again",
+                  detail={"level": 1, "driver": "pdu"})
+    add(store, start + 95, "blocked", host="web1", check="ping", decision="maintenance", reason="window")
+    store.close_incident(incident, start + 300)
+    add(store, start + 330, "outcome", host="web1", decision="power_reset", outcome="ok", ref=decided)  # in the tail
+    add(store, start + 400, "note", host="web1", reason="after the tail")
+    report = load_report(store, incident, CALENDAR)
+    assert [e.event for e in report.entries] == ["decided", "blocked", "outcome"]
+    assert report.durations.to_first_action == 90
+    assert report.actions[0].outcome == "ok"
+
+
+def test_due_date_skips_weekends_and_holidays():
+    # Recovered Friday 2026-11-13 19:16 (after hours) or 11:00 (in hours): due Tuesday 18:00 either way.
+    assert due_date(CALENDAR, jst(13, 19, 16, 50)) == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
+    assert due_date(CALENDAR, jst(13, 11, 0)) == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
+    # Friday 2026-11-20: Monday 11/23 is 勤労感謝の日, so Tuesday and Wednesday count.
+    assert due_date(CALENDAR, jst(20, 19, 0)) == dt.datetime(2026, 11, 25, 18, 0, tzinfo=TOKYO)
+    assert due_date(CALENDAR, None) is None
+
+
+def test_overdue_counts_unsubmitted_reports_past_their_due_date(store):
+    incident = host_down_incident(store)  # the http incident (#2) stays open: no report due yet
+    due = jst(17, 18, 0)
+    assert count_due_overdue(store, CALENDAR, due - 1) == (1, 0)
+    assert count_due_overdue(store, CALENDAR, due + 1) == (0, 1)
+    assert load_report(store, incident, CALENDAR).overdue(due + 1)
+    assert {s.incident.id: s.state for s in report_statuses(store, CALENDAR, due + 1)} == {
+        incident: "overdue", incident + 1: "open"}
+    store.put_report_record(ReportRecord(incident, submitted_at=due + 10, submitted_by="tanaka"))
+    assert count_due_overdue(store, CALENDAR, due + 100) == (0, 0)
+    assert not load_report(store, incident, CALENDAR).overdue(due + 100)
+    metrics = Metrics()
+    store.put_report_record(ReportRecord(incident))
+    update_metrics(metrics, store, CALENDAR, due + 100)
+    text = metrics.exposition().decode()
+    assert "monitord_reports_overdue 1.0" in text and "monitord_reports_due 0.0" in text
+
+
+def _sla_report(*entries: JournalEntry, closed: float | None = 5000.0):
+    incident = Incident(1, "web1", "ping", "ping", 100.0, 100.0, closed, "down")
+    numbered = [dataclasses.replace(e, id=n) for n, e in enumerate(entries, 1)]
+    return build_report(incident, numbered, due=None)
+
+
+def test_sla_results_from_the_sla_event_family():
+    started = JournalEntry(ts=200.0, event="sla_started", host="web1", decision="engineer_on_site",
+                           detail={"due": 200.0 + 7200})
+    met = _sla_report(started, JournalEntry(ts=3000.0, event="arrived", host="web1", detail={"by": "sato"}))
+    assert [(s.name, s.stopped_at, s.status) for s in met.slas] == [("engineer_on_site", 3000.0, "met")]
+    late = _sla_report(started, JournalEntry(ts=9000.0, event="sla_stopped", host="web1", decision="engineer_on_site"))
+    assert late.slas[0].status == "breached"
+    breached = _sla_report(started, JournalEntry(ts=7400.0, event="sla_breached", host="web1",
+                                                 decision="engineer_on_site"))
+    assert breached.slas[0].status == "breached"
+    assert _sla_report(started).slas[0].status == "no_record"
+    assert _sla_report(started, closed=None).slas[0].status == "running"
+    odd = _sla_report(started, JournalEntry(ts=300.0, event="sla_paused", host="web1", decision="engineer_on_site"))
+    assert odd.slas[0].status == "no_record"  # an unknown sla_* event is shown, not misread
+    assert "sla_paused" in render(odd, "md", "en") and "no arrival recorded" in render(odd, "md", "en")
+    assert "技術者の現地到着（2時間）" in render(met, "md", "ja") and "| 達成 |" in render(met, "md", "ja")
+
+
+def test_reconciled_entry_answers_the_action_in_flight():
+    report = _sla_report(
+        JournalEntry(ts=200.0, event="decided", host="web1", decision="power_reset", detail={"level": 1}),
+        JournalEntry(ts=260.0, event="reconciled", host="web1", decision="power_reset", outcome="ok",
+                     reason="resumed after restart: power_reset was decided at 200; power is on; not re-issuing it"))
+    assert report.actions[0].outcome == "ok" and report.actions[0].finished_at == 260.0
+    assert "not re-issuing it" in report.actions[0].detail
+
+
+def test_html_escapes_journal_text(store):
+    incident = host_down_incident(store, summary='<script>alert("x")</script> & | pipe')
+    page = render(load_report(store, incident, CALENDAR), "html", "en")
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; | pipe" in page
+    markdown = render(load_report(store, incident, CALENDAR), "md", "en")
+    assert "| What failed | <script>alert(\"x\")</script> & \\| pipe |" in markdown  # a pipe cannot break the table
+
+
+def test_engineer_text_replaces_the_placeholders(store):
+    incident = host_down_incident(store)
+    store.put_report_record(ReportRecord(incident, root_cause="Memory fault (DIMM A2).\nReplaced on 11/16.",
+                                         prevention="Memory added to the hardware check list."))
+    ja = render(load_report(store, incident, CALENDAR), "md", "ja")
+    assert "【原因】" not in ja and "Memory fault (DIMM A2).\nReplaced on 11/16.\n" in ja
+    html_page = render(load_report(store, incident, CALENDAR), "html", "ja")
+    assert '<p class="fill">Memory fault (DIMM A2).\nReplaced on 11/16.</p>' in html_page
+
+
+def test_unknown_format_or_language_is_refused(store):
+    report = load_report(store, host_down_incident(store), CALENDAR)
+    with pytest.raises(ValueError):
+        render(report, "pdf")
+    with pytest.raises(ValueError):
+        render(report, "md", "fr")
+    with pytest.raises(KeyError):
+        load_report(store, 99, CALENDAR)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_store(tmp_path):
+    config = tmp_path / "monitord.yaml"
+    config.write_text(f"daemon: {{state_path: {tmp_path / 'state.db'}}}\n")
+    store = SQLiteStore(tmp_path / "state.db")
+    incident = host_down_incident(store)
+    store.close()
+    return str(config), incident, tmp_path
+
+
+def test_cli_list_show_render(cli_store, capsys, monkeypatch):
+    config, incident, tmp = cli_store
+    monkeypatch.setattr(cli, "time", types.SimpleNamespace(time=lambda: jst(18, 9, 0)))  # the day after the due date
+    assert cli.main(["report", "list", "--config", config]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["INCIDENT", "HOST", "CHECK", "RECOVERED", "DUE", "OVERDUE", "STATE"]
+    assert lines[2].split() == [str(incident), "web1", "ping", "2026-11-13", "19:16", "JST", "2026-11-17", "18:00",
+                                "JST", "yes", "overdue"]
+    assert lines[1].split()[:3] == [str(incident + 1), "web1", "http"] and lines[1].split()[-1] == "open"
+
+    assert cli.main(["report", "show", "--config", config, str(incident)]) == 0
+    assert capsys.readouterr().out == (GOLDEN / "host_down.ja.md").read_text(encoding="utf-8")
+    assert cli.main(["report", "show", "--config", config, "--lang", "en", str(incident)]) == 0
+    assert capsys.readouterr().out == (GOLDEN / "host_down.en.md").read_text(encoding="utf-8")
+
+    out = tmp / "r.html"
+    assert cli.main(["report", "render", "--config", config, "--format", "html", "--lang", "en", "-o", str(out),
+                     str(incident)]) == 0
+    assert out.read_text(encoding="utf-8") == (GOLDEN / "host_down.en.html").read_text(encoding="utf-8")
+
+    assert cli.main(["report", "show", "--config", config, "42"]) == 2
+    assert "no incident #42" in capsys.readouterr().err
+
+
+def test_cli_edit_and_submit(cli_store, capsys):
+    config, incident, tmp = cli_store
+    assert cli.main(["report", "edit", "--config", config, "--cause", "DIMM failure", str(incident)]) == 0
+    assert cli.main(["report", "submit", "--config", config, "--by", "tanaka", str(incident)]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", "list", "--config", config, "--pending"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # header only: nothing pending
+    assert cli.main(["report", "show", "--config", config, str(incident)]) == 0
+    shown = capsys.readouterr().out
+    assert "DIMM failure" in shown and "【原因】" not in shown and "提出済み（tanaka）" in shown
+    assert "【再発防止策】 記入してください" in shown  # prevention still to be written
+    store = SQLiteStore(tmp / "state.db")
+    try:
+        assert [(e.event, e.decision, e.host) for e in store.journal(incident_id=incident)][-1] == (
+            "report", "submitted", "web1")
+    finally:
+        store.close()
+    assert cli.main(["report", "submit", "--config", config, "77"]) == 2
+    assert cli.main(["report", "edit", "--config", config, str(incident)]) == 2
