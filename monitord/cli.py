@@ -115,6 +115,16 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("host")
         cmd.set_defaults(func=_cmd_answer, answer=answer)
 
+    for verb, text in (("ack", "acknowledge an incident's pages: stop escalating them"),
+                       ("arrived", "the engineer is on site: stop the engineer_on_site SLA timer"),
+                       ("swap-decided", "a machine swap was decided: start the replacement_on_network SLA timer"),
+                       ("swapped", "the replacement answers on the network: stop its SLA timer")):
+        cmd = sub.add_parser(verb, help=text)
+        cmd.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+        cmd.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
+        cmd.add_argument("incident", type=int)
+        cmd.set_defaults(func=_cmd_incident_event, verb=verb)
+
     journal = sub.add_parser("journal", help="print the action journal")
     journal.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     journal.add_argument("--incident", type=int)
@@ -374,6 +384,49 @@ def _cmd_answer(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{args.host}: {args.answer}")
+    return EXIT_OK
+
+
+def _cmd_incident_event(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    now = time.time()
+    try:
+        incident = next((i for i in store.incidents() if i.id == args.incident), None)
+        if incident is None:
+            print(f"monitord: no incident #{args.incident}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.verb == "ack":
+            pages = [p for p in store.pages(incident_id=args.incident) if p.acked_at is None]
+            for page in pages:
+                store.update_page(page.id, acked_at=now, acked_by=args.by)
+            message = f"incident #{args.incident}: {len(pages)} page(s) acknowledged"
+        elif args.verb == "swap-decided":
+            due = now + config.paging.sla.replacement_on_network
+            if not store.start_sla(args.incident, "replacement_on_network", incident.host, now, due):
+                print(f"monitord: the swap of incident #{args.incident} was already decided", file=sys.stderr)
+                return EXIT_USAGE
+            message = f"incident #{args.incident}: replacement must answer on the network by {_when(due)}"
+        else:
+            name = "engineer_on_site" if args.verb == "arrived" else "replacement_on_network"
+            timer = next((t for t in store.sla_timers(args.incident) if t.name == name), None)
+            if timer is None or timer.stopped_at is not None:
+                print(f"monitord: incident #{args.incident} has no running {name} timer", file=sys.stderr)
+                return EXIT_USAGE
+            store.update_sla(args.incident, name, stopped_at=now)
+            met = "met" if now <= timer.due else f"MISSED by {format_duration(now - timer.due)}"
+            message = f"incident #{args.incident}: {name} after {format_duration(max(now - timer.started_at, 1))}: {met}"
+        with store.transaction(durable=True):
+            store.append(JournalEntry(ts=now, event={"ack": "ack", "arrived": "sla_stopped", "swapped": "sla_stopped",
+                                                     "swap-decided": "sla_started"}[args.verb],
+                                      host=incident.host, incident_id=args.incident,
+                                      decision={"ack": "acknowledged", "arrived": "engineer_on_site",
+                                                "swapped": "replacement_on_network",
+                                                "swap-decided": "replacement_on_network"}[args.verb],
+                                      reason=message, detail={"by": args.by}))
+    finally:
+        store.close()
+    print(message)
     return EXIT_OK
 
 

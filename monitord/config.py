@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from monitord import yamlsrc
+from monitord.oncall import CustomerConfig, PagingSection
 from monitord.fields import ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, format_duration
 from probes import REGISTRY
 from probes.base import CheckParams, ProbeCall, ProbeKind
@@ -387,6 +388,8 @@ class Config(StrictModel):
     groups: dict[Name, GroupConfig] = Field(default_factory=dict)
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
     escalation: EscalationConfig = EscalationConfig()
+    paging: PagingSection = PagingSection()
+    customers: dict[Name, CustomerConfig] = Field(default_factory=dict)
     business_hours: BusinessHoursConfig = BusinessHoursConfig()
     maintenance: dict[Name, MaintenanceWindow] = Field(default_factory=dict)
 
@@ -526,6 +529,17 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
                 problems.append((("hosts", host_name, "parents", i), "a host cannot be its own parent"))
             elif parent not in config.hosts:
                 problems.append((("hosts", host_name, "parents", i), f"unknown host {parent!r}{_did_you_mean(parent, config.hosts)}"))
+    problems += config.paging.problems()
+    targets = set(config.paging.people) | set(config.paging.schedules) | set(config.paging.integrations)
+    for name, customer in config.customers.items():
+        problems += [(("customers", name, "notify", i), f"unknown integration {n!r}")
+                     for i, n in enumerate(customer.notify) if n not in config.paging.integrations]
+        problems += [(("customers", name, "emergency_contact", i), f"unknown target {t!r}")
+                     for i, t in enumerate(customer.emergency_contact) if t not in targets]
+    for host_name, host in config.hosts.items():
+        if host.customer is not None and config.customers and host.customer not in config.customers:
+            problems.append((("hosts", host_name, "customer"),
+                             f"unknown customer {host.customer!r}{_did_you_mean(host.customer, config.customers)}"))
     for i, canary in enumerate(config.escalation.blast_radius.canaries):
         if canary not in config.hosts:
             problems.append((("escalation", "blast_radius", "canaries", i), f"unknown host {canary!r}{_did_you_mean(canary, config.hosts)}"))
@@ -643,7 +657,9 @@ def _strip(tp: Any) -> Any:
 
 
 def _kind_tag(model: Any) -> str | None:
-    field = getattr(model, "model_fields", {}).get("kind")
+    """The literal of a union member's discriminator (``kind`` for checks, ``type`` for pagers)."""
+    fields = getattr(model, "model_fields", {})
+    field = fields.get("kind") or fields.get("type")
     args = typing.get_args(field.annotation) if field is not None else ()
     return args[0] if args else None
 

@@ -14,7 +14,10 @@ from aiohttp import web
 from monitord import __version__
 from monitord.clock import Clock, SystemClock
 from monitord.config import Config, ConfigError, load_config
+from monitord import report
 from monitord.engine import Engine
+from monitord.notify import Notifier
+from monitord.outbox import Dispatcher, Outbox
 from monitord.metrics import CONTENT_TYPE, Metrics
 from monitord.scheduler import Scheduler
 from monitord.state import JournalEntry, SQLiteStore
@@ -24,6 +27,7 @@ from probes.base import ProbeContext
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0
+REPORT_METRICS_EVERY = 60.0
 
 
 def sd_notify(message: str) -> None:
@@ -55,8 +59,12 @@ class Daemon:
             clock=self.clock, store=self.store, metrics=self.metrics, ctx=self.ctx,
             max_concurrency=config.daemon.max_concurrency,
         )
+        self.outbox = Outbox(self.store, self.clock)
+        self.dispatcher = Dispatcher(self.outbox, config.paging, self.metrics)
+        self.notifier = Notifier(config=config, store=self.store, outbox=self.outbox, clock=self.clock,
+                                 metrics=self.metrics)
         self.engine = Engine(config=config, store=self.store, metrics=self.metrics, clock=self.clock, ctx=self.ctx,
-                             scheduler=self.scheduler, dry_run=dry_run)
+                             scheduler=self.scheduler, notifier=self.notifier, dry_run=dry_run)
         self.scheduler.listener = self.engine.notify
         self.heartbeats = heartbeat.Receiver(self.store, self.clock, lambda: self.config)
         self._stopping = asyncio.Event()
@@ -77,6 +85,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
         engine_task = asyncio.create_task(self.engine.run(), name="escalation")
+        loops = [asyncio.create_task(self.dispatcher.run(), name="outbox"),
+                 asyncio.create_task(self.notifier.run(), name="paging"),
+                 asyncio.create_task(self._report_metrics(), name="reports")]
         log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
                  __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,
                  " (dry run: no actions)" if self.dry_run else "")
@@ -88,9 +99,10 @@ class Daemon:
             log.info("stopping")
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            scheduler_task.cancel()
-            engine_task.cancel()
-            await asyncio.wait({scheduler_task, engine_task}, timeout=STOP_TIMEOUT)
+            for task in [scheduler_task, engine_task, *loops]:
+                task.cancel()
+            await asyncio.wait({scheduler_task, engine_task, *loops}, timeout=STOP_TIMEOUT)
+            await self.dispatcher.aclose()
             await self.ctx.aclose()
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -119,12 +131,20 @@ class Daemon:
         self.config = new.model_copy(update={"daemon": self.config.daemon})
         self.scheduler.load(new.checks())
         self.engine.apply_config(self.config)
+        self.notifier.config = self.config
+        self.dispatcher.configure(self.config.paging)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock.time())
         log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
         self._journal("reloaded", f"{len(new.checks())} checks")
         sd_notify("READY=1")
         return True
+
+    async def _report_metrics(self) -> None:
+        """Keep the incident-report gauges (due, overdue) current."""
+        while True:
+            report.update_metrics(self.metrics, self.store, self.engine.calendar, self.clock.time())
+            await self.clock.sleep_until(self.clock.time() + REPORT_METRICS_EVERY)
 
     @staticmethod
     def _uses_ping(config: Config) -> bool:

@@ -21,7 +21,8 @@ from monitord.checkstate import Event as CheckEvent
 from monitord.clock import Clock
 from monitord.config import CheckSpec, Config
 from monitord.metrics import Metrics
-from monitord.results import Result
+from monitord.notify import Notifier
+from monitord.results import Reason, Result
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, Store
 from probes import ping
@@ -32,6 +33,8 @@ from remediation.drivers import Drivers
 log = logging.getLogger(__name__)
 
 REEVALUATE_EVERY = 30.0
+THRESHOLD_KINDS = {"disk", "postgres", "mysql", "snmp", "logs", "bmc"}
+"""Kinds whose threshold results are notices to the customer, never a ladder (contact first)."""
 SWEEP_CACHE = 30.0
 APPROVAL_POLL = 2.0
 
@@ -59,9 +62,10 @@ class Engine:
     """Runs the escalation ladders of every host."""
 
     def __init__(self, *, config: Config, store: Store, metrics: Metrics, clock: Clock, ctx: ProbeContext,
-                 scheduler: Any, dry_run: bool = False, drivers: Drivers | None = None,
+                 scheduler: Any, notifier: Notifier, dry_run: bool = False, drivers: Drivers | None = None,
                  calendar: BusinessCalendar | None = None):
         self.store, self.metrics, self.clock, self.ctx = store, metrics, clock, ctx
+        self.notifier = notifier
         self.scheduler = scheduler
         self.dry_run = dry_run
         self.drivers = drivers or Drivers()
@@ -95,12 +99,29 @@ class Engine:
     def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         """Called by the scheduler when a check is confirmed down or recovers."""
         host_down = self.is_host_down_check(spec)
+        notice = _notice_kind(spec, result)
         if event is CheckEvent.CONFIRMED:
             if host_down:
                 self._confirmed_at[spec.host] = self.clock.time()
-            self.submit(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary))
+            self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id, result.started_at)
+            if result.values.get("hardware_ticket"):
+                self._hardware_ticket(spec, result, incident_id)
+                return  # business-hours work, never a reset
+            if notice != "threshold":
+                self.submit(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary))
         elif event is CheckEvent.RECOVERED:
+            if incident_id is not None:
+                self.notifier.resolve(incident_id)
+                if notice != "threshold":
+                    self.notifier.notice(spec.host, "recovery", spec.name, incident_id, result.started_at)
             self.submit(spec.host, esc.Recovered(spec.name, host_down))
+
+    def _hardware_ticket(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+        """A failed drive or part: schedule the swap into the next business window and announce it."""
+        when = self.calendar.next_business_moment(self.clock.time())
+        self.notifier.page(spec.host, "hardware_ticket", f"{spec.host}: {result.summary}", incident_id,
+                           {"scheduled": when})
+        self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
 
     def submit(self, host: str, event: esc.Event) -> None:
         """Handle ``event`` for ``host`` in the background (serialised per host)."""
@@ -191,14 +212,36 @@ class Engine:
             elif isinstance(d, esc.Page):
                 self.metrics.escalation_pages.labels(d.kind).inc()
                 log.warning("%s: PAGE %s (level %d): %s", host, d.kind, d.level, d.summary)
+                self.notifier.page(host, d.kind, f"{host}: {d.summary}", incident, self._page_details(host, d))
             elif isinstance(d, esc.Act):
                 log.warning("%s: level %d: %s (%s)", host, d.level, d.step, d.why)
+                if d.step is esc.Step.REQUEST_APPROVAL:
+                    self._ask_emergency_contact(host, d, incident)
             elif isinstance(d, esc.Resolved):
                 log.info("%s: resolved: %s", host, d.why)
             elif isinstance(d, esc.StartSla):
                 log.warning("%s: SLA timer %s started", host, d.name)
+                self.notifier.start_sla(incident, host, d.name)
         return ids
 
+    def _page_details(self, host: str, page: esc.Page) -> dict:
+        """What the on-call engineer needs: what was tried, BMC findings, the customer's instructions."""
+        h = self.config.hosts[host]
+        findings = [e.detail.get("findings") for e in self.store.journal(host=host, limit=100_000)
+                    if e.event == "outcome" and e.decision == "bmc_read" and e.detail.get("findings")]
+        return {"level": page.level, "tried": page.detail.get("tried", []), "bmc": findings[-1] if findings else None,
+                "customer": h.customer, "backup_contract": h.instructions.backup_contract,
+                "restore": "restore the last backup" if h.instructions.backup_contract else None,
+                "config_changes": h.instructions.config_changes, "runbook": h.instructions.runbook}
+
+    def _ask_emergency_contact(self, host: str, act: esc.Act, incident: int | None) -> None:
+        """Page the customer's emergency contact for approval (off-hours contact-first rule)."""
+        h = self.config.hosts[host]
+        customer = self.config.customers.get(h.customer) if h.customer else None
+        targets = customer.emergency_contact if customer and customer.emergency_contact else None
+        summary = (f"{host}: approval needed outside business hours for {act.args.get('for')}: "
+                   f"answer with `monitord approve {host}` or `monitord deny {host}`")
+        self.notifier.page(host, "approval", summary, incident, {"action": act.args.get("for")}, targets=targets)
     def _journal_outcome(self, host: str, act: esc.Act, done: esc.Done, ref: int) -> None:
         outcome = "ok" if done.ok else "failed"
         self.metrics.actions.labels(str(act.step), outcome).inc()
@@ -327,6 +370,7 @@ class Engine:
                 self.store.append(JournalEntry(ts=self.clock.time(), event="page", decision="blast_radius",
                                                reason=why, detail={"level": 0}))
             log.error("PAGE blast_radius: %s: no power actions until it clears", why)
+            self.notifier.page(None, "blast_radius", f"monitor-side failure suspected: {why}; power actions stopped")
         return why
 
     def _log_maintenance_changes(self) -> None:
@@ -471,6 +515,11 @@ class Engine:
             event: esc.Event | None = done
             while event is not None:
                 event = await self._advance(host, event)
+
+
+def _notice_kind(spec: CheckSpec, result: Result) -> str:
+    """Which customer notice a confirmed problem of ``spec`` is: a capacity threshold or a failure."""
+    return "threshold" if result.reason is Reason.THRESHOLD and spec.kind.name in THRESHOLD_KINDS else "failure"
 
 
 def _jsonable(value: Any) -> Any:

@@ -74,6 +74,12 @@ class Metrics:
             "past their due date (2 business days after recovery).", registry=r)
         self.reports_overdue = Gauge(
             "monitord_reports_overdue", "Incident reports past their due date and not marked submitted.", registry=r)
+        self.ack_latency = Histogram(
+            "monitord_page_ack_latency_seconds", "From a page being opened to its acknowledgement.",
+            buckets=(60, 300, 600, 900, 1800, 3600, 7200), registry=r)
+        self.sla_running = Gauge("monitord_sla_timers_running", "SLA timers started and not yet stopped.", registry=r)
+        self.sla_breached = Gauge(
+            "monitord_sla_timers_breached", "Running SLA timers past their target.", registry=r)
         self.build_info = Gauge(
             "monitord_build_info", "Always 1; labels carry the version.", ("version", "python"), registry=r)
         self.reload_successful = Gauge(

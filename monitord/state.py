@@ -61,6 +61,33 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_incident ON journal (incident_id);
 CREATE TABLE IF NOT EXISTS escalation (host TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id INTEGER,
+    host        TEXT,
+    kind        TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    summary     TEXT NOT NULL,
+    step        INTEGER NOT NULL DEFAULT 0,
+    opened_at   REAL NOT NULL,
+    next_at     REAL,              -- when the next tier is paged unless acknowledged
+    paged       TEXT NOT NULL DEFAULT '[]',  -- [integration, dedup_key] pairs paged so far
+    acked_at    REAL,
+    acked_by    TEXT,
+    ack_sent    INTEGER NOT NULL DEFAULT 0,
+    closed_at   REAL
+);
+CREATE TABLE IF NOT EXISTS sla_timers (
+    incident_id INTEGER NOT NULL,
+    name        TEXT NOT NULL,     -- engineer_on_site, replacement_on_network
+    host        TEXT,
+    started_at  REAL NOT NULL,
+    due         REAL NOT NULL,
+    stopped_at  REAL,
+    breached_at REAL,
+    PRIMARY KEY (incident_id, name)
+);
 CREATE TABLE IF NOT EXISTS maintenance (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     target  TEXT NOT NULL,          -- host:NAME, group:NAME or tag:NAME
@@ -175,6 +202,40 @@ class ReportRecord:
     prevention: str | None = None
     submitted_at: float | None = None
     submitted_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """A page being escalated through a policy's tiers until acknowledged or closed."""
+
+    id: int
+    incident_id: int | None
+    host: str | None
+    kind: str
+    severity: str
+    policy: str
+    summary: str
+    step: int
+    opened_at: float
+    next_at: float | None
+    paged: tuple[tuple[str, str], ...]
+    acked_at: float | None
+    acked_by: str | None
+    ack_sent: bool
+    closed_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTimer:
+    """An SLA clock: started by a decision, stopped by a CLI report, breached past ``due``."""
+
+    incident_id: int
+    name: str
+    host: str | None
+    started_at: float
+    due: float
+    stopped_at: float | None
+    breached_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +358,25 @@ class Store(Protocol):
 
     def outbox_depth(self) -> dict[str, int]:
         """Pending pages per integration."""
+
+    def open_page(self, incident_id: int | None, host: str | None, kind: str, severity: str, policy: str,
+                  summary: str, now: float) -> int:
+        """Start escalating a page; return its id."""
+
+    def update_page(self, page_id: int, **fields: object) -> None:
+        """Change a page's step, next_at, paged, acked_*, ack_sent or closed_at."""
+
+    def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
+        """Pages, oldest first."""
+
+    def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
+        """Start an SLA timer (False if it already exists)."""
+
+    def update_sla(self, incident_id: int, name: str, **fields: float) -> bool:
+        """Set stopped_at or breached_at; False if there is no such timer."""
+
+    def sla_timers(self, incident_id: int | None = None) -> list[SlaTimer]:
+        """SLA timers, oldest first."""
 
     def close(self) -> None:
         """Release the database."""
@@ -564,6 +644,63 @@ class SQLiteStore:
         """Pending pages per integration."""
         return dict(self._db.execute("SELECT integration, COUNT(*) FROM outbox WHERE state='pending'"
                                      " GROUP BY integration").fetchall())
+
+    _PAGE_COLUMNS = ("id, incident_id, host, kind, severity, policy, summary, step, opened_at, next_at, paged,"
+                     " acked_at, acked_by, ack_sent, closed_at")
+
+    def open_page(self, incident_id: int | None, host: str | None, kind: str, severity: str, policy: str,
+                  summary: str, now: float) -> int:
+        """Start escalating a page; return its id."""
+        with self.transaction(durable=True):
+            cur = self._db.execute(
+                "INSERT INTO pages (incident_id, host, kind, severity, policy, summary, opened_at) VALUES (?,?,?,?,?,?,?)",
+                (incident_id, host, kind, severity, policy, summary, now))
+        return cur.lastrowid
+
+    def update_page(self, page_id: int, **fields: object) -> None:
+        """Change a page's step, next_at, paged, acked_*, ack_sent or closed_at."""
+        allowed = {"step", "next_at", "paged", "acked_at", "acked_by", "ack_sent", "closed_at"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+        values = [json.dumps(v) if k == "paged" else v for k, v in fields.items()]
+        with self.transaction(durable=True):
+            self._db.execute(f"UPDATE pages SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?", (*values, page_id))
+
+    def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
+        """Pages, oldest first."""
+        sql, args = f"SELECT {self._PAGE_COLUMNS} FROM pages WHERE 1=1", []
+        if open_only:
+            sql += " AND closed_at IS NULL"
+        if incident_id is not None:
+            sql += " AND incident_id=?"
+            args.append(incident_id)
+        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [PageRecord(*r[:10], tuple(tuple(p) for p in json.loads(r[10])), r[11], r[12], bool(r[13]), r[14])
+                for r in rows]
+
+    def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
+        """Start an SLA timer (False if it already exists)."""
+        with self.transaction(durable=True):
+            cur = self._db.execute("INSERT OR IGNORE INTO sla_timers (incident_id, name, host, started_at, due)"
+                                   " VALUES (?,?,?,?,?)", (incident_id, name, host, started_at, due))
+        return cur.rowcount > 0
+
+    def update_sla(self, incident_id: int, name: str, **fields: float) -> bool:
+        """Set stopped_at or breached_at; False if there is no such timer."""
+        if not fields or set(fields) - {"stopped_at", "breached_at"}:
+            raise ValueError("only stopped_at and breached_at can change")
+        with self.transaction(durable=True):
+            cur = self._db.execute(f"UPDATE sla_timers SET {', '.join(f'{k}=?' for k in fields)}"
+                                   " WHERE incident_id=? AND name=?", (*fields.values(), incident_id, name))
+        return cur.rowcount > 0
+
+    def sla_timers(self, incident_id: int | None = None) -> list[SlaTimer]:
+        """SLA timers, oldest first."""
+        sql, args = ("SELECT incident_id, name, host, started_at, due, stopped_at, breached_at FROM sla_timers", [])
+        if incident_id is not None:
+            sql += " WHERE incident_id=?"
+            args.append(incident_id)
+        return [SlaTimer(*row) for row in self._db.execute(sql + " ORDER BY started_at", args)]
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""

@@ -89,6 +89,14 @@ class Daemon:
             db.close()
         return [r[:4] for r in rows if host is None or r[4] == host]
 
+    def incidents(self) -> list[tuple[int, str, str, float | None]]:
+        """(id, host, check, closed_at) of every incident, oldest first."""
+        db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT id, host, check_name, closed_at FROM incidents ORDER BY id").fetchall()
+        finally:
+            db.close()
+
     def events(self, host: str | None = None) -> list[str]:
         """Journal entries of ``host`` as compact strings: ``event decision/outcome``."""
         out = []

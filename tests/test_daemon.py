@@ -130,7 +130,7 @@ def test_kill_9_then_restart_keeps_state_and_journal_and_does_not_burst(tmp_path
         incidents_before = db.execute("SELECT id, closed_at FROM incidents").fetchall()
         db.close()
         # no restart method configured for the port: the engine pages instead of acting
-        assert [e for _, e in journal_before if e != "daemon"] == ["detected", "confirmed", "page"]
+        assert [e for _, e in journal_before if e != "daemon"] == ["detected", "confirmed", "page", "page_unrouted"]
         assert len(incidents_before) == 1 and incidents_before[0][1] is None
 
         daemon.start()
@@ -146,7 +146,7 @@ def test_kill_9_then_restart_keeps_state_and_journal_and_does_not_burst(tmp_path
     db = sqlite3.connect(state)
     journal_after = db.execute("SELECT id, event FROM journal ORDER BY id").fetchall()
     assert journal_after[: len(journal_before)] == journal_before  # nothing lost or rewritten
-    assert [e for _, e in journal_after if e != "daemon"] == ["detected", "confirmed", "page"]  # nothing repeated
+    assert [e for _, e in journal_after if e != "daemon"] == ["detected", "confirmed", "page", "page_unrouted"]  # nothing repeated
     assert db.execute("SELECT id, closed_at FROM incidents").fetchall() == incidents_before  # not re-opened
     assert not re.search(r"Traceback", (tmp_path / "daemon.log").read_text())
 

@@ -322,3 +322,107 @@ def test_quarantine_powers_off_and_keeps_the_host_off(fleet, loop, HOST, make_ip
     assert bmc.commands() == ["off"]  # release does not power it on either
     events = daemon.events("web1")
     assert events.index("decided quarantine_power_off") < events.index("outcome quarantine_power_off ok")
+
+
+class HttpCapture:
+    """A real HTTP receiver (threaded stdlib server) recording JSON bodies; answers 202."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/enqueue"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def actions(self) -> list[str]:
+        return [b["event_action"] for b in self.bodies]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pagerduty():
+    capture = HttpCapture()
+    yield capture
+    capture.close()
+
+
+@pytest.fixture
+def mailbox():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    messages = []
+
+    class Keep(MessageHandler):
+        def handle_message(self, message):
+            messages.append(message)
+
+    controller = Controller(Keep(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    controller.messages = messages
+    yield controller
+    controller.stop()
+
+
+def test_incident_paged_acknowledged_and_resolved_through_real_receivers(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty, mailbox):
+    import email.header
+
+    bmc = make_ipmi_sim()
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme")
+    fleet.top["paging"] = {
+        "integrations": {
+            "pd": {"type": "pagerduty", "url": pagerduty.url, "routing_key": fleet.secret("pd", "R" * 32)},
+            "mail": {"type": "email", "host": "127.0.0.1", "port": mailbox.port, "tls": "none",
+                     "from": "監視センター <noc@example.jp>"},
+        },
+        "people": {"aoki": {"notify": ["pd"]}},
+        "policies": {"ops": {"tiers": [{"targets": ["aoki"], "ack_timeout": "15m"}]}},
+        "routes": [{"policy": "ops"}],
+    }
+    fleet.top["customers"] = {"acme": {"notify": ["mail"], "emails": ["it@acme.example"]}}
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "trigger" in pagerduty.actions(), 60, "the level 3 page to reach PagerDuty")
+    [trigger] = pagerduty.bodies
+    assert trigger["routing_key"] == "R" * 32 and trigger["dedup_key"].startswith("monitord-page-")
+    assert (trigger["payload"]["source"], trigger["payload"]["severity"]) == ("web1", "critical")
+    assert "dispatch an engineer on site" in trigger["payload"]["summary"]
+    assert trigger["payload"]["custom_details"]["tried"]  # what was tried travels with the page
+
+    wait_for(lambda: mailbox.messages, 20, "the customer's failure notice")
+    notice = mailbox.messages[0]
+    subject = str(email.header.make_header(email.header.decode_header(notice["Subject"])))
+    assert subject.startswith("【障害発生】web1") and notice["To"] == "it@acme.example"
+
+    [(incident_id, _, check, closed_at)] = daemon.incidents()
+    assert (check, closed_at) == ("ping", None)
+    assert "1 page(s) acknowledged" in daemon.cli("ack", str(incident_id), "--by", "aoki")
+    wait_for(lambda: "acknowledge" in pagerduty.actions(), 30, "the acknowledgement to reach PagerDuty")
+    assert "engineer_on_site" in daemon.cli("arrived", str(incident_id))
+
+    loop.up(HOST)  # the engineer fixed it
+    wait_for(lambda: "resolve" in pagerduty.actions(), 30, "the resolve to reach PagerDuty")
+    assert pagerduty.actions() == ["trigger", "acknowledge", "resolve"]  # each exactly once
+    assert {b["dedup_key"] for b in pagerduty.bodies} == {trigger["dedup_key"]}
+    wait_for(lambda: len(mailbox.messages) == 2, 20, "the recovery notice")
+    wait_for(lambda: daemon.incidents()[0][3] is not None, 20, "the incident to close")
+    report = daemon.cli("report", "show", str(incident_id))
+    assert "障害報告書" in report and "web1" in report

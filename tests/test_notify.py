@@ -1,0 +1,194 @@
+"""Paging policies, on-call rotations, ack timeouts, SLA timers and customer notices, on a fake
+clock, through the real store and outbox (delivery itself is tested in test_pagers.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from monitord.config import parse_config
+from monitord.metrics import Metrics
+from monitord.notify import Notifier
+from monitord.oncall import Schedule, route
+from monitord.outbox import Outbox
+from monitord.state import SQLiteStore
+from tests.fakeclock import FakeClock
+
+JST = dt.timezone(dt.timedelta(hours=9))
+CONFIG = """
+paging:
+  integrations:
+    pd-ops: {type: pagerduty, routing_key: {env: PD_KEY}}
+    slack-noc: {type: slack, webhook_url: {env: SLACK_URL}}
+    mail: {type: email, host: 127.0.0.1, from: noc@example.jp, to: [ops@example.jp]}
+  people:
+    aoki: {notify: [pd-ops]}
+    baba: {notify: [pd-ops, mail]}
+    chief: {notify: [mail]}
+  schedules:
+    primary: {members: [aoki, baba], start: 2026-11-16, handoff: "10:00"}
+  policies:
+    servers:
+      repeat: 2
+      tiers:
+        - {targets: [primary, slack-noc], ack_timeout: 15m}
+        - {targets: [chief], ack_timeout: 10m}
+    notices:
+      tiers: [{targets: [slack-noc]}]
+  routes:
+    - {policy: notices, max_severity_note: ignored} 
+customers:
+  acme: {notify: [mail], emails: [it@acme.example], language: ja}
+  globex: {notify: [mail], emails: [ops@globex.example], language: en}
+hosts:
+  web1: {address: 127.0.0.1, customer: acme, groups: [web]}
+  web2: {address: 127.0.0.1, customer: globex, tags: [gold]}
+groups: {web: {}}
+"""
+
+
+def config(routes: str = "    - {policy: servers, kinds: [dispatch, service_failed]}\n    - {policy: notices}\n"):
+    text = CONFIG.replace("    - {policy: notices, max_severity_note: ignored} \n", routes)
+    return parse_config(text)
+
+
+@pytest.fixture
+def env(tmp_path):
+    clock = FakeClock(start=dt.datetime(2026, 11, 20, 21, 0, tzinfo=JST).timestamp())  # Friday night
+    store = SQLiteStore(tmp_path / "state.db")
+    metrics = Metrics()
+    notifier = Notifier(config=config(), store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
+    yield clock, store, notifier, metrics
+    store.close()
+
+
+def queued(store) -> list[tuple[str, str, str]]:
+    """(integration, action, dedup_key) of every outbox item, in order."""
+    return [(i.integration, i.action, i.dedup_key) for i in store.outbox()]
+
+
+def test_weekly_rotation_and_overrides():
+    s = Schedule(members=["aoki", "baba", "chiba"], start=dt.date(2026, 11, 16), handoff=dt.time(10, 0),
+                 overrides=[{"person": "chiba", "start": "2026-11-20T18:00:00+09:00",
+                             "end": "2026-11-21T10:00:00+09:00"}])
+    at = lambda *a: dt.datetime(*a, tzinfo=JST).timestamp()  # noqa: E731
+    assert s.on_call(at(2026, 11, 16, 10, 0)) == "aoki"
+    assert s.on_call(at(2026, 11, 23, 9, 59)) == "aoki"
+    assert s.on_call(at(2026, 11, 23, 10, 0)) == "baba"
+    assert s.on_call(at(2026, 11, 30, 10, 0)) == "chiba"
+    assert s.on_call(at(2026, 12, 7, 10, 0)) == "aoki"
+    assert s.on_call(at(2026, 11, 20, 19, 0)) == "chiba"  # override
+    assert s.on_call(at(2026, 11, 21, 10, 0)) == "aoki"  # override over
+
+
+def test_routing_by_group_tag_kind_and_severity():
+    routes = config("    - {policy: servers, groups: [web], min_severity: error}\n"
+                    "    - {policy: notices, tags: [gold]}\n").paging.routes
+    assert route(routes, ["web"], [], "dispatch", "critical") == "servers"
+    assert route(routes, ["web"], [], "action_held", "warning") is None
+    assert route(routes, [], ["gold"], "action_held", "warning") == "notices"
+    assert route(routes, [], [], "dispatch", "critical") is None
+
+
+def test_unknown_references_are_config_errors():
+    from monitord.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(CONFIG.replace("[primary, slack-noc]", "[primray, slack-noc]").replace(
+            "    - {policy: notices, max_severity_note: ignored} \n", "    - {policy: server}\n"))
+    assert info.value.problems == [
+        "paging.policies.servers.tiers[0].targets[0]: unknown target 'primray': not a person, schedule or "
+        "integration (line 17)",
+        "paging.routes[0].policy: unknown policy 'server' (line 22)",
+    ]
+
+
+def test_unacknowledged_page_climbs_the_tiers_then_repeats(env):
+    clock, store, notifier, _ = env
+    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    # tier 1: the schedule (aoki on call this week) and the NOC channel
+    assert queued(store) == [("pd-ops", "trigger", "monitord-page-1"), ("slack-noc", "trigger", "monitord-page-1")]
+    clock._now += 15 * 60 - 1
+    notifier.tick()
+    assert len(queued(store)) == 2  # not yet
+    clock._now += 1
+    notifier.tick()
+    assert queued(store)[2:] == [("mail", "trigger", "monitord-page-1")]  # tier 2: chief
+    clock._now += 10 * 60
+    notifier.tick()  # the ladder repeats with a new key, so receivers page again
+    assert queued(store)[3:] == [("pd-ops", "trigger", "monitord-page-1-r1"), ("slack-noc", "trigger", "monitord-page-1-r1")]
+    clock._now += 15 * 60
+    notifier.tick()
+    clock._now += 10 * 60
+    notifier.tick()  # exhausted: nothing more
+    assert len(queued(store)) == 6
+    assert [e.event for e in store.journal()].count("page_exhausted") == 1
+
+
+def test_ack_stops_escalation_and_acknowledges_every_receiver(env):
+    clock, store, notifier, metrics = env
+    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    clock._now += 16 * 60
+    notifier.tick()  # tier 2 paged
+    [page] = store.pages()
+    store.update_page(page.id, acked_at=clock.time(), acked_by="chief")  # what `monitord ack 7` does
+    notifier.tick()
+    clock._now += 3600
+    notifier.tick()
+    actions = queued(store)
+    assert [a for a in actions if a[1] == "acknowledge"] == [
+        ("pd-ops", "acknowledge", "monitord-page-1"), ("slack-noc", "acknowledge", "monitord-page-1"),
+        ("mail", "acknowledge", "monitord-page-1")]
+    assert len([a for a in actions if a[1] == "trigger"]) == 3  # no further tiers after the ack
+    assert metrics.ack_latency._sum.get() == 16 * 60
+
+
+def test_recovery_resolves_pages(env):
+    clock, store, notifier, _ = env
+    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    notifier.resolve(7)
+    assert [a for a in queued(store) if a[1] == "resolve"] == [
+        ("pd-ops", "resolve", "monitord-page-1"), ("slack-noc", "resolve", "monitord-page-1")]
+    assert store.pages() == []
+
+
+def test_sla_breach_pages_the_next_tier_and_counts(env):
+    clock, store, notifier, metrics = env
+    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    store.update_page(1, acked_at=clock.time(), acked_by="aoki")
+    notifier.tick()
+    notifier.start_sla(7, "web1", "engineer_on_site")
+    clock._now += 119 * 60
+    notifier.tick()
+    assert metrics.sla_breached._value.get() == 0 and metrics.sla_running._value.get() == 1
+    clock._now += 60
+    notifier.tick()
+    assert metrics.sla_breached._value.get() == 1
+    assert ("mail", "trigger", "monitord-page-1") in queued(store)  # the next tier hears of the breach
+    assert [e.decision for e in store.journal() if e.event == "sla_breach"] == ["engineer_on_site"]
+
+
+@pytest.mark.parametrize("host,subject", [
+    ("web1", "【障害発生】web1: ping: no reply"),
+    ("web2", "[Failure] web2: ping: no reply"),
+])
+def test_customer_failure_notice_in_the_customers_language(env, host, subject):
+    clock, store, notifier, _ = env
+    notifier.notice(host, "failure", "ping: no reply", incident_id=3)
+    [item] = store.outbox()
+    message = json.loads(item.message)
+    assert item.integration == "mail" and message["summary"] == subject
+    assert message["to"] == (["it@acme.example"] if host == "web1" else ["ops@globex.example"])
+    assert "2026-11-20 21:00 JST" in message["body"]
+
+
+def test_no_route_is_journaled_not_lost(tmp_path):
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "s.db")
+    notifier = Notifier(config=config(routes="    - {policy: servers, kinds: [dispatch]}\n"), store=store,
+                        outbox=Outbox(store, clock), clock=clock, metrics=Metrics())
+    assert notifier.page("web1", "action_held", "held", incident_id=1) is None
+    assert [e.event for e in store.journal()] == ["page_unrouted"]
+    store.close()
