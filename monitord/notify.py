@@ -167,7 +167,7 @@ class Notifier:
         now = self.clock.time()
         due = now + getattr(self.config.paging.sla, name)
         if self.store.start_sla(incident_id, name, host, now, due):
-            self._journal("sla_started", host, incident_id, name, f"due {self._when(due)}", {"due": due})
+            self._journal("sla_started", host, incident_id, name, f"due {self.format_time(due)}", {"due": due})
 
     def _check_slas(self, now: float) -> None:
         running = breached = 0
@@ -178,7 +178,7 @@ class Notifier:
             if timer.breached_at is None and now >= timer.due:
                 self.store.update_sla(timer.incident_id, timer.name, breached_at=now)
                 self._journal("sla_breach", timer.host, timer.incident_id, timer.name,
-                              f"{timer.name} target missed (due {self._when(timer.due)})")
+                              f"{timer.name} target missed (due {self.format_time(timer.due)})")
                 pages = self.store.pages(incident_id=timer.incident_id)
                 if pages:
                     self.escalate(pages[-1], f"SLA {timer.name} breached")
@@ -198,7 +198,7 @@ class Notifier:
         if customer is None or not customer.notify or not customer.emails:
             return
         subject, body = NOTICES[customer.language][what]
-        fields = {"host": host, "summary": summary, "when": self._when(when or self.clock.time())}
+        fields = {"host": host, "summary": summary, "when": self.format_time(when or self.clock.time())}
         key = f"monitord-notice-{host}-{what}-{incident_id if incident_id is not None else int(self.clock.time())}"
         with self.store.transaction(durable=True):
             for integration in customer.notify:
@@ -208,7 +208,8 @@ class Notifier:
                     to=tuple(customer.emails), at=self.clock.time(), incident_id=incident_id))
             self._journal("notice", host, incident_id, what, subject.format(**fields), {"to": customer.emails})
 
-    def _when(self, ts: float) -> str:
+    def format_time(self, ts: float) -> str:
+        """``ts`` as customers read it, in the business time zone."""
         zone = zoneinfo.ZoneInfo(self.config.business_hours.timezone)
         return dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import time
 
+from monitord.business_calendar import BusinessCalendar
+from monitord.clock import SystemClock
 from monitord.config import Config
+from monitord.metrics import Metrics
+from monitord.notify import Notifier
+from monitord.outbox import Outbox
 from monitord.state import JournalEntry, SQLiteStore
 from remediation.base import ActionError, PowerAction, PowerTimings, power_change
 from remediation.drivers import Drivers
@@ -48,7 +53,21 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
                 store.append(JournalEntry(ts=time.time(), event="outcome", host=host, decision="quarantine_power_off",
                                           outcome="ok", ref=decided, detail={"driver": name, "steps": list(outcome.steps)}))
             done = "powered off" if outcome.acted else "was already off"
-            return True, f"{host} quarantined and {done} (through {name}); `monitord release {host}` lifts it"
+            when = _announce_reinstall(config, store, host)
+            return True, (f"{host} quarantined and {done} (through {name}); reinstall announced for "
+                          f"{when} (business hours); `monitord release {host}` lifts it")
         return False, f"{host} quarantined but NOT powered off: {'; '.join(failures)}"
     finally:
         store.close()
+
+
+def _announce_reinstall(config: Config, store: SQLiteStore, host: str) -> str:
+    """The reinstall after an intrusion is business-hours work: schedule it and tell the customer.
+
+    The notice goes into the outbox; the running daemon's dispatcher delivers it.
+    """
+    notifier = Notifier(config=config, store=store, outbox=Outbox(store), clock=SystemClock(), metrics=Metrics())
+    when = BusinessCalendar(config.business_hours).next_business_moment(time.time())
+    notifier.notice(host, "work", "OS reinstall after an intrusion (server stopped and quarantined)", None, when)
+    return notifier.format_time(when)
+
