@@ -166,8 +166,7 @@ class Notifier:
             return
         now = self.clock.time()
         due = now + getattr(self.config.paging.sla, name)
-        if self.store.start_sla(incident_id, name, host, now, due):
-            self._journal("sla_started", host, incident_id, name, f"due {self.format_time(due)}", {"due": due})
+        self.store.start_sla(incident_id, name, host, now, due)  # the decision itself is journaled by the engine
 
     def _check_slas(self, now: float) -> None:
         running = breached = 0
