@@ -23,7 +23,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError, Validat
 
 from monitord import yamlsrc
 from monitord.oncall import CustomerConfig, PagingSection
-from monitord.fields import ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, format_duration
+from monitord.fields import TimeWindow, ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, format_duration
 from probes import REGISTRY
 from probes.base import CheckParams, ProbeCall, ProbeKind
 
@@ -337,22 +337,16 @@ def _clock(value: dt.time) -> str:
     return value.isoformat(timespec="seconds" if value.second else "minutes")
 
 
-class MaintenanceWindow(StrictModel):
+class MaintenanceWindow(TimeWindow):
     """A planned window: no automatic action on the hosts, groups or tags it covers."""
 
     hosts: list[Name] = Field(default_factory=list)
     groups: list[Name] = Field(default_factory=list)
     tags: list[Name] = Field(default_factory=list)
-    start: dt.datetime
-    end: dt.datetime
     reason: str = ""
 
     @model_validator(mode="after")
-    def _sane(self) -> "MaintenanceWindow":
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("start and end need a UTC offset, e.g. 2026-12-01T02:00:00+09:00")
-        if self.end <= self.start:
-            raise ValueError("end must be after start")
+    def _covers_something(self) -> "MaintenanceWindow":
         if not (self.hosts or self.groups or self.tags):
             raise ValueError("say which hosts, groups or tags the window covers")
         return self

@@ -299,7 +299,7 @@ class Engine:
         """The name of a maintenance window covering ``host`` now, if any."""
         h = self.config.hosts[host]
         for name, window in self.config.maintenance.items():
-            if window.start.timestamp() <= now < window.end.timestamp() and (
+            if window.covers(now) and (
                     host in window.hosts or set(h.groups) & set(window.groups) or set(h.tags) & set(window.tags)):
                 return name
         targets = {f"host:{host}"} | {f"group:{g}" for g in h.groups} | {f"tag:{t}" for t in h.tags}
@@ -376,7 +376,7 @@ class Engine:
     def _log_maintenance_changes(self) -> None:
         """Journal windows that started or ended since the last look (expiry is logged)."""
         now = self.clock.time()
-        active = {f"config:{n}" for n, w in self.config.maintenance.items() if w.start.timestamp() <= now < w.end.timestamp()}
+        active = {f"config:{n}" for n, w in self.config.maintenance.items() if w.covers(now)}
         active |= {f"cli:{w.id}" for w in self.store.maintenance() if w.starts <= now < w.ends}
         for name in sorted(active - self._active_windows):
             log.info("maintenance window %s started", name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -93,6 +94,25 @@ class StrictModel(BaseModel):
     """A config model: unknown keys are errors, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeWindow(StrictModel):
+    """A span of time between two moments with an explicit UTC offset (``end`` exclusive)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TimeWindow":
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a UTC offset, e.g. 2026-12-01T02:00:00+09:00")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def covers(self, when: float) -> bool:
+        """Whether epoch time ``when`` falls inside the window."""
+        return self.start.timestamp() <= when < self.end.timestamp()
 
 
 class SecretRef(StrictModel):

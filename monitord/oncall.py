@@ -13,9 +13,9 @@ import datetime as dt
 import zoneinfo
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from monitord.fields import Duration, StrictModel
+from monitord.fields import Duration, StrictModel, TimeWindow
 from remediation.pagers import PagingConfig
 
 Severity = Literal["critical", "error", "warning", "info"]
@@ -30,20 +30,10 @@ class Person(StrictModel):
     email: str | None = None
 
 
-class Override(StrictModel):
+class Override(TimeWindow):
     """``person`` is on call instead of the rotation between ``start`` and ``end``."""
 
     person: str
-    start: dt.datetime
-    end: dt.datetime
-
-    @model_validator(mode="after")
-    def _order(self) -> "Override":
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("start and end need a UTC offset, e.g. 2026-12-01T10:00:00+09:00")
-        if self.end <= self.start:
-            raise ValueError("end must be after start")
-        return self
 
 
 class Schedule(StrictModel):
@@ -59,7 +49,7 @@ class Schedule(StrictModel):
     def on_call(self, when: float) -> str:
         """The member on call at epoch ``when``."""
         for override in self.overrides:
-            if override.start.timestamp() <= when < override.end.timestamp():
+            if override.covers(when):
                 return override.person
         zone = zoneinfo.ZoneInfo(self.timezone)
         origin = dt.datetime.combine(self.start, self.handoff, zone).timestamp()

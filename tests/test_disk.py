@@ -21,7 +21,7 @@ from monitord.runner import run_probe
 from probes import disk
 from probes.base import ProbeContext
 from tests.peers import write_file
-from tests.snmp_peer import SnmpAgent, snmp_agent  # noqa: F401 - fixture
+from tests.snmp_peer import SnmpAgent
 from tests.ssh_peer import SshHost
 from tests.support import free_port, need_binary, need_root
 

@@ -12,7 +12,7 @@ import pytest
 from monitord.checkstate import CheckState
 from monitord.config import CheckSpec
 from monitord.metrics import Metrics
-from monitord.results import Outcome, ProbeError, Reason, Result, Status
+from monitord.results import Outcome, ProbeError, Reason, Status
 from monitord.scheduler import Scheduler, initial_due, next_slot, phase
 from monitord.state import SQLiteStore, StoredCheck
 from probes.base import CheckParams, ProbeContext, ProbeKind
