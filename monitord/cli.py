@@ -22,6 +22,7 @@ from typing import Sequence
 from monitord import __version__
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration
+from monitord.notify import acknowledge
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, SQLiteStore, StateError
 from probes.base import ProbeContext
@@ -397,10 +398,9 @@ def _cmd_incident_event(args: argparse.Namespace) -> int:
             print(f"monitord: no incident #{args.incident}", file=sys.stderr)
             return EXIT_USAGE
         if args.verb == "ack":
-            pages = [p for p in store.pages(incident_id=args.incident) if p.acked_at is None]
-            for page in pages:
-                store.update_page(page.id, acked_at=now, acked_by=args.by)
-            message = f"incident #{args.incident}: {len(pages)} page(s) acknowledged"
+            count = acknowledge(store, args.incident, args.by, now)
+            print(f"incident #{args.incident}: {count} page(s) acknowledged")
+            return EXIT_OK
         elif args.verb == "swap-decided":
             due = now + config.paging.sla.replacement_on_network
             if not store.start_sla(args.incident, "replacement_on_network", incident.host, now, due):
@@ -417,12 +417,9 @@ def _cmd_incident_event(args: argparse.Namespace) -> int:
             met = "met" if now <= timer.due else f"MISSED by {format_duration(now - timer.due)}"
             message = f"incident #{args.incident}: {name} after {format_duration(max(now - timer.started_at, 1))}: {met}"
         with store.transaction(durable=True):
-            store.append(JournalEntry(ts=now, event={"ack": "ack", "arrived": "sla_stopped", "swapped": "sla_stopped",
-                                                     "swap-decided": "sla_started"}[args.verb],
+            store.append(JournalEntry(ts=now, event="sla_started" if args.verb == "swap-decided" else "sla_stopped",
                                       host=incident.host, incident_id=args.incident,
-                                      decision={"ack": "acknowledged", "arrived": "engineer_on_site",
-                                                "swapped": "replacement_on_network",
-                                                "swap-decided": "replacement_on_network"}[args.verb],
+                                      decision="engineer_on_site" if args.verb == "arrived" else "replacement_on_network",
                                       reason=message, detail={"by": args.by}))
     finally:
         store.close()

@@ -366,6 +366,7 @@ class DaemonConfig(StrictModel):
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     ping: PingSettings = PingSettings()
+    api_token: SecretRef | None = Field(default=None, description="bearer token for the HTTP API (acks); unset: API off")
 
     @property
     def metrics_address(self) -> tuple[str, int]:

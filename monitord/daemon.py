@@ -15,6 +15,7 @@ from monitord import __version__
 from monitord.clock import Clock, SystemClock
 from monitord.config import Config, ConfigError, load_config
 from monitord import report
+from monitord.api import Api
 from monitord.engine import Engine
 from monitord.notify import Notifier
 from monitord.outbox import Dispatcher, Outbox
@@ -160,6 +161,7 @@ class Daemon:
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
         app.router.add_post(heartbeat.ROUTE, self.heartbeats.handle)
+        Api(self.store, self.clock, lambda: self.config).install(app)
         await heartbeat.install(self.ctx, self.heartbeats)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

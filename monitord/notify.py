@@ -217,3 +217,17 @@ class Notifier:
         with self.store.transaction(durable=True):
             self.store.append(JournalEntry(ts=self.clock.time(), event=event, host=host, incident_id=incident_id,
                                            decision=decision, reason=reason, detail=detail or {}))
+
+
+def acknowledge(store: Store, incident_id: int, by: str | None, now: float) -> int:
+    """Mark an incident's unacknowledged pages acknowledged (the CLI and the HTTP API); return how many.
+
+    The running daemon's notifier sends the acknowledgements to the receivers and stops escalating.
+    """
+    pages = [p for p in store.pages(incident_id=incident_id) if p.acked_at is None]
+    with store.transaction(durable=True):
+        for page in pages:
+            store.update_page(page.id, acked_at=now, acked_by=by)
+        store.append(JournalEntry(ts=now, event="ack", incident_id=incident_id, decision="acknowledged",
+                                  reason=f"{len(pages)} page(s) acknowledged", detail={"by": by}))
+    return len(pages)

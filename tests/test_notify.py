@@ -192,3 +192,35 @@ def test_no_route_is_journaled_not_lost(tmp_path):
     assert notifier.page("web1", "action_held", "held", incident_id=1) is None
     assert [e.event for e in store.journal()] == ["page_unrouted"]
     store.close()
+
+
+async def test_http_api_acknowledges_with_a_token(env, tmp_path):
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from monitord.api import Api
+
+    clock, store, notifier, _ = env
+    (tmp_path / "token").write_text("s3cret-token\n")
+    cfg = parse_config(CONFIG.replace("    - {policy: notices, max_severity_note: ignored} \n", "    - {policy: servers}\n")
+                       + f"daemon: {{api_token: {{file: {tmp_path / 'token'}}}}}\n")
+    incident = store.open_incident("web1", "ping", "ping", clock.time(), clock.time(), "down")
+    notifier.config = cfg
+    notifier.page("web1", "dispatch", "web1: level 3", incident_id=incident)
+    app = web.Application()
+    Api(store, clock, lambda: cfg).install(app)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+        url = server.make_url(f"/api/v1/incidents/{incident}/ack")
+
+        async def post(url, token="s3cret-token", data=b'{"by": "aoki"}'):
+            async with http.post(url, data=data, headers={"Authorization": f"Bearer {token}"}) as resp:
+                return resp.status, await resp.json()
+
+        assert (await post(url, token="wrong"))[0] == 401
+        assert await post(url, data=b"{not json") == (400, {"error": "the body must be JSON"})
+        assert (await post(url, data=b'{"who": 1}'))[0] == 400
+        assert (await post(server.make_url("/api/v1/incidents/999/ack")))[0] == 404
+        assert store.pages()[0].acked_at is None  # nothing happened so far
+        assert await post(url) == (200, {"incident": incident, "acknowledged": 1})
+    assert store.pages()[0].acked_by == "aoki"
