@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes import ftp, http, imap, mysql, ping, pop, postgres, smtp, ssh, tcp
+from probes import bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, smtp, snmphost, ssh, tcp
 from probes.base import ProbeKind
 
 REGISTRY: dict[str, ProbeKind] = {
@@ -19,5 +19,11 @@ REGISTRY: dict[str, ProbeKind] = {
         ssh.KIND,
         postgres.KIND,
         mysql.KIND,
+        plugin.KIND,
+        heartbeat.KIND,
+        bmc.KIND,
+        snmphost.KIND,
+        logs.KIND,
+        disk.KIND,
     )
 }

@@ -13,7 +13,7 @@ from monitord.fields import format_duration, parse_duration
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
-KINDS = "ping, tcp, http, https, ftp, smtp, pop, imap, ssh, postgres, mysql"
+KINDS = "ping, tcp, http, https, ftp, smtp, pop, imap, ssh, postgres, mysql, plugin, heartbeat, bmc, snmp, logs, disk"
 
 INVALID = {
     "unknown-key-typo": ["defaults.intervalls: unknown key (did you mean 'intervals'?) (line 2)"],
@@ -29,6 +29,7 @@ INVALID = {
     "ping-timeout-too-short": ["hosts.web1.checks.ping: timeout 2s must be longer than a ping run (5 packets 200ms apart, then up to 2s for the last reply) (line 7)"],
     "retry-above-interval": ["hosts.web1.checks.ssh: retry_interval 5m must not exceed the interval 30s (line 5)"],
     "duplicate-key": ["hosts.web1.address: duplicate key (first set on line 3) (line 4)"],
+    "bad-date": ["invalid YAML: invalid date '2026-02-30': day is out of range for month (line 2)"],
     "yaml-syntax": ["invalid YAML: expected ',' or '}', but got ':' (line 3)"],
     "inline-secret": ["hosts.web1.bmc.password: secrets are never written inline: give {file: PATH}, {env: VAR} or {credential: NAME} (line 7)"],
     "secret-two-sources": ["hosts.web1.ssh.key: give exactly one of file, env or credential (line 5)"],
