@@ -10,7 +10,7 @@ PEER_PACKAGES=(
     iproute2 iputils-ping fping nftables procps psmisc netcat-openbsd curl
     nginx-light vsftpd dovecot-pop3d dovecot-imapd openssh-server openssh-client
     prometheus systemd python3-venv
-    openipmi ipmitool snmpd snmp postgresql mariadb-server
+    openipmi ipmitool snmpd snmp postgresql mariadb-server monitoring-plugins-basic
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
