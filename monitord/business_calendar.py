@@ -17,7 +17,7 @@ import zoneinfo
 
 import jpholiday
 
-from monitord.config import BusinessHoursConfig
+from monitord.config import BusinessHoursConfig, Config
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SEARCH_DAYS = 3660  # no business day in ten years: closed_days must cover everything
@@ -45,6 +45,10 @@ class BusinessCalendar:
         if day in self.closed_days:
             return "closed day (business_hours.closed_days)"
         return None
+
+    def for_host(self, host: str | None) -> "BusinessCalendar":
+        """The same calendar for every host (see :class:`Calendars` for per-contract hours)."""
+        return self
 
     def is_business_day(self, day: dt.date) -> bool:
         """True when ``day`` (a local date) is a business day."""
@@ -95,3 +99,17 @@ class BusinessCalendar:
             if self.is_business_day(candidate):
                 return candidate
         raise ValueError(f"no business day within {_SEARCH_DAYS} days after {day}")
+
+
+class Calendars:
+    """Each host's business calendar: its customer's contract hours, else the default ones."""
+
+    def __init__(self, config: Config):
+        self.default = BusinessCalendar(config.business_hours)
+        by_customer = {name: BusinessCalendar(c.business_hours) for name, c in config.customers.items()
+                       if c.business_hours is not None}
+        self._by_host = {host: by_customer[h.customer] for host, h in config.hosts.items() if h.customer in by_customer}
+
+    def for_host(self, host: str | None) -> BusinessCalendar:
+        """The calendar that applies to ``host`` (the default one for ``None``)."""
+        return self._by_host.get(host, self.default) if host else self.default

@@ -446,9 +446,9 @@ def _cmd_journal(args: argparse.Namespace) -> int:
 
 
 def _report_context(config: Config):
-    from monitord.business_calendar import BusinessCalendar
+    from monitord.business_calendar import Calendars
 
-    return BusinessCalendar(config.business_hours), zoneinfo.ZoneInfo(config.business_hours.timezone)
+    return Calendars(config), zoneinfo.ZoneInfo(config.business_hours.timezone)
 
 
 def _cmd_report_list(args: argparse.Namespace) -> int:

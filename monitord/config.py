@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from monitord import yamlsrc
-from monitord.oncall import CustomerConfig, PagingSection
+from monitord.oncall import PagingSection
 from monitord.fields import TimeWindow, ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, format_duration
 from probes import REGISTRY
 from probes.base import CheckParams, ProbeCall, ProbeKind
@@ -335,6 +335,19 @@ class BusinessHoursConfig(StrictModel):
 
 def _clock(value: dt.time) -> str:
     return value.isoformat(timespec="seconds" if value.second else "minutes")
+
+
+class CustomerConfig(StrictModel):
+    """A customer: where failure notices go, in which language, who approves night work, and
+    the contract's business hours when they differ from the default (e.g. 9:00-17:30)."""
+
+    name: str = ""
+    notify: list[str] = Field(default_factory=list, description="e-mail integrations for notices")
+    emails: list[str] = Field(default_factory=list, description="addresses the customer chose (004 4.(イ)②)")
+    language: Literal["ja", "en"] = "ja"
+    emergency_contact: list[str] = Field(
+        default_factory=list, description="people, schedules or integrations asked before night/holiday work")
+    business_hours: BusinessHoursConfig | None = Field(default=None, description="this contract's hours")
 
 
 class MaintenanceWindow(TimeWindow):

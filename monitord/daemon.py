@@ -144,7 +144,7 @@ class Daemon:
     async def _report_metrics(self) -> None:
         """Keep the incident-report gauges (due, overdue) current."""
         while True:
-            report.update_metrics(self.metrics, self.store, self.engine.calendar, self.clock.time())
+            report.update_metrics(self.metrics, self.store, self.engine.calendars, self.clock.time())
             await self.clock.sleep_until(self.clock.time() + REPORT_METRICS_EVERY)
 
     @staticmethod

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from monitord import escalation as esc
-from monitord.business_calendar import BusinessCalendar
+from monitord.business_calendar import Calendars
 from monitord.checkstate import Event as CheckEvent
 from monitord.clock import Clock
 from monitord.config import CheckSpec, Config
@@ -62,8 +62,7 @@ class Engine:
     """Runs the escalation ladders of every host."""
 
     def __init__(self, *, config: Config, store: Store, metrics: Metrics, clock: Clock, ctx: ProbeContext,
-                 scheduler: Any, notifier: Notifier, dry_run: bool = False, drivers: Drivers | None = None,
-                 calendar: BusinessCalendar | None = None):
+                 scheduler: Any, notifier: Notifier, dry_run: bool = False, drivers: Drivers | None = None):
         self.store, self.metrics, self.clock, self.ctx = store, metrics, clock, ctx
         self.notifier = notifier
         self.scheduler = scheduler
@@ -76,12 +75,12 @@ class Engine:
         self._sweep: tuple[float, set[str]] | None = None
         self._blast_paged = False
         self._active_windows: set[str] = set()
-        self.apply_config(config, calendar)
+        self.apply_config(config)
 
-    def apply_config(self, config: Config, calendar: BusinessCalendar | None = None) -> None:
+    def apply_config(self, config: Config) -> None:
         """Use a (re)loaded configuration."""
         self.config = config
-        self.calendar = calendar or BusinessCalendar(config.business_hours)
+        self.calendars = Calendars(config)
         self._specs = {(s.host, s.name): s for s in config.checks()}
         for host in config.hosts:
             self.metrics.escalation_level.labels(host).set(self.state(host).level)
@@ -118,7 +117,7 @@ class Engine:
 
     def _hardware_ticket(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A failed drive or part: schedule the swap into the next business window and announce it."""
-        when = self.calendar.next_business_moment(self.clock.time())
+        when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())
         self.notifier.page(spec.host, "hardware_ticket", f"{spec.host}: {result.summary}", incident_id,
                            {"scheduled": when})
         self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
@@ -286,7 +285,7 @@ class Engine:
             maintenance=self.maintenance_for(host, now),
             parent_down=self._parent_down(host),
             quarantined=host in self.store.quarantined(),
-            off_hours=not self.calendar.is_business_time(now),
+            off_hours=not self.calendars.for_host(host).is_business_time(now),
             dry_run=self.dry_run,
         )
 

@@ -158,13 +158,3 @@ class PagingSection(PagingConfig):
                 for i, r in enumerate(self.routes) if r.policy not in self.policies]
         return out
 
-
-class CustomerConfig(StrictModel):
-    """A customer: where failure notices go, in which language, and who approves night work."""
-
-    name: str = ""
-    notify: list[str] = Field(default_factory=list, description="e-mail integrations for notices")
-    emails: list[str] = Field(default_factory=list, description="addresses the customer chose (004 4.(イ)②)")
-    language: Literal["ja", "en"] = "ja"
-    emergency_contact: list[str] = Field(
-        default_factory=list, description="people, schedules or integrations asked before night/holiday work")

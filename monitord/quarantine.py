@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from monitord.business_calendar import BusinessCalendar
+from monitord.business_calendar import Calendars
 from monitord.clock import SystemClock
 from monitord.config import Config
 from monitord.metrics import Metrics
@@ -67,7 +67,7 @@ def _announce_reinstall(config: Config, store: SQLiteStore, host: str) -> str:
     The notice goes into the outbox; the running daemon's dispatcher delivers it.
     """
     notifier = Notifier(config=config, store=store, outbox=Outbox(store), clock=SystemClock(), metrics=Metrics())
-    when = BusinessCalendar(config.business_hours).next_business_moment(time.time())
+    when = Calendars(config).for_host(host).next_business_moment(time.time())
     notifier.notice(host, "work", "OS reinstall after an intrusion (server stopped and quarantined)", None, when)
     return notifier.format_time(when)
 

@@ -55,11 +55,20 @@ SLA_STOP_EVENTS = frozenset({"arrived", "sla_stopped", "sla_met", "sla_arrived"}
 _SCAN = 1_000_000  # journal rows per query when gathering a report's entries
 
 
-class DueCalendar(Protocol):
+class HostCalendar(Protocol):
     """The part of :class:`monitord.business_calendar.BusinessCalendar` reports need."""
+
+    zone: dt.tzinfo
 
     def add_business_days(self, when: float, n: int) -> dt.datetime:
         """End of business hours on the ``n``-th business day after ``when``'s local date."""
+
+
+class DueCalendar(Protocol):
+    """What reports need of the calendars: the one that applies to a host (its contract's)."""
+
+    def for_host(self, host: str | None) -> HostCalendar:
+        """The business calendar of ``host``."""
 
 
 # -- the report's data ------------------------------------------------------------------------
@@ -168,9 +177,11 @@ class ReportStatus:
 # -- building -----------------------------------------------------------------------------------
 
 
-def due_date(calendar: DueCalendar, closed_at: float | None) -> dt.datetime | None:
-    """When the report of an incident closed at ``closed_at`` is due (None while it is open)."""
-    return None if closed_at is None else calendar.add_business_days(closed_at, DUE_BUSINESS_DAYS)
+def due_date(calendar: DueCalendar, incident: Incident) -> dt.datetime | None:
+    """When the incident's report is due (None while it is open), by its host's calendar."""
+    if incident.closed_at is None:
+        return None
+    return calendar.for_host(incident.host).add_business_days(incident.closed_at, DUE_BUSINESS_DAYS)
 
 
 def incident_entries(store: Store, incident: Incident) -> tuple[list[JournalEntry], frozenset[int]]:
@@ -193,8 +204,8 @@ def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.
         raise KeyError(incident_id)
     entries, host_level = incident_entries(store, incident)
     record = store.report_records().get(incident_id) or ReportRecord(incident_id)
-    return build_report(incident, entries, due=due_date(calendar, incident.closed_at), record=record,
-                        zone=_zone(zone, calendar), host_level=host_level)
+    return build_report(incident, entries, due=due_date(calendar, incident), record=record,
+                        zone=_zone(zone, calendar.for_host(incident.host)), host_level=host_level)
 
 
 def build_report(incident: Incident, entries: Iterable[JournalEntry], *, due: dt.datetime | None,
@@ -356,7 +367,7 @@ def report_statuses(store: Store, calendar: DueCalendar, now: float) -> list[Rep
     out = []
     for incident in store.incidents():
         record = records.get(incident.id) or ReportRecord(incident.id)
-        due = due_date(calendar, incident.closed_at)
+        due = due_date(calendar, incident)
         if due is None:
             state = "open"
         elif record.submitted_at is not None:

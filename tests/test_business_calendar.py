@@ -7,7 +7,7 @@ import zoneinfo
 
 import pytest
 
-from monitord.business_calendar import BusinessCalendar
+from monitord.business_calendar import BusinessCalendar, Calendars
 from monitord.config import BusinessHoursConfig, ConfigError, parse_config
 
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
@@ -296,3 +296,20 @@ def test_invalid_business_hours_message(block):
     with pytest.raises(ConfigError) as info:
         parse_config(f"business_hours:\n  {block}\n")
     assert info.value.problems == INVALID[block]
+
+
+def test_a_customer_contract_can_have_its_own_hours():
+    config = parse_config("""
+customers:
+  vvault: {business_hours: {start: "9:00", end: "17:30"}}
+hosts:
+  appliance: {address: 127.0.0.1, customer: vvault}
+  web1: {address: 127.0.0.1}
+""")
+    calendars = Calendars(config)
+    evening = dt.datetime(2026, 11, 24, 17, 45, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo")).timestamp()  # a Tuesday
+    assert calendars.for_host("appliance").is_business_time(evening) is False  # 004: 9:00-17:30
+    assert calendars.for_host("web1").is_business_time(evening) is True  # default 10:00-18:00
+    assert calendars.for_host(None) is calendars.default
+    due = calendars.for_host("appliance").add_business_days(evening, 2)
+    assert (due.day, due.hour, due.minute) == (26, 17, 30)

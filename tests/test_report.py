@@ -168,11 +168,12 @@ def test_host_level_ladder_without_an_incident_id_is_included(store):
 
 def test_due_date_skips_weekends_and_holidays():
     # Recovered Friday 2026-11-13 19:16 (after hours) or 11:00 (in hours): due Tuesday 18:00 either way.
-    assert due_date(CALENDAR, jst(13, 19, 16, 50)) == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
-    assert due_date(CALENDAR, jst(13, 11, 0)) == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
+    closed = lambda at: Incident(1, "web1", "ping", "ping", at, at, at, "down")  # noqa: E731
+    assert due_date(CALENDAR, closed(jst(13, 19, 16, 50))) == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
+    assert due_date(CALENDAR, closed(jst(13, 11, 0))) == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
     # Friday 2026-11-20: Monday 11/23 is 勤労感謝の日, so Tuesday and Wednesday count.
-    assert due_date(CALENDAR, jst(20, 19, 0)) == dt.datetime(2026, 11, 25, 18, 0, tzinfo=TOKYO)
-    assert due_date(CALENDAR, None) is None
+    assert due_date(CALENDAR, closed(jst(20, 19, 0))) == dt.datetime(2026, 11, 25, 18, 0, tzinfo=TOKYO)
+    assert due_date(CALENDAR, Incident(1, "web1", "ping", "ping", 0, 0, None, "down")) is None
 
 
 def test_overdue_counts_unsubmitted_reports_past_their_due_date(store):
