@@ -102,10 +102,10 @@ class Engine:
         if event is CheckEvent.CONFIRMED:
             if host_down:
                 self._confirmed_at[spec.host] = self.clock.time()
-            self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id, result.started_at)
             if result.values.get("hardware_ticket"):
                 self._hardware_ticket(spec, result, incident_id)
-                return  # business-hours work, never a reset
+                return  # business-hours work, announced; never a reset
+            self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id, result.started_at)
             if notice != "threshold":
                 self.submit(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary))
         elif event is CheckEvent.RECOVERED:
@@ -162,7 +162,8 @@ class Engine:
             except KeyError:
                 continue
             if check.level == 2 and (self.is_host_down_check(spec) or spec.params.restart is not None):
-                self.submit(host, esc.Confirmed(name, self.is_host_down_check(spec), None, "still failing"))
+                self.submit(host, esc.Confirmed(name, self.is_host_down_check(spec),
+                                                self.scheduler.incident_of(spec.id), "still failing"))
 
     # -- the loop: decide, journal, act, feed back -------------------------------------------
 

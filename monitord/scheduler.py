@@ -132,6 +132,10 @@ class Scheduler:
         """The current state of a check."""
         return self._entries[check_id].state
 
+    def incident_of(self, check_id: str) -> int | None:
+        """The incident a check has open, if any."""
+        return self._entries[check_id].incident_id
+
     # -- running -------------------------------------------------------------------------
 
     def _push(self, entry: _Entry) -> None:

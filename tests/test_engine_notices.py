@@ -1,0 +1,87 @@
+"""Threshold results and hardware faults become customer notices and tickets, never a ladder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from monitord.checkstate import Event
+from monitord.config import parse_config
+from monitord.engine import Engine
+from monitord.metrics import Metrics
+from monitord.notify import Notifier
+from monitord.outbox import Outbox
+from monitord.results import Reason, Result, Status
+from monitord.state import SQLiteStore
+from probes.base import ProbeContext
+from tests.fakeclock import FakeClock
+
+CONFIG = """
+paging:
+  integrations:
+    mail: {type: email, host: 127.0.0.1, port: 2525, tls: none, from: noc@example.jp}
+  policies: {ops: {tiers: [{targets: [mail]}]}}
+  routes: [{policy: ops}]
+customers:
+  acme: {notify: [mail], emails: [it@acme.example]}
+hosts:
+  db1:
+    address: 127.0.0.1
+    customer: acme
+    bmc: {address: 127.0.0.1, username: admin, password: {env: NOPE}}
+    checks:
+      disk: {transport: local}
+      bmc: {}
+"""
+
+
+class IdleScheduler:
+    """The engine asks the scheduler only for states and re-probes; nothing runs here."""
+
+    def state_of(self, check_id):
+        raise KeyError(check_id)
+
+    def run_soon(self, check_id):
+        pass
+
+
+@pytest.fixture
+def engine(tmp_path):
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "state.db")
+    config = parse_config(CONFIG)
+    metrics = Metrics()
+    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
+    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(),
+                    scheduler=IdleScheduler(), notifier=notifier)
+    yield engine, store, {s.name: s for s in config.checks()}
+    store.close()
+
+
+def subjects(store) -> list[str]:
+    return [json.loads(item.message)["summary"] for item in store.outbox()]
+
+
+async def test_disk_threshold_is_a_customer_notice_not_a_ladder(engine):
+    engine, store, specs = engine
+    result = Result(Status.CRITICAL, Reason.THRESHOLD, "/var disk 93% (>= 90%)", 0.1, 1000.0)
+    engine.notify(specs["disk"], Event.CONFIRMED, result, incident_id=5)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)"]
+    assert not [e for e in store.journal() if e.event == "decided"]
+
+
+async def test_failed_drive_is_a_business_hours_ticket_announced_to_the_customer(engine):
+    engine, store, specs = engine
+    result = Result(Status.WARNING, Reason.THRESHOLD, "hardware ticket (business hours): Drive Slot 3 fault", 0.1,
+                    1000.0, {"hardware_ticket": 1.0})
+    engine.notify(specs["bmc"], Event.CONFIRMED, result, incident_id=6)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert subjects(store) == ["db1: hardware ticket (business hours): Drive Slot 3 fault",
+                               "【作業予定】db1: hardware ticket (business hours): Drive Slot 3 fault"]
+    scheduled = [e for e in store.journal() if e.event == "page_sent"]
+    assert scheduled and not [e for e in store.journal() if e.event == "decided"]
