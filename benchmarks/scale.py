@@ -54,7 +54,7 @@ def build_config(n: int, interval: float, tcp_port: int, state: Path) -> str:
              f"defaults: {{intervals: {{ping: {interval}, tcp: {interval}}}, timeout: 2s, retry_interval: {interval}}}",
              "hosts:"]
     for i, address in enumerate(addresses(n // 2 + n % 2)):
-        lines.append(f"  p{i}: {{address: {address}, checks: {{ping: {{count: 1}}}}}}")
+        lines.append(f"  p{i}: {{address: {address}, checks: {{ping: {{count: 1, reply_timeout: 1s}}}}}}")
     for i in range(n // 2):
         lines.append(f"  t{i}: {{address: 127.0.0.1, checks: {{tcp: {{port: {tcp_port}}}}}}}")
     return "\n".join(lines) + "\n"
