@@ -22,7 +22,7 @@ from monitord.clock import Clock
 from monitord.config import CheckSpec, Config
 from monitord.metrics import Metrics
 from monitord.notify import Notifier
-from monitord.results import Reason, Result
+from monitord.results import Reason, Result, Status
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, Store
 from probes import ping
@@ -96,17 +96,26 @@ class Engine:
         return spec.kind is ping.KIND or spec.params.host_critical
 
     def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
-        """Called by the scheduler when a check is confirmed down or recovers."""
+        """Called by the scheduler when a check is confirmed down, changes status while down
+        (e.g. partial loss became total loss), or recovers."""
         host_down = self.is_host_down_check(spec)
         notice = _notice_kind(spec, result)
-        if event is CheckEvent.CONFIRMED:
-            if host_down:
-                self._confirmed_at[spec.host] = self.clock.time()
+        if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
             if result.values.get("hardware_ticket"):
                 self._hardware_ticket(spec, result, incident_id)
                 return  # business-hours work, announced; never a reset
-            self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id, result.started_at)
-            if notice != "threshold":
+            if notice == "threshold":
+                self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
+                                     result.started_at)
+            elif not actionable(result):
+                # e.g. some packet loss, a certificate about to expire: people decide, no ladder
+                self.notifier.page(spec.host, "check_warning", f"{spec.host}/{spec.name}: {result.summary}",
+                                   incident_id)
+            else:
+                if host_down:
+                    self._confirmed_at[spec.host] = self.clock.time()
+                self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
+                                     result.started_at)
                 self.submit(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary))
         elif event is CheckEvent.RECOVERED:
             if incident_id is not None:
@@ -161,7 +170,9 @@ class Engine:
                 check = self.scheduler.state_of(spec.id)
             except KeyError:
                 continue
-            if check.level == 2 and (self.is_host_down_check(spec) or spec.params.restart is not None):
+            if (check.level == 2 and check.last_result is not None and actionable(check.last_result)
+                    and _notice_kind(spec, check.last_result) != "threshold"
+                    and (self.is_host_down_check(spec) or spec.params.restart is not None)):
                 self.submit(host, esc.Confirmed(name, self.is_host_down_check(spec),
                                                 self.scheduler.incident_of(spec.id), "still failing"))
 
@@ -515,6 +526,12 @@ class Engine:
             event: esc.Event | None = done
             while event is not None:
                 event = await self._advance(host, event)
+
+
+def actionable(result: Result) -> bool:
+    """Whether a confirmed result may start a ladder: the thing is down (critical, and not a
+    threshold verdict such as partial packet loss or a certificate about to expire)."""
+    return result.status is Status.CRITICAL and result.reason is not Reason.THRESHOLD
 
 
 def _notice_kind(spec: CheckSpec, result: Result) -> str:

@@ -84,7 +84,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.listener: Callable[[CheckSpec, Event, Result, int | None], None] | None = None
-        """Told when a check is confirmed down or recovers (the escalation engine)."""
+        """Told when a check is confirmed down, changes status while down, or recovers (the engine)."""
 
     # -- configuration -------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ class Scheduler:
         event_incident = entry.incident_id if event is Event.RECOVERED else incident_id
         entry.state, entry.incident_id = state, incident_id
         self.metrics.observe(spec.host, spec.name, spec.kind.name, result, state)
-        if self.listener is not None and event in (Event.CONFIRMED, Event.RECOVERED):
+        if self.listener is not None and event in (Event.CONFIRMED, Event.CHANGED, Event.RECOVERED):
             self.listener(spec, event, result, event_incident)
         if event in _JOURNALED:
             level = logging.WARNING if event in (Event.CONFIRMED, Event.CHANGED) else logging.INFO

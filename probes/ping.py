@@ -178,7 +178,7 @@ class PingParams(CheckParams):
     def min_timeout(self) -> tuple[float, str]:
         """A check's timeout must exceed a whole ping run."""
         return self.duration(), (
-            f"a ping run ({self.count} packets {format_duration(self.packet_interval)} apart, "
+            f"a ping run ({self.count} packet{'s' if self.count != 1 else ''} {format_duration(self.packet_interval)} apart, "
             f"then up to {format_duration(self.reply_timeout)} for the last reply)"
         )
 

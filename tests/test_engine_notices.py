@@ -85,3 +85,54 @@ async def test_failed_drive_is_a_business_hours_ticket_announced_to_the_customer
                                "【作業予定】db1: hardware ticket (business hours): Drive Slot 3 fault"]
     scheduled = [e for e in store.journal() if e.event == "page_sent"]
     assert scheduled and not [e for e in store.journal() if e.event == "decided"]
+
+
+PING_CONFIG = """
+paging:
+  integrations: {slack: {type: slack, webhook_url: {env: NOPE}}}
+  policies: {ops: {tiers: [{targets: [slack]}]}}
+  routes: [{policy: ops}]
+hosts:
+  web1:
+    address: 127.0.0.1
+    bmc: {address: 127.0.0.1, username: admin, password: {env: NOPE}}
+    checks:
+      ping: {}
+      https: {restart: {unit: nginx}}
+"""
+
+
+@pytest.fixture
+def ping_engine(tmp_path):
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "state.db")
+    config = parse_config(PING_CONFIG)
+    metrics = Metrics()
+    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
+    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(),
+                    scheduler=IdleScheduler(), notifier=notifier)
+    yield engine, store, {s.name: s for s in config.checks()}
+    store.close()
+
+
+@pytest.mark.parametrize("check,result", [
+    ("ping", Result(Status.WARNING, Reason.THRESHOLD, "33% loss (1 of 3 lost)", 0.1, 1000.0)),
+    ("ping", Result(Status.UNKNOWN, Reason.ERROR, "Temporary failure in name resolution", 0.1, 1000.0)),
+    ("https", Result(Status.CRITICAL, Reason.THRESHOLD, "certificate expires in 3 days", 0.1, 1000.0)),
+])
+async def test_warnings_and_threshold_verdicts_never_start_a_ladder(ping_engine, check, result):
+    engine, store, specs = ping_engine
+    engine.notify(specs[check], Event.CONFIRMED, result, incident_id=1)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert not [e for e in store.journal() if e.event in ("decided", "blocked")]  # no reset, no restart
+    assert [e.decision for e in store.journal() if e.event == "page_sent"] == ["check_warning"]
+
+
+async def test_a_host_that_degrades_from_loss_to_down_starts_the_ladder(ping_engine):
+    engine, store, specs = ping_engine
+    down = Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply from 127.0.0.1 (3 sent)", 0.1, 1000.0)
+    engine.notify(specs["ping"], Event.CHANGED, down, incident_id=1)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert [e.decision for e in store.journal() if e.event == "decided"][:1] == ["bmc_read"]
