@@ -268,6 +268,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _note(store: SQLiteStore, **entry: object) -> None:
+    """Journal what a CLI command did, durably."""
+    with store.transaction(durable=True):
+        store.append(JournalEntry(**entry))
+
+
 def _store(config: Config) -> SQLiteStore:
     return SQLiteStore(config.daemon.state_path)
 
@@ -294,10 +300,9 @@ def _cmd_maintenance_add(args: argparse.Namespace) -> int:
     store = _store(config)
     try:
         window_id = store.add_maintenance(f"{kind}:{name}", start, start + length, args.reason, args.by)
-        with store.transaction(durable=True):
-            store.append(JournalEntry(ts=time.time(), event="maintenance", decision="added", host=args.host,
-                                      reason=args.reason, detail={"id": window_id, "target": f"{kind}:{name}",
-                                                                  "start": start, "end": start + length, "by": args.by}))
+        _note(store, ts=time.time(), event="maintenance", decision="added", host=args.host,
+                     reason=args.reason, detail={"id": window_id, "target": f"{kind}:{name}",
+                                                 "start": start, "end": start + length, "by": args.by})
     finally:
         store.close()
     print(f"maintenance #{window_id}: {kind} {name} until {_when(start + length)}")
@@ -329,8 +334,7 @@ def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
         if not store.remove_maintenance(args.id):
             print(f"monitord: no maintenance window #{args.id}", file=sys.stderr)
             return EXIT_USAGE
-        with store.transaction(durable=True):
-            store.append(JournalEntry(ts=time.time(), event="maintenance", decision="removed", detail={"id": args.id}))
+        _note(store, ts=time.time(), event="maintenance", decision="removed", detail={"id": args.id})
     finally:
         store.close()
     print(f"maintenance #{args.id} removed")
@@ -364,9 +368,8 @@ def _cmd_release(args: argparse.Namespace) -> int:
         if not store.release(args.host):
             print(f"monitord: {args.host} is not quarantined", file=sys.stderr)
             return EXIT_USAGE
-        with store.transaction(durable=True):
-            store.append(JournalEntry(ts=time.time(), event="quarantine", host=args.host, decision="released",
-                                      detail={"by": args.by}))
+        _note(store, ts=time.time(), event="quarantine", host=args.host, decision="released",
+                     detail={"by": args.by})
     finally:
         store.close()
     print(f"{args.host} released: automatic actions allowed again (it was not powered on)")
@@ -379,9 +382,8 @@ def _cmd_answer(args: argparse.Namespace) -> int:
     store = _store(config)
     try:
         store.set_approval(args.host, args.answer, time.time(), args.by)
-        with store.transaction(durable=True):
-            store.append(JournalEntry(ts=time.time(), event="approval", host=args.host, decision=args.answer,
-                                      detail={"by": args.by}))
+        _note(store, ts=time.time(), event="approval", host=args.host, decision=args.answer,
+                     detail={"by": args.by})
     finally:
         store.close()
     print(f"{args.host}: {args.answer}")
@@ -416,11 +418,10 @@ def _cmd_incident_event(args: argparse.Namespace) -> int:
             store.update_sla(args.incident, name, stopped_at=now)
             met = "met" if now <= timer.due else f"MISSED by {format_duration(now - timer.due)}"
             message = f"incident #{args.incident}: {name} after {format_duration(max(now - timer.started_at, 1))}: {met}"
-        with store.transaction(durable=True):
-            store.append(JournalEntry(ts=now, event="sla_started" if args.verb == "swap-decided" else "sla_stopped",
-                                      host=incident.host, incident_id=args.incident,
-                                      decision="engineer_on_site" if args.verb == "arrived" else "replacement_on_network",
-                                      reason=message, detail={"by": args.by}))
+        _note(store, ts=now, event="sla_started" if args.verb == "swap-decided" else "sla_stopped",
+                     host=incident.host, incident_id=args.incident,
+                     decision="engineer_on_site" if args.verb == "arrived" else "replacement_on_network",
+                     reason=message, detail={"by": args.by})
     finally:
         store.close()
     print(message)

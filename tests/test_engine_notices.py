@@ -47,17 +47,23 @@ class IdleScheduler:
         pass
 
 
-@pytest.fixture
-def engine(tmp_path):
+def make_engine(tmp_path, text: str):
+    """An engine on a fake clock with a real store and outbox, for the config ``text``."""
     clock = FakeClock()
     store = SQLiteStore(tmp_path / "state.db")
-    config = parse_config(CONFIG)
+    config = parse_config(text)
     metrics = Metrics()
     notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
     engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(),
                     scheduler=IdleScheduler(), notifier=notifier)
-    yield engine, store, {s.name: s for s in config.checks()}
-    store.close()
+    return engine, store, {s.name: s for s in config.checks()}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    made = make_engine(tmp_path, CONFIG)
+    yield made
+    made[1].close()
 
 
 def subjects(store) -> list[str]:
@@ -104,15 +110,9 @@ hosts:
 
 @pytest.fixture
 def ping_engine(tmp_path):
-    clock = FakeClock()
-    store = SQLiteStore(tmp_path / "state.db")
-    config = parse_config(PING_CONFIG)
-    metrics = Metrics()
-    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
-    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(),
-                    scheduler=IdleScheduler(), notifier=notifier)
-    yield engine, store, {s.name: s for s in config.checks()}
-    store.close()
+    made = make_engine(tmp_path, PING_CONFIG)
+    yield made
+    made[1].close()
 
 
 @pytest.mark.parametrize("check,result", [
