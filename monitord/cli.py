@@ -17,7 +17,8 @@ import sys
 import time
 import zoneinfo
 from collections import Counter
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from monitord import __version__
 from monitord.config import Config, ConfigError, json_schema, load_config
@@ -274,8 +275,14 @@ def _note(store: SQLiteStore, **entry: object) -> None:
         store.append(JournalEntry(**entry))
 
 
-def _store(config: Config) -> SQLiteStore:
-    return SQLiteStore(config.daemon.state_path)
+@contextmanager
+def _store(config: Config) -> Iterator[SQLiteStore]:
+    """The state store of ``config``, closed when the command is done."""
+    store = SQLiteStore(config.daemon.state_path)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _known_host(config: Config, host: str, source: str) -> None:
@@ -297,14 +304,11 @@ def _cmd_maintenance_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"monitord: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    store = _store(config)
-    try:
+    with _store(config) as store:
         window_id = store.add_maintenance(f"{kind}:{name}", start, start + length, args.reason, args.by)
         _note(store, ts=time.time(), event="maintenance", decision="added", host=args.host,
                      reason=args.reason, detail={"id": window_id, "target": f"{kind}:{name}",
                                                  "start": start, "end": start + length, "by": args.by})
-    finally:
-        store.close()
     print(f"maintenance #{window_id}: {kind} {name} until {_when(start + length)}")
     return EXIT_OK
 
@@ -317,26 +321,20 @@ def _cmd_maintenance_list(args: argparse.Namespace) -> int:
         targets = ",".join([f"host:{h}" for h in w.hosts] + [f"group:{g}" for g in w.groups] + [f"tag:{t}" for t in w.tags])
         rows.append((f"config:{name}", targets, _when(w.start.timestamp()), _when(w.end.timestamp()),
                      _window_state(w.start.timestamp(), w.end.timestamp(), now), w.reason))
-    store = _store(config)
-    try:
+    with _store(config) as store:
         for w in store.maintenance():
             rows.append((str(w.id), w.target, _when(w.starts), _when(w.ends), _window_state(w.starts, w.ends, now),
                          w.reason + (f" ({w.created_by})" if w.created_by else "")))
-    finally:
-        store.close()
     _print_table(rows)
     return EXIT_OK
 
 
 def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
-    store = _store(load_config(args.config))
-    try:
+    with _store(load_config(args.config)) as store:
         if not store.remove_maintenance(args.id):
             print(f"monitord: no maintenance window #{args.id}", file=sys.stderr)
             return EXIT_USAGE
         _note(store, ts=time.time(), event="maintenance", decision="removed", detail={"id": args.id})
-    finally:
-        store.close()
     print(f"maintenance #{args.id} removed")
     return EXIT_OK
 
@@ -363,15 +361,12 @@ def _cmd_quarantine(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _known_host(config, args.host, args.config)
-    store = _store(config)
-    try:
+    with _store(config) as store:
         if not store.release(args.host):
             print(f"monitord: {args.host} is not quarantined", file=sys.stderr)
             return EXIT_USAGE
         _note(store, ts=time.time(), event="quarantine", host=args.host, decision="released",
                      detail={"by": args.by})
-    finally:
-        store.close()
     print(f"{args.host} released: automatic actions allowed again (it was not powered on)")
     return EXIT_OK
 
@@ -379,22 +374,18 @@ def _cmd_release(args: argparse.Namespace) -> int:
 def _cmd_answer(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _known_host(config, args.host, args.config)
-    store = _store(config)
-    try:
+    with _store(config) as store:
         store.set_approval(args.host, args.answer, time.time(), args.by)
         _note(store, ts=time.time(), event="approval", host=args.host, decision=args.answer,
                      detail={"by": args.by})
-    finally:
-        store.close()
     print(f"{args.host}: {args.answer}")
     return EXIT_OK
 
 
 def _cmd_incident_event(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = _store(config)
     now = time.time()
-    try:
+    with _store(config) as store:
         incident = next((i for i in store.incidents() if i.id == args.incident), None)
         if incident is None:
             print(f"monitord: no incident #{args.incident}", file=sys.stderr)
@@ -422,19 +413,14 @@ def _cmd_incident_event(args: argparse.Namespace) -> int:
                      host=incident.host, incident_id=args.incident,
                      decision="engineer_on_site" if args.verb == "arrived" else "replacement_on_network",
                      reason=message, detail={"by": args.by})
-    finally:
-        store.close()
     print(message)
     return EXIT_OK
 
 
 def _cmd_journal(args: argparse.Namespace) -> int:
-    store = _store(load_config(args.config))
-    try:
+    with _store(load_config(args.config)) as store:
         entries = [e for e in store.journal(incident_id=args.incident, limit=100_000)
                    if args.host is None or e.host == args.host]
-    finally:
-        store.close()
     if args.json:
         for e in entries:
             print(json.dumps({k: getattr(e, k) for k in e.__slots__}, ensure_ascii=False, default=dict))
@@ -457,11 +443,8 @@ def _cmd_report_list(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     calendar, zone = _report_context(config)
-    store = _store(config)
-    try:
+    with _store(config) as store:
         statuses = report_statuses(store, calendar, time.time())
-    finally:
-        store.close()
 
     def local(ts: float | None) -> str:
         return "-" if ts is None else dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
@@ -482,14 +465,12 @@ def _cmd_report_render(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     calendar, zone = _report_context(config)
-    store = _store(config)
-    try:
-        report = load_report(store, args.incident, calendar, zone)
-    except KeyError:
-        print(f"monitord: no incident #{args.incident}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        store.close()
+    with _store(config) as store:
+        try:
+            report = load_report(store, args.incident, calendar, zone)
+        except KeyError:
+            print(f"monitord: no incident #{args.incident}", file=sys.stderr)
+            return EXIT_USAGE
     text = render(report, args.format, args.lang)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
@@ -514,23 +495,19 @@ def _cmd_report_edit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cause = sys.stdin.read() if args.cause == "-" else args.cause
     prevention = sys.stdin.read() if args.prevention == "-" and args.cause != "-" else args.prevention
-    store = _store(load_config(args.config))
-    try:
+    with _store(load_config(args.config)) as store:
         record = _report_record(store, args.incident)
         if record is None:
             return EXIT_USAGE
         store.put_report_record(dataclasses.replace(
             record, root_cause=record.root_cause if cause is None else cause,
             prevention=record.prevention if prevention is None else prevention))
-    finally:
-        store.close()
     print(f"report #{args.incident}: recorded")
     return EXIT_OK
 
 
 def _cmd_report_submit(args: argparse.Namespace) -> int:
-    store = _store(load_config(args.config))
-    try:
+    with _store(load_config(args.config)) as store:
         records = [_report_record(store, incident) for incident in args.incident]
         if any(r is None for r in records):
             return EXIT_USAGE
@@ -541,8 +518,6 @@ def _cmd_report_submit(args: argparse.Namespace) -> int:
                 store.put_report_record(dataclasses.replace(record, submitted_at=now, submitted_by=args.by))
                 store.append(JournalEntry(ts=now, event="report", host=hosts[record.incident_id],
                                           incident_id=record.incident_id, decision="submitted", detail={"by": args.by}))
-    finally:
-        store.close()
     for incident in args.incident:
         print(f"report #{incident}: submitted")
     return EXIT_OK
