@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 from pathlib import Path
 
 from aiohttp import web
@@ -14,7 +13,7 @@ from aiohttp import web
 from monitord import __version__
 from monitord.clock import Clock, SystemClock
 from monitord.config import Config, ConfigError, load_config
-from monitord import report
+from monitord import report, sdnotify
 from monitord.api import Api
 from monitord.engine import Engine
 from monitord.notify import Notifier
@@ -29,20 +28,6 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0
 REPORT_METRICS_EVERY = 60.0
-
-
-def sd_notify(message: str) -> None:
-    """Tell systemd about start-up, reloads and shutdown (Type=notify); no-op elsewhere."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), address)
-    except OSError as exc:
-        log.debug("sd_notify failed: %s", exc)
 
 
 class Daemon:
@@ -92,11 +77,11 @@ class Daemon:
         log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
                  __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,
                  " (dry run: no actions)" if self.dry_run else "")
-        sd_notify("READY=1\nSTATUS=monitoring")
+        sdnotify.notify("READY=1", "STATUS=monitoring")
         try:
             await self._stopping.wait()
         finally:
-            sd_notify("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
             log.info("stopping")
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -116,7 +101,7 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Re-read the config file; on any problem keep the running config and say why."""
-        sd_notify("RELOADING=1")
+        sdnotify.reloading()
         try:
             new = load_config(self.config_path)
             await ping.configure(self.ctx, new.daemon.ping.privileged, needed=self._uses_ping(new))
@@ -127,7 +112,7 @@ class Daemon:
             for line in str(exc).splitlines():
                 log.error("reload failed, keeping the running config: %s", line.strip())
             self._journal("reload_failed", str(exc).splitlines()[-1].strip())
-            sd_notify("READY=1")
+            sdnotify.notify("READY=1")
             return False
         self.config = new.model_copy(update={"daemon": self.config.daemon})
         self.scheduler.load(new.checks())
@@ -138,7 +123,7 @@ class Daemon:
         self.metrics.reload_timestamp.set(self.clock.time())
         log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
         self._journal("reloaded", f"{len(new.checks())} checks")
-        sd_notify("READY=1")
+        sdnotify.notify("READY=1")
         return True
 
     async def _report_metrics(self) -> None:
