@@ -1,27 +1,25 @@
 """The daemon's small HTTP API, next to /metrics: acknowledging an incident's pages.
 
 ``POST /api/v1/incidents/{id}/ack`` with ``Authorization: Bearer TOKEN`` (``daemon.api_token``)
-and an optional JSON body ``{"by": "name"}``. Without a configured token the API is off (403).
+and an optional JSON body ``{"by": "name"}``. Without a configured token the API is off (403);
+a token file that cannot be read also turns it off (403, and the daemon logs why). The id is
+plain digits. Limits, timeouts and JSON error answers come from :mod:`monitord.listener`.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 from typing import Callable
 
 from aiohttp import web
 
 from monitord.clock import Clock
 from monitord.config import Config
+from monitord.listener import (Refusal, bearer_token, loads, path_id, read_body, read_token, token_matches,
+                               unauthorised)
 from monitord.notify import acknowledge
 from monitord.state import Store
 
 ACK_ROUTE = "/api/v1/incidents/{incident}/ack"
-
-
-def _error(status: int, why: str) -> web.Response:
-    return web.json_response({"error": why}, status=status)
 
 
 class Api:
@@ -34,26 +32,29 @@ class Api:
         """Add the API routes to ``app``."""
         app.router.add_post(ACK_ROUTE, self.ack)
 
-    async def ack(self, request: web.Request) -> web.Response:
-        """Acknowledge every open page of an incident."""
+    def authenticate(self, request: web.Request) -> None:
+        """Refuse the request unless it carries the API token."""
         token_ref = self._config().daemon.api_token
         if token_ref is None:
-            return _error(403, "the API is off: set daemon.api_token")
-        given = request.headers.get("Authorization", "")
-        if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token_ref.read().encode()):
-            return _error(401, "missing or wrong bearer token")
+            raise Refusal(403, "the API is off: set daemon.api_token")
+        token = read_token(token_ref, "the API token (daemon.api_token)")
+        if token is None:
+            raise Refusal(403, "the API is off: its token cannot be read (see the daemon's log)")
+        if not token_matches(bearer_token(request), [token]):
+            raise unauthorised()
+
+    async def ack(self, request: web.Request) -> web.Response:
+        """Acknowledge every open page of an incident."""
+        self.authenticate(request)
+        incident_id = path_id(request, "incident")
+        raw = await read_body(request)
         try:
-            incident_id = int(request.match_info["incident"])
+            body = loads(raw) if raw.strip() else {}
         except ValueError:
-            return _error(400, "the incident must be a number")
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "the body must be JSON")
+            raise Refusal(400, "the body must be JSON") from None
         if not isinstance(body, dict) or set(body) - {"by"} or not isinstance(body.get("by", ""), str):
-            return _error(400, 'the body may only be {"by": "name"}')
+            raise Refusal(400, 'the body may only be {"by": "name"}')
         if not any(i.id == incident_id for i in self.store.incidents()):
-            return _error(404, f"no incident #{incident_id}")
+            raise Refusal(404, f"no incident #{incident_id}")
         count = acknowledge(self.store, incident_id, body.get("by") or "api", self.clock.time())
         return web.json_response({"incident": incident_id, "acknowledged": count})

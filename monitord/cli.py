@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 from monitord import __version__
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration
+from monitord.lograte import RepeatFilter
 from monitord.notify import acknowledge
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, SQLiteStore, StateError
@@ -172,6 +173,8 @@ def _setup_logging(level: str) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter())
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 

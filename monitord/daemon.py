@@ -16,6 +16,7 @@ from monitord.config import Config, ConfigError, load_config
 from monitord import report, sdnotify
 from monitord.api import Api
 from monitord.engine import Engine
+from monitord.listener import Listener
 from monitord.notify import Notifier
 from monitord.outbox import Dispatcher, Outbox
 from monitord.metrics import CONTENT_TYPE, Metrics
@@ -54,7 +55,7 @@ class Daemon:
         self.scheduler.listener = self.engine.notify
         self.heartbeats = heartbeat.Receiver(self.store, self.clock, lambda: self.config)
         self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self.listener = Listener(self.metrics)
 
     async def run(self) -> None:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
@@ -90,8 +91,7 @@ class Daemon:
             await asyncio.wait({scheduler_task, engine_task, *loops}, timeout=STOP_TIMEOUT)
             await self.dispatcher.aclose()
             await self.ctx.aclose()
-            if self._runner is not None:
-                await self._runner.cleanup()
+            await self.listener.stop()
             self._journal("stopped", "clean shutdown")
             self.store.close()
 
@@ -142,21 +142,13 @@ class Daemon:
                                            detail=detail))
 
     async def _start_http(self) -> None:
-        app = web.Application()
+        app = self.listener.app
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
         app.router.add_post(heartbeat.ROUTE, self.heartbeats.handle)
         Api(self.store, self.clock, lambda: self.config).install(app)
         await heartbeat.install(self.ctx, self.heartbeats)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, port = self.config.daemon.metrics_address
-        try:
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            self._runner = None
-            raise OSError(exc.errno, f"cannot listen on {host}:{port} for metrics: {exc.strerror}") from None
+        await self.listener.start(*self.config.daemon.metrics_address)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})

@@ -80,6 +80,13 @@ class Metrics:
         self.sla_running = Gauge("monitord_sla_timers_running", "SLA timers started and not yet stopped.", registry=r)
         self.sla_breached = Gauge(
             "monitord_sla_timers_breached", "Running SLA timers past their target.", registry=r)
+        self.http_connections = Gauge(
+            "monitord_http_connections", "Open connections to the HTTP listener (metrics, heartbeats, API).",
+            registry=r)
+        self.http_closed = Counter(
+            "monitord_http_connections_closed", "Connections the HTTP listener closed to protect itself: idle (no "
+            "request in time), evicted (idle the longest, to make room at the cap), refused (at the cap, all busy).",
+            ("reason",), registry=r)
         self.build_info = Gauge(
             "monitord_build_info", "Always 1; labels carry the version.", ("version", "python"), registry=r)
         self.reload_successful = Gauge(

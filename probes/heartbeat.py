@@ -7,10 +7,11 @@ An agent posts to the daemon's HTTP listener (``daemon.metrics_listen``)::
     {"status": "ok", "message": "backup finished"}      (optional body)
 
 The token is the ``token`` secret of one of the host's enabled heartbeat checks, compared in
-constant time. Answers: 204 recorded; 404 the host has no heartbeat check; 401 missing or
-wrong token (``WWW-Authenticate: Bearer``); 400 a body that is not a JSON object with only
-``status`` (``ok``/``warning``/``critical``/``unknown`` or 0-3) and ``message``. Error answers
-are JSON: ``{"error": "why"}``. Heartbeats are per host: every heartbeat check of the host sees
+constant time. Answers: 204 recorded; 401 missing or wrong token (``WWW-Authenticate: Bearer``),
+and the same 401 for a host that is unknown or has no heartbeat check, so that clients without a
+token cannot tell which hosts exist; 400 a body that is not a JSON object with only ``status``
+(``ok``/``warning``/``critical``/``unknown`` or 0-3) and ``message``. Error answers are JSON:
+``{"error": "why"}`` (see :mod:`monitord.listener` for the limits every route shares). Heartbeats are per host: every heartbeat check of the host sees
 the same heartbeats, each judging them with its own ``expect_every`` and ``missed``.
 
 The probe is OK while the last heartbeat is younger than ``expect_every * missed``, else
@@ -28,8 +29,6 @@ run comes up to one check interval after start-up, which can lengthen this first
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -38,6 +37,7 @@ from pydantic import Field
 
 from monitord.clock import Clock
 from monitord.fields import Duration, SecretRef, format_duration
+from monitord.listener import Refusal, bearer_token, loads, read_body, read_token, token_matches, unauthorised
 from monitord.results import Outcome, Reason, Status
 from monitord.state import Heartbeat, Store
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
@@ -80,7 +80,7 @@ def parse_body(raw: bytes, now: float) -> Heartbeat:
     if not raw.strip():
         return Heartbeat(now)
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except ValueError as exc:  # also bad UTF-8
         raise ValueError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -99,10 +99,6 @@ def parse_body(raw: bytes, now: float) -> Heartbeat:
     if not isinstance(message, str):
         raise ValueError("message must be a string")
     return Heartbeat(now, status, " ".join(message.split())[:MAX_MESSAGE])
-
-
-def _error(status: int, why: str, **headers: str) -> web.Response:
-    return web.json_response({"error": why}, status=status, headers=headers or None)
 
 
 class Receiver:
@@ -139,39 +135,21 @@ class Receiver:
         """``POST /api/v1/heartbeat/{host}``: authenticate, parse and record a heartbeat."""
         host = request.match_info["host"]
         checks = self.checks(host)
-        if not checks:
-            return _error(404, f"no heartbeat check for host {host!r}")
-        if not self._authorised(host, request.headers.get("Authorization", ""), checks):
-            log.warning("%s: heartbeat from %s refused: missing or wrong token", host, request.remote)
-            return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="monitord"'})
-        raw = await request.read()
+        tokens = [read_token(p.token, f"{host}: heartbeat token") for p in checks]
+        if not token_matches(bearer_token(request), tokens):
+            if checks:
+                log.warning("%s: heartbeat from %s refused: missing or wrong token", host, request.remote)
+            raise unauthorised()
+        raw = await read_body(request)
         if len(raw) > MAX_BODY:
-            return _error(400, f"body larger than {MAX_BODY} bytes")
+            raise Refusal(400, f"body larger than {MAX_BODY} bytes")
         try:
             beat = parse_body(raw, self.clock.time())
         except ValueError as exc:
-            return _error(400, str(exc))
+            raise Refusal(400, str(exc)) from None
         self.record(host, beat)
         log.debug("%s: heartbeat (%s) %s", host, beat.status, beat.message)
         return web.Response(status=204)
-
-    @staticmethod
-    def _authorised(host: str, header: str, checks: list[HeartbeatParams]) -> bool:
-        """Whether ``header`` carries the token of any of ``checks`` (each compared in constant time)."""
-        scheme, _, given = header.partition(" ")
-        given = given.strip()
-        if scheme.lower() != "bearer" or not given:
-            return False
-        matched = False
-        for params in checks:
-            try:
-                token = params.token.read()
-            except LookupError as exc:
-                log.error("%s: heartbeat token unreadable: %s", host, exc)
-                continue
-            if token:
-                matched |= hmac.compare_digest(given.encode(), token.encode())
-        return matched
 
     def judge(self, host: str, params: HeartbeatParams) -> Outcome:
         """The verdict of one heartbeat check on the host's heartbeats, now."""

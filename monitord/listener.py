@@ -1,0 +1,296 @@
+"""The daemon's HTTP listener (metrics, heartbeats, the API): one aiohttp server, hardened once.
+
+Every route gets the same protection, so routes added later inherit it:
+
+- At most ``max_connections`` connections at once (by default a quarter of the process's
+  file-descriptor limit), so a flood of connections cannot starve probes and pagers of
+  descriptors. When full, the connection idle the longest is closed to make room; a new
+  connection is refused only while every connection is busy with a request.
+- A connection that sends no complete request within ``idle_timeout`` (after connecting or after
+  its last answer) is closed: slow or missing headers, idle keep-alives and slow readers alike.
+  A request body must arrive within ``body_timeout`` (408).
+- Bodies larger than ``max_body`` are refused on every route (413), before they are read.
+- Every error answer is JSON, ``{"error": "why"}``, with a 4xx status, malformed HTTP included;
+  only a bug in the daemon answers 500 (logged with its traceback). Handlers raise
+  :class:`Refusal`; :func:`read_json`, :func:`path_id` and :func:`bearer_token` raise it for them.
+- The ``Server`` header names monitord without any version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import resource
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+
+from monitord.fields import SecretRef
+from monitord.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SERVER = "monitord"
+MAX_CONNECTIONS = 1024
+MAX_ID_DIGITS = 18  # below 2**63: SQLite's integers
+
+
+def connection_budget() -> int:
+    """A quarter of the process's file-descriptor limit (at most :data:`MAX_CONNECTIONS`)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, soft // 4))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may take from the listener."""
+
+    max_connections: int = field(default_factory=connection_budget)
+    idle_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_body: int = 64 * 1024
+
+
+LIMITS = web.AppKey("limits", Limits)
+
+
+class Refusal(web.HTTPClientError):
+    """A 4xx answer with a JSON reason, ``{"error": why}``; raise it from a handler."""
+
+    def __init__(self, status: int, why: str, **headers: str):
+        self.status_code = status
+        super().__init__(text=json.dumps({"error": why}), content_type="application/json",
+                         headers={"Server": SERVER, **headers})
+        self.why = why
+
+
+def error(status: int, why: str, **headers: str) -> web.Response:
+    """An error answer: JSON ``{"error": why}``."""
+    return web.json_response({"error": why}, status=status, headers={"Server": SERVER, **headers})
+
+
+def unauthorised() -> Refusal:
+    """The one answer to every request without a valid token, whatever it asked for."""
+    return Refusal(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="monitord"'})
+
+
+def bearer_token(request: web.Request) -> bytes:
+    """The bearer token the request carries (empty if none)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return b""
+    return given.strip().encode("utf-8", "surrogateescape")  # header bytes as sent
+
+
+def read_token(ref: SecretRef, what: str) -> str | None:
+    """The value of a token secret, or None (logged, without the value) if it cannot be read."""
+    try:
+        return ref.read()
+    except (LookupError, UnicodeError) as exc:
+        log.error("%s unreadable: %s", what, exc)
+        return None
+
+
+def token_matches(given: bytes, tokens: Iterable[str | None]) -> bool:
+    """Whether ``given`` is one of ``tokens`` (None: unreadable), each compared in constant time."""
+    matched = False
+    for token in tokens:
+        if token:
+            matched |= hmac.compare_digest(given, token.encode())
+    return matched and bool(given)
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """A numeric path parameter: plain ASCII digits only (no signs, spaces or other scripts' digits)."""
+    text = request.match_info[name]
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS):
+        raise Refusal(400, f"the {name} must be a number (digits 0-9, at most {MAX_ID_DIGITS})")
+    return int(text)
+
+
+def loads(raw: bytes) -> object:
+    """Parse a JSON document; :class:`ValueError` says what is wrong (bad UTF-8, syntax, nesting)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decoded; a slow, oversized or undecodable body is refused."""
+    limits = request.app.get(LIMITS) or Limits()
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise Refusal(408, f"the body did not arrive within {limits.body_timeout:g}s") from None
+    except HttpProcessingError as exc:  # bad Content-Encoding data, truncated chunks
+        raise Refusal(400, f"the body cannot be read: {exc.message}") from None
+    except ConnectionError:
+        raise Refusal(400, "the connection closed before the body arrived") from None
+
+
+class _Connection(RequestHandler):
+    """aiohttp's handler of one connection, which knows whether it is busy and closes itself when idle."""
+
+    def __init__(self, manager: "_Server", **kwargs):
+        super().__init__(manager, **kwargs)
+        self.server = manager
+        self.busy = False
+        self.closing = False
+        self.idle_since = kwargs["loop"].time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._watch(self.idle_since + self.server.limits.idle_timeout)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        super().connection_lost(exc)
+
+    def _watch(self, when: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_at(when, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if self.transport is None or self.closing:
+            return
+        timeout = self.server.limits.idle_timeout
+        now = asyncio.get_running_loop().time()
+        if self.busy:
+            self._watch(now + timeout)
+        elif now < self.idle_since + timeout:
+            self._watch(self.idle_since + timeout)
+        else:
+            self.server.shed(self, "idle")
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Malformed HTTP, answered like every other error: JSON, and a log line without a traceback."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was already under way")
+        if status >= 500:
+            log.error("HTTP %d for %s: %r", status, request.remote, exc)
+            why = "internal error (see the daemon's log)"
+        else:
+            why = (message or str(exc) or "bad request").splitlines()[0]
+            log.debug("bad request from %s: %s", request.remote, why)
+        response = error(status, why)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, making :class:`_Connection` handlers and keeping their number capped."""
+
+    def __init__(self, plain: web.Server, limits: Limits, metrics: Metrics):
+        super().__init__(plain.request_handler, request_factory=plain.request_factory,
+                         handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
+                         **plain._kwargs)  # noqa: SLF001 - the handler arguments AppRunner chose
+        self.limits, self.metrics = limits, metrics
+        metrics.http_connections.set_function(lambda: len(self._connections))
+
+    def __call__(self) -> _Connection:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: _Connection, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        live = [c for c in self._connections if not c.closing]
+        if len(live) <= self.limits.max_connections:
+            return
+        idle = [c for c in live if not c.busy and c is not handler]
+        if idle:
+            self.shed(min(idle, key=lambda c: c.idle_since), "evicted")
+        else:
+            self.shed(handler, "refused")
+        log.warning("HTTP listener full (%d connections): closing the connection idle the longest, "
+                    "or refusing a new one while all are busy", self.limits.max_connections)
+
+    def shed(self, connection: _Connection, reason: str) -> None:
+        """Close ``connection`` now, to protect the listener (``reason``: idle, evicted or refused)."""
+        connection.closing = True
+        self.metrics.http_closed.labels(reason).inc()
+        transport = self._connections.get(connection)
+        if transport is not None:
+            transport.abort()
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose server is :class:`_Server`."""
+
+    def __init__(self, app: web.Application, limits: Limits, metrics: Metrics):
+        super().__init__(app, access_log=None, handle_signals=False)
+        self.limits, self.metrics = limits, metrics
+
+    async def _make_server(self) -> web.Server:
+        return _Server(await super()._make_server(), self.limits, self.metrics)
+
+
+class Listener:
+    """The hardened aiohttp application and its TCP listener; add routes to :attr:`app`, then start."""
+
+    def __init__(self, metrics: Metrics, limits: Limits | None = None):
+        self.metrics = metrics
+        self.limits = limits or Limits()
+        self.app = web.Application(client_max_size=self.limits.max_body, middlewares=[self._guard])
+        self.app[LIMITS] = self.limits
+        self.app.on_response_prepare.append(_name_server)
+        self._runner: _Runner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (port 0: any free port, then in :attr:`port`)."""
+        self._runner = _Runner(self.app, self.limits, self.metrics)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise OSError(exc.errno, f"cannot listen on {host}:{port} for metrics and the API: {exc.strerror}") \
+                from None
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Close the listener and every connection."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        connection = request.protocol
+        tracked = isinstance(connection, _Connection)
+        if tracked:
+            connection.busy = True
+        try:
+            if (request.content_length or 0) > self.limits.max_body:
+                raise Refusal(413, f"the body is larger than {self.limits.max_body} bytes")
+            return await handler(request)
+        except Refusal:
+            raise
+        except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
+            if exc.status < 400:
+                raise
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+            why = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+            raise Refusal(exc.status, why, **allow) from None
+        except Exception:
+            log.exception("%s %r failed", request.method, request.path)
+            return error(500, "internal error (see the daemon's log)")
+        finally:
+            if tracked:
+                connection.busy = False
+                connection.idle_since = asyncio.get_running_loop().time()
+
+
+async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
