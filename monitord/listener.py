@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, PayloadEncodingError
 from aiohttp.web_protocol import RequestHandler
 
 from monitord.fields import SecretRef
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SERVER = "monitord"
 MAX_CONNECTIONS = 1024
 MAX_ID_DIGITS = 18  # below 2**63: SQLite's integers
+LINGER = 1.0  # how long an unread request body is drained after the answer, before closing
 
 
 def connection_budget() -> int:
@@ -131,10 +132,16 @@ async def read_body(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise Refusal(408, f"the body did not arrive within {limits.body_timeout:g}s") from None
-    except HttpProcessingError as exc:  # bad Content-Encoding data, truncated chunks
-        raise Refusal(400, f"the body cannot be read: {exc.message}") from None
+    except (HttpProcessingError, web.RequestPayloadError) as exc:  # bad Content-Encoding data, broken chunks
+        raise Refusal(400, f"the body cannot be read: {_reason(exc)}") from None
     except ConnectionError:
         raise Refusal(400, "the connection closed before the body arrived") from None
+
+
+def _reason(exc: BaseException | None, message: str | None = None) -> str:
+    """aiohttp's (often multi-line) description of a protocol error, on one line."""
+    text = message or getattr(exc, "message", None) or getattr(exc.__cause__, "message", None) or str(exc)
+    return " ".join(str(text).split())[:200] or "bad request"
 
 
 class _Connection(RequestHandler):
@@ -181,11 +188,21 @@ class _Connection(RequestHandler):
             log.error("HTTP %d for %s: %r", status, request.remote, exc)
             why = "internal error (see the daemon's log)"
         else:
-            why = (message or str(exc) or "bad request").splitlines()[0]
+            why = _reason(exc, message)
+            if isinstance(exc, PayloadEncodingError):  # found while parsing, before any handler ran
+                why = f"the body cannot be read: {why}"
             log.debug("bad request from %s: %s", request.remote, why)
         response = error(status, why)
         response.force_close()
         return response
+
+    def log_exception(self, *args, **kwargs) -> None:
+        """A body the client broke (bad encoding, broken chunks) is its fault: one debug line, no traceback."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, (HttpProcessingError, web.RequestPayloadError)):
+            log.debug("bad request body: %s", _reason(exc))
+            return
+        super().log_exception(*args, **kwargs)
 
 
 class _Server(web.Server):
@@ -227,7 +244,7 @@ class _Runner(web.AppRunner):
     """An AppRunner whose server is :class:`_Server`."""
 
     def __init__(self, app: web.Application, limits: Limits, metrics: Metrics):
-        super().__init__(app, access_log=None, handle_signals=False)
+        super().__init__(app, access_log=None, handle_signals=False, lingering_time=LINGER)
         self.limits, self.metrics = limits, metrics
 
     async def _make_server(self) -> web.Server:

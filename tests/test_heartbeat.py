@@ -50,6 +50,8 @@ def test_good_bodies(raw, expected):
     (b'{"status": true}', "status must be one of"),
     (b'{"message": 5}', "message must be a string"),
     (b'{"state": "ok", "msg": "x"}', "unknown key(s) msg, state: only status and message are known"),
+    (b"[" * 4000, "body is not JSON: nested too deeply"),
+    (b'{"a": [' * 600, "body is not JSON: nested too deeply"),
 ])
 def test_bad_bodies(raw, why):
     with pytest.raises(ValueError, match=why.replace("(", r"\(").replace(")", r"\)")):
