@@ -259,7 +259,7 @@ class Listener:
         self.limits = limits or Limits()
         self.app = web.Application(client_max_size=self.limits.max_body, middlewares=[self._guard])
         self.app[LIMITS] = self.limits
-        self.app.on_response_prepare.append(_name_server)
+        self.app.on_response_prepare.append(_finish)
         self._runner: _Runner | None = None
         self.port = 0
 
@@ -292,14 +292,8 @@ class Listener:
             if (request.content_length or 0) > self.limits.max_body:
                 raise Refusal(413, f"the body is larger than {self.limits.max_body} bytes")
             return await handler(request)
-        except Refusal:
+        except web.HTTPException:
             raise
-        except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
-            if exc.status < 400:
-                raise
-            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
-            why = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-            raise Refusal(exc.status, why, **allow) from None
         except Exception:
             log.exception("%s %r failed", request.method, request.path)
             return error(500, "internal error (see the daemon's log)")
@@ -309,5 +303,14 @@ class Listener:
                 connection.idle_since = asyncio.get_running_loop().time()
 
 
-async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+async def _finish(request: web.Request, response: web.StreamResponse) -> None:
+    """Last touches on every answer: no versions in ``Server``; aiohttp's own errors (no route,
+    wrong method, body too large, bad ``Expect``...) told in JSON like ours."""
     response.headers["Server"] = SERVER
+    if response.status >= 400 and isinstance(response, web.Response) and response.content_type != "application/json":
+        text = response.text or ""
+        prefix = f"{response.status}: "
+        why = text[len(prefix):] if text.startswith(prefix) else text or response.reason
+        response.content_type = "application/json"
+        response.text = json.dumps({"error": " ".join(why.split())})
+        response.headers["Content-Length"] = str(len(response.body))  # the head is ready but not yet sent

@@ -29,14 +29,16 @@ def wait_for(predicate, timeout: float, what: str):
 class Daemon:
     """``monitord run`` in a subprocess, with helpers to read its metrics and journal."""
 
-    def __init__(self, tmp: Path, config: Path, metrics_port: int, state: Path | None = None):
+    def __init__(self, tmp: Path, config: Path, metrics_port: int, state: Path | None = None,
+                 prefix: tuple[str, ...] = ()):
         self.tmp, self.config, self.port = tmp, config, metrics_port
+        self.prefix = prefix  # e.g. ("prlimit", "--nofile=256", "--")
         self.state = state or tmp / "state.db"
         self.proc: Proc | None = None
 
     def start(self, *extra: str) -> "Daemon":
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = Proc([sys.executable, "-m", "monitord", "run", "--config", str(self.config), *extra],
+        self.proc = Proc([*self.prefix, sys.executable, "-m", "monitord", "run", "--config", str(self.config), *extra],
                          self.tmp / "daemon.log", env=env)
         wait_for(self.scrape, 20, "the metrics listener")
         return self

@@ -19,20 +19,20 @@ class Answer:
         return json.loads(self.body)
 
 
-async def read_answer(reader: asyncio.StreamReader) -> Answer:
-    """Read one answer: the head, then ``Content-Length`` bytes of body."""
+async def read_answer(reader: asyncio.StreamReader, head_only: bool = False) -> Answer:
+    """Read one answer: the head, then ``Content-Length`` bytes of body (none if ``head_only``: HEAD)."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         headers = {name.strip().lower(): value.strip()
                    for name, _, value in (line.partition(":") for line in lines[1:] if line)}
-        body = await reader.readexactly(int(headers.get("content-length", 0)))
+        body = b"" if head_only else await reader.readexactly(int(headers.get("content-length", 0)))
     except (asyncio.IncompleteReadError, ConnectionError):
         return Answer(None)
     return Answer(int(lines[0].split()[1]), headers, body)
 
 
-async def exchange(port: int, data: bytes, timeout: float = 10.0) -> Answer:
+async def exchange(port: int, data: bytes, timeout: float = 10.0, head_only: bool = False) -> Answer:
     """Send ``data`` on a new connection to 127.0.0.1:``port`` and read the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -41,7 +41,7 @@ async def exchange(port: int, data: bytes, timeout: float = 10.0) -> Answer:
             await writer.drain()
         except ConnectionError:
             pass  # the server may answer and close before taking everything
-        return await asyncio.wait_for(read_answer(reader), timeout)
+        return await asyncio.wait_for(read_answer(reader, head_only), timeout)
     finally:
         writer.close()
 
