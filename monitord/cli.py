@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 
 from monitord import __version__
 from monitord.config import Config, ConfigError, json_schema, load_config
-from monitord.fields import format_duration, parse_duration
+from monitord.fields import format_duration, parse_duration, parse_id
 from monitord.lograte import RepeatFilter
 from monitord.notify import acknowledge
 from monitord.runner import run_probe
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=_cmd_maintenance_list)
     rm = maint_sub.add_parser("remove", help="remove a CLI window by id")
     rm.add_argument("--config", "-c", default=DEFAULT_CONFIG)
-    rm.add_argument("id", type=int)
+    rm.add_argument("id", type=_id)
     rm.set_defaults(func=_cmd_maintenance_remove)
 
     quarantine = sub.add_parser("quarantine", help="power a compromised host off now and keep it off")
@@ -125,12 +125,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(verb, help=text)
         cmd.add_argument("--config", "-c", default=DEFAULT_CONFIG)
         cmd.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
-        cmd.add_argument("incident", type=int)
+        cmd.add_argument("incident", type=_id)
         cmd.set_defaults(func=_cmd_incident_event, verb=verb)
 
     journal = sub.add_parser("journal", help="print the action journal")
     journal.add_argument("--config", "-c", default=DEFAULT_CONFIG)
-    journal.add_argument("--incident", type=int)
+    journal.add_argument("--incident", type=_id)
     journal.add_argument("--host")
     journal.add_argument("--json", action="store_true")
     journal.set_defaults(func=_cmd_journal)
@@ -144,27 +144,35 @@ def _parser() -> argparse.ArgumentParser:
     show = report_sub.add_parser("show", help="print an incident's report as Markdown")
     show.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     show.add_argument("--lang", choices=("ja", "en"), default="ja")
-    show.add_argument("incident", type=int)
+    show.add_argument("incident", type=_id)
     show.set_defaults(func=_cmd_report_render, format="md", output=None)
     rrender = report_sub.add_parser("render", help="write an incident's report as Markdown or HTML")
     rrender.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     rrender.add_argument("--format", "-f", choices=("md", "html"), default="md")
     rrender.add_argument("--lang", choices=("ja", "en"), default="ja")
     rrender.add_argument("--output", "-o", help="write to this file (default: standard output)")
-    rrender.add_argument("incident", type=int)
+    rrender.add_argument("incident", type=_id)
     rrender.set_defaults(func=_cmd_report_render)
     edit = report_sub.add_parser("edit", help="record the engineer's root cause and prevention text")
     edit.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     edit.add_argument("--cause", help="root cause text ('-' reads standard input)")
     edit.add_argument("--prevention", help="prevention text ('-' reads standard input)")
-    edit.add_argument("incident", type=int)
+    edit.add_argument("incident", type=_id)
     edit.set_defaults(func=_cmd_report_edit)
     submit = report_sub.add_parser("submit", help="mark reports as sent to the customer (no longer due)")
     submit.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     submit.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER"))
-    submit.add_argument("incident", type=int, nargs="+")
+    submit.add_argument("incident", type=_id, nargs="+")
     submit.set_defaults(func=_cmd_report_submit)
     return parser
+
+
+def _id(text: str) -> int:
+    """An id on the command line: plain digits, as on the HTTP API."""
+    try:
+        return parse_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} {exc}") from None
 
 
 def _setup_logging(level: str) -> None:

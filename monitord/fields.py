@@ -159,3 +159,16 @@ class SecretRef(StrictModel):
             return path.read_text().rstrip("\n")
         except OSError as exc:
             raise LookupError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+MAX_ID_DIGITS = 18  # below 2**63: SQLite's integers
+
+
+def parse_id(text: str) -> int:
+    """An id typed or sent by a person (incident, maintenance window): plain ASCII digits only.
+
+    ``int()`` would also take signs, spaces, underscores and other scripts' digits (``١٢``).
+    """
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS):
+        raise ValueError(f"must be a number (digits 0-9, at most {MAX_ID_DIGITS})")
+    return int(text)

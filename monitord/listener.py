@@ -30,14 +30,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, PayloadEncodingError
 from aiohttp.web_protocol import RequestHandler
 
-from monitord.fields import SecretRef
+from monitord.fields import SecretRef, parse_id
 from monitord.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 SERVER = "monitord"
 MAX_CONNECTIONS = 1024
-MAX_ID_DIGITS = 18  # below 2**63: SQLite's integers
 LINGER = 1.0  # how long an unread request body is drained after the answer, before closing
 
 
@@ -110,10 +109,10 @@ def token_matches(given: bytes, tokens: Iterable[str | None]) -> bool:
 
 def path_id(request: web.Request, name: str) -> int:
     """A numeric path parameter: plain ASCII digits only (no signs, spaces or other scripts' digits)."""
-    text = request.match_info[name]
-    if not (text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS):
-        raise Refusal(400, f"the {name} must be a number (digits 0-9, at most {MAX_ID_DIGITS})")
-    return int(text)
+    try:
+        return parse_id(request.match_info[name])
+    except ValueError as exc:
+        raise Refusal(400, f"the {name} {exc}") from None
 
 
 def loads(raw: bytes) -> object:

@@ -73,3 +73,16 @@ def test_incident_commands(config, capsys, tmp_path):
 def test_release_of_a_host_that_is_not_quarantined(config, capsys):
     code, _, err = run(capsys, "release", "--config", str(config), "web1")
     assert code == 2 and "web1 is not quarantined" in err
+
+
+@pytest.mark.parametrize("given", ["١", "１", "¹", "+1", " 1", "1_0", "1.0", "9" * 19])
+def test_ids_are_plain_ascii_digits(config, capsys, tmp_path, given):
+    store = SQLiteStore(tmp_path / "state.db")
+    store.open_incident("web1", "ping", "ping", 1000.0, 1000.0, "down")  # #1: int() would take "١" for it
+    store.close()
+    for args in (["ack", "--config", str(config), given], ["report", "show", "--config", str(config), given],
+                 ["maintenance", "remove", "--config", str(config), given]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(args)
+        assert exit_.value.code == 2
+        assert f"{given!r} must be a number (digits 0-9, at most 18)" in capsys.readouterr().err
