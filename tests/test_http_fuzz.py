@@ -20,42 +20,23 @@ from yarl import URL
 from tests.daemon_proc import Daemon, wait_for
 from tests.http_raw import exchange
 from tests.support import free_port, need_binary
+from tests.test_daemon import listener  # noqa: F401 - a fixture: an open port
 from tests.test_heartbeat import post
+from tests.test_listener import API_TOKEN, TOKEN, write_config
 
 pytestmark = pytest.mark.integration
 
 SEED = 20261126
 RAW_CASES = 520
 CLIENT_CASES = 130
-TOKEN = "fuzz-hb-token"
-API_TOKEN = "fuzz-api-token"
 TIMEOUT = 20.0
 
 
 @pytest.fixture
 def fuzz_daemon(tmp_path):
-    """A daemon with a heartbeat host, a host without one, and the ack API on."""
-    (tmp_path / "web1.token").write_text(TOKEN + "\n")
-    (tmp_path / "api.token").write_text(API_TOKEN + "\n")
+    """A daemon with heartbeat hosts, a host without one, and the ack API on."""
     port = free_port()
-    config = tmp_path / "monitord.yaml"
-    config.write_text(f"""
-daemon:
-  state_path: {tmp_path / "state.db"}
-  metrics_listen: 127.0.0.1:{port}
-  log_level: debug
-  api_token: {{file: {tmp_path / "api.token"}}}
-hosts:
-  web1:
-    address: 127.0.0.1
-    checks:
-      heartbeat: {{token: {{file: {tmp_path / "web1.token"}}}, expect_every: 1h}}
-  plain:
-    address: 127.0.0.1
-    checks:
-      tcp: {{port: {free_port()}, interval: 1h}}
-""")
-    daemon = Daemon(tmp_path, config, port)
+    daemon = Daemon(tmp_path, write_config(tmp_path, f"127.0.0.1:{port}"), port)
     yield daemon
     if daemon.proc:
         daemon.proc.stop(signal.SIGKILL)
@@ -273,34 +254,10 @@ def test_hostile_requests_get_4xx_json_and_the_daemon_keeps_answering(fuzz_daemo
 # A connection flood past the file-descriptor limit
 
 
-@pytest.fixture
-def open_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    yield sock.getsockname()[1]
-    sock.close()
-
-
-def test_a_connection_flood_past_the_fd_limit_starves_neither_probes_nor_heartbeats(tmp_path, open_port):
+def test_a_connection_flood_past_the_fd_limit_starves_neither_probes_nor_heartbeats(tmp_path, listener):
     prlimit = need_binary("prlimit")
-    (tmp_path / "web1.token").write_text(TOKEN + "\n")
     port = free_port()
-    config = tmp_path / "monitord.yaml"
-    config.write_text(f"""
-daemon:
-  state_path: {tmp_path / "state.db"}
-  metrics_listen: 127.0.0.1:{port}
-defaults:
-  retry_interval: 300ms
-  timeout: 300ms
-hosts:
-  web1:
-    address: 127.0.0.1
-    checks:
-      heartbeat: {{token: {{file: {tmp_path / "web1.token"}}}, expect_every: 1h}}
-      port: {{kind: tcp, port: {open_port}, interval: 500ms}}
-""")
+    config = write_config(tmp_path, f"127.0.0.1:{port}", f"      port: {{kind: tcp, port: {listener}, interval: 500ms}}")
     # 256 descriptors: the listener keeps at most 64 connections
     daemon = Daemon(tmp_path, config, port, prefix=(prlimit, "--nofile=256:256", "--")).start()
     flood: list[socket.socket] = []

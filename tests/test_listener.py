@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitord.config import parse_config
+from monitord.config import load_config
 from monitord.daemon import Daemon
 from monitord.listener import Limits, Listener
 from tests.fakeclock import FakeClock
@@ -21,38 +21,43 @@ TOKEN = "hb-t0ken"
 API_TOKEN = "api-t0ken"
 
 
-def config_text(tmp: Path) -> str:
-    return f"""
+def write_config(tmp: Path, listen: str = "127.0.0.1:0", web1_checks: str = "") -> Path:
+    """web1 and db1 with heartbeat checks (tokens in files), plain with none, and the API on."""
+    for name, token in (("web1", TOKEN), ("db1", "db1-token"), ("api", API_TOKEN)):
+        (tmp / f"{name}.token").write_text(token + "\n")
+    path = tmp / "monitord.yaml"
+    path.write_text(f"""
 daemon:
   state_path: {tmp / "state.db"}
-  metrics_listen: "127.0.0.1:0"
+  metrics_listen: "{listen}"
   api_token: {{file: {tmp / "api.token"}}}
+defaults: {{retry_interval: 300ms, timeout: 300ms}}
 hosts:
   web1:
     address: 127.0.0.1
     checks:
-      heartbeat: {{token: {{file: {tmp / "web1.token"}}}, expect_every: 1m}}
+      heartbeat: {{token: {{file: {tmp / "web1.token"}}}, expect_every: 1h}}
+{web1_checks}
   db1:
     address: 127.0.0.1
     checks:
-      heartbeat: {{token: {{file: {tmp / "db1.token"}}}, expect_every: 1m}}
+      heartbeat: {{token: {{file: {tmp / "db1.token"}}}, expect_every: 1h}}
   plain:
     address: 127.0.0.1
     checks:
-      tcp: {{port: 9}}
-"""
+      tcp: {{port: 9, interval: 1h}}
+""")
+    return path
 
 
 @pytest.fixture
 async def serve(tmp_path):
     """Start the daemon's listener and routes (not its scheduler) with the given limits."""
-    (tmp_path / "web1.token").write_text(TOKEN + "\n")
-    (tmp_path / "db1.token").write_text("db1-token\n")
-    (tmp_path / "api.token").write_text(API_TOKEN + "\n")
     daemons: list[Daemon] = []
 
     async def start(**limits) -> Daemon:
-        daemon = Daemon(tmp_path / "monitord.yaml", parse_config(config_text(tmp_path)), clock=FakeClock())
+        path = write_config(tmp_path)
+        daemon = Daemon(path, load_config(path), clock=FakeClock())
         daemon.listener = Listener(daemon.metrics, Limits(**{"max_connections": 64, **limits}))
         await daemon._start_http()
         daemons.append(daemon)
