@@ -12,7 +12,8 @@ Every route gets the same protection, so routes added later inherit it:
 - Bodies larger than ``max_body`` are refused on every route (413), before they are read.
 - Every error answer is JSON, ``{"error": "why"}``, with a 4xx status, malformed HTTP included;
   only a bug in the daemon answers 500 (logged with its traceback). Handlers raise
-  :class:`Refusal`; :func:`read_json`, :func:`path_id` and :func:`bearer_token` raise it for them.
+  :class:`Refusal`; :func:`read_body` and :func:`path_id` raise it for them, :func:`unauthorised`
+  is the one answer to a missing or wrong token (:func:`bearer_token`, :func:`token_matches`).
 - The ``Server`` header names monitord without any version.
 """
 
@@ -66,8 +67,7 @@ class Refusal(web.HTTPClientError):
 
     def __init__(self, status: int, why: str, **headers: str):
         self.status_code = status
-        super().__init__(text=json.dumps({"error": why}), content_type="application/json",
-                         headers={"Server": SERVER, **headers})
+        super().__init__(text=json.dumps({"error": why}), content_type="application/json", headers=headers or None)
         self.why = why
 
 
@@ -180,11 +180,11 @@ class _Connection(RequestHandler):
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        """Malformed HTTP, answered like every other error: JSON, and a log line without a traceback."""
+        """Malformed HTTP, answered like every other error: JSON, and a debug line without a traceback."""
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was already under way")
         if status >= 500:
-            log.error("HTTP %d for %s: %r", status, request.remote, exc)
+            log.error("HTTP %d for %s", status, request.remote, exc_info=exc)
             why = "internal error (see the daemon's log)"
         else:
             why = _reason(exc, message)
