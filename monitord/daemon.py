@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0
 REPORT_METRICS_EVERY = 60.0
+STALL_ALLOWANCE = 60.0
+"""How late the scheduler's next check or the engine's next pass may be before the watchdog gives up."""
 
 
 class Daemon:
@@ -75,6 +77,10 @@ class Daemon:
         loops = [asyncio.create_task(self.dispatcher.run(), name="outbox"),
                  asyncio.create_task(self.notifier.run(), name="paging"),
                  asyncio.create_task(self._report_metrics(), name="reports")]
+        if interval := sdnotify.watchdog_interval():
+            watched = [scheduler_task, engine_task, *loops]
+            watchdog = sdnotify.Watchdog(lambda: self._stalled(watched))
+            loops.append(asyncio.create_task(watchdog.run(interval), name="watchdog"))
         log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
                  __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,
                  " (dry run: no actions)" if self.dry_run else "")
@@ -131,6 +137,15 @@ class Daemon:
         while True:
             report.update_metrics(self.metrics, self.store, self.engine.calendars, self.clock.time())
             await self.clock.sleep_until(self.clock.time() + REPORT_METRICS_EVERY)
+
+    def _stalled(self, tasks: list[asyncio.Task]) -> str | None:
+        """Why the daemon is not doing its job (a loop ended, the scheduler or engine is stuck), or None."""
+        for task in tasks:
+            if task.done():
+                error = None if task.cancelled() else task.exception()
+                return f"the {task.get_name()} loop ended" + (f": {error!r}" if error else "")
+        now = self.clock.time()
+        return self.scheduler.stalled(now, STALL_ALLOWANCE) or self.engine.stalled(now, STALL_ALLOWANCE)
 
     @staticmethod
     def _uses_ping(config: Config) -> bool:

@@ -75,6 +75,7 @@ class Engine:
         self._sweep: tuple[float, set[str]] | None = None
         self._blast_paged = False
         self._active_windows: set[str] = set()
+        self.last_pass = clock.time()
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -146,6 +147,7 @@ class Engine:
                 task.add_done_callback(self._tasks.discard)
         try:
             while True:
+                self.last_pass = self.clock.time()
                 self._log_maintenance_changes()
                 self._reevaluate()
                 await self.clock.sleep_until(self.clock.time() + REEVALUATE_EVERY)
@@ -154,6 +156,12 @@ class Engine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stalled(self, now: float, allowance: float) -> str | None:
+        """Why the re-evaluation loop looks stuck (no pass for longer than usual + ``allowance``), or None."""
+        if (quiet := now - self.last_pass) > REEVALUATE_EVERY + allowance:
+            return f"escalation stuck: no re-evaluation for {quiet:.0f}s"
+        return None
 
     async def idle(self) -> None:
         """Wait until no escalation work is in progress (for tests and the CLI)."""

@@ -124,6 +124,12 @@ class Scheduler:
                     reason="check removed from the configuration"))
         self.metrics.forget(spec.host, spec.name, spec.kind.name)
 
+    def stalled(self, now: float, allowance: float) -> str | None:
+        """Why dispatching looks stuck (the next check is overdue by more than ``allowance``), or None."""
+        if self._heap and (late := now - self._heap[0][0]) > allowance:
+            return f"scheduler stuck: {self._heap[0][2]} is {late:.0f}s overdue"
+        return None
+
     def due_times(self) -> dict[str, float]:
         """When each check runs next (for status output and tests)."""
         return {check_id: entry.due for check_id, entry in self._entries.items()}

@@ -7,10 +7,12 @@ systemd (no socket) it does nothing. :func:`watchdog_interval` says how often to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +45,37 @@ def watchdog_interval() -> float | None:
     if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2e6
+
+
+class Watchdog:
+    """Pings systemd's watchdog only while ``stalled()`` finds nothing wrong.
+
+    ``stalled`` returns why the daemon is not doing its job (a loop ended or is stuck), or None.
+    A hung event loop sends nothing at all; a stuck part stops the pings here. Either way
+    systemd kills and restarts monitord after ``WatchdogSec=``.
+    """
+
+    def __init__(self, stalled: Callable[[], str | None]):
+        self._stalled = stalled
+        self._reason: str | None = None
+
+    def beat(self) -> bool:
+        """One watchdog period: ping if healthy, else say (once) why not. True if it pinged."""
+        reason = self._stalled()
+        if reason is None:
+            if self._reason is not None:
+                log.warning("watchdog: healthy again, pinging systemd again")
+                notify("STATUS=monitoring")
+            self._reason = None
+            return notify("WATCHDOG=1")
+        if reason != self._reason:
+            log.error("watchdog: %s; not pinging systemd, which will restart monitord", reason)
+            notify(f"STATUS={reason}")
+        self._reason = reason
+        return False
+
+    async def run(self, interval: float) -> None:
+        """Beat every ``interval`` seconds (monotonic time) until cancelled."""
+        while True:
+            self.beat()
+            await asyncio.sleep(interval)

@@ -36,8 +36,8 @@ class Daemon:
         self.state = state or tmp / "state.db"
         self.proc: Proc | None = None
 
-    def start(self, *extra: str) -> "Daemon":
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> "Daemon":
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc = Proc([*self.prefix, sys.executable, "-m", "monitord", "run", "--config", str(self.config), *extra],
                          self.tmp / "daemon.log", env=env)
         wait_for(self.scrape, 20, "the metrics listener")

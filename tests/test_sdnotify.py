@@ -1,4 +1,5 @@
-"""The systemd notify protocol against a real unix datagram socket bound by the test."""
+"""The systemd notify protocol against a real unix datagram socket bound by the test; the
+watchdog's view of a stuck scheduler or engine on the fake clock."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import os
 import socket
 import time
 
+import asyncio
+
 import pytest
 
 from monitord import sdnotify
+from monitord.engine import REEVALUATE_EVERY
+from monitord.metrics import Metrics
+from monitord.scheduler import Scheduler
+from monitord.state import SQLiteStore
+from probes.base import ProbeContext
+from tests.fakeclock import FakeClock
+from tests.test_engine_notices import CONFIG, make_engine
+from tests.test_scheduler import Script, spec
 
 
 @pytest.fixture
@@ -68,3 +79,70 @@ def test_watchdog_interval_is_half_of_watchdog_sec(monkeypatch, usec, pid, expec
     else:
         monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() if pid == "self" else os.getpid() + 1))
     assert sdnotify.watchdog_interval() == expected
+
+
+def received(sock) -> list[bytes]:
+    """Every datagram waiting on ``sock``."""
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096))
+    except BlockingIOError:
+        return out
+    finally:
+        sock.settimeout(5)
+
+
+def test_watchdog_pings_only_while_healthy_and_says_why_once(notify_socket, caplog):
+    problem: list[str | None] = [None]
+    watchdog = sdnotify.Watchdog(lambda: problem[0])
+    assert watchdog.beat() and watchdog.beat()
+    assert received(notify_socket) == [b"WATCHDOG=1", b"WATCHDOG=1"]
+
+    problem[0] = "scheduler stuck: web/http is 75s overdue"
+    assert not watchdog.beat() and not watchdog.beat() and not watchdog.beat()
+    assert received(notify_socket) == [b"STATUS=scheduler stuck: web/http is 75s overdue"]
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
+        "watchdog: scheduler stuck: web/http is 75s overdue; not pinging systemd, which will restart monitord"]
+
+    problem[0] = None
+    assert watchdog.beat()
+    assert received(notify_socket) == [b"STATUS=monitoring", b"WATCHDOG=1"]
+
+
+async def test_scheduler_is_stalled_when_its_next_check_is_overdue(tmp_path):
+    clock, script = FakeClock(), Script()
+    script.clock = clock
+    store = SQLiteStore(tmp_path / "state.db")
+    scheduler = Scheduler(clock=clock, store=store, metrics=Metrics(), ctx=ProbeContext(), max_concurrency=10)
+    scheduler.load([spec(script, "web", interval=60.0)])
+    assert scheduler.stalled(clock.time(), 30.0) is None
+    # running, it keeps up however long time goes on
+    task = asyncio.create_task(scheduler.run())
+    await clock.advance(3600)
+    assert scheduler.stalled(clock.time(), 30.0) is None and len(script.calls) >= 59
+    # not running (stuck or dead): stalled once the next check is late by more than the allowance
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    due = scheduler.due_times()["web/fake"]
+    await clock.advance(due + 30.0 - clock.time())
+    assert scheduler.stalled(clock.time(), 30.0) is None
+    await clock.advance(1.0)
+    assert scheduler.stalled(clock.time(), 30.0) == "scheduler stuck: web/fake is 31s overdue"
+    store.close()
+
+
+async def test_engine_is_stalled_when_it_misses_its_re_evaluation(tmp_path):
+    engine, store, _ = make_engine(tmp_path, CONFIG)
+    clock = engine.clock
+    task = asyncio.create_task(engine.run())
+    await clock.advance(3600)
+    assert engine.stalled(clock.time(), 60.0) is None
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await clock.advance(REEVALUATE_EVERY + 60.0)
+    assert engine.stalled(clock.time(), 60.0) is None
+    await clock.advance(1.0)
+    assert engine.stalled(clock.time(), 60.0) == f"escalation stuck: no re-evaluation for {REEVALUATE_EVERY + 61:.0f}s"
+    store.close()

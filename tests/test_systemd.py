@@ -1,0 +1,108 @@
+"""monitord under systemd's notify protocol, with a real NOTIFY_SOCKET bound by the test.
+
+systemd is not PID 1 on the test machines, so what systemd does with the messages (killing a
+daemon whose watchdog pings stop, restarting it) cannot run here; what the daemon sends can.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import time
+
+import pytest
+
+from tests.daemon_proc import Daemon, wait_for
+from tests.support import free_port
+from tests.test_daemon import write_config
+
+pytestmark = pytest.mark.integration
+
+WATCHDOG_USEC = 1_000_000  # WatchdogSec=1s: a ping every 0.5 s
+
+
+class NotifySocket:
+    """What systemd listens on: a unix datagram socket; keeps every message with its arrival time."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def poll(self) -> list[dict[str, str]]:
+        """Read what arrived so far; return all messages."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(4096).decode()
+                self.messages.append((time.monotonic(), dict(line.split("=", 1) for line in data.splitlines())))
+        except BlockingIOError:
+            pass
+        return [fields for _, fields in self.messages]
+
+    def wait(self, key: str, value: str = "1", after: int = 0, timeout: float = 20) -> int:
+        """Wait for a message with ``key=value`` at index ``after`` or later; return its index."""
+        def found():
+            return next((i for i, m in enumerate(self.poll()) if i >= after and m.get(key) == value), None)
+        return wait_for(lambda: found() is not None, timeout, f"{key}={value}") and found()
+
+    def pings_between(self, start: float, end: float) -> list[float]:
+        return [t for t, m in self.messages if m.get("WATCHDOG") == "1" and start <= t <= end]
+
+
+@pytest.fixture
+def notified(tmp_path):
+    """A daemon with one check every second, started with NOTIFY_SOCKET and WATCHDOG_USEC."""
+    port = free_port()
+    config = tmp_path / "monitord.yaml"
+    write_config(config, tmp_path / "state.db", port, f"      web: {{kind: tcp, port: {free_port()}}}\n")
+    sock = NotifySocket(tmp_path / "notify")
+    daemon = Daemon(tmp_path, config, port)
+    daemon.start(env={"NOTIFY_SOCKET": sock.path, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+    yield daemon, sock
+    daemon.proc.stop(signal.SIGKILL)
+    sock.sock.close()
+
+
+def test_ready_status_watchdog_reloading_stopping(notified):
+    daemon, sock = notified
+    ready = sock.wait("READY")
+    assert sock.poll()[ready]["STATUS"] == "monitoring"
+    first = sock.wait("WATCHDOG", after=ready)
+    sock.wait("WATCHDOG", after=first + 1)  # and again: a ping every period, not once
+
+    daemon.proc.popen.send_signal(signal.SIGHUP)
+    reloading = sock.wait("RELOADING")
+    assert int(sock.poll()[reloading]["MONOTONIC_USEC"]) > 0
+    sock.wait("READY", after=reloading)
+    sock.wait("WATCHDOG", after=reloading)  # the watchdog survives a reload
+
+    daemon.proc.popen.send_signal(signal.SIGTERM)
+    assert daemon.proc.popen.wait(timeout=20) == 0
+    stopping = sock.wait("STOPPING")
+    assert not [m for m in sock.poll()[stopping:] if "READY" in m]
+    order = [next(iter(m)) for m in sock.poll() if "WATCHDOG" not in m]
+    assert order == ["READY", "RELOADING", "READY", "STOPPING"]
+
+
+def test_watchdog_pings_stop_while_the_event_loop_is_blocked(notified):
+    """The pings come from the event loop itself: a loop blocked in a store write (another
+    process holds the database's write lock; each write waits out the 5 s busy timeout) sends
+    none, so systemd would kill and restart the daemon."""
+    daemon, sock = notified
+    sock.wait("WATCHDOG", after=sock.wait("READY"))
+    db = sqlite3.connect(daemon.state, isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    locked = time.monotonic()
+    wait_for(lambda: "database is locked" in daemon.proc.output(), 30, "a write that waited out the lock")
+    db.execute("ROLLBACK")
+    db.close()
+    released = time.monotonic()
+    after = len(sock.poll())
+    sock.wait("WATCHDOG", after=after)  # pinging again once the loop runs
+    pings = [locked] + sock.pings_between(locked, released) + [released]
+    longest = max(b - a for a, b in zip(pings, pings[1:]))
+    assert longest >= 4.0, f"the watchdog kept pinging (every {longest:.1f}s at most) while the loop was blocked"
+    assert daemon.alive()
