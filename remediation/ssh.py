@@ -35,6 +35,7 @@ import paramiko
 from monitord.fields import SecretRef
 from monitord.results import Reason
 from remediation.base import ActionError
+from remediation.known_hosts import KnownHosts
 
 if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
     from monitord.config import SshConfig
@@ -115,6 +116,11 @@ class SshTarget:
         """``[address]:port``, as known_hosts spells a host on a non-default port."""
         return f"[{self.address}]:{self.port}"
 
+    @property
+    def known_hosts_name(self) -> str:
+        """How known_hosts names this host: the bare address on port 22, else ``[address]:port``."""
+        return self.address if self.port == 22 else self.host_label
+
 
 class _UnknownHostKey(Exception):
     def __init__(self, key: paramiko.PKey) -> None:
@@ -122,10 +128,25 @@ class _UnknownHostKey(Exception):
         self.key = key
 
 
-class _RejectUnknownHostKey(paramiko.RejectPolicy):
-    """Reject, like RejectPolicy, but with an exception we can tell apart from other SSHExceptions."""
+class _RevokedHostKey(_UnknownHostKey):
+    pass
+
+
+class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """Verify the server's key against known_hosts (paramiko's own table is left empty, so every
+    key comes here): revoked → reject, any listed key of the host → accept, else reject."""
+
+    def __init__(self, known: KnownHosts) -> None:
+        self.known = known
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if self.known.is_revoked(key):
+            raise _RevokedHostKey(key)
+        expected = self.known.keys_for(hostname)
+        if any(known.asbytes() == key.asbytes() for known in expected):
+            return
+        if expected:
+            raise paramiko.BadHostKeyException(hostname, key, expected[0])
         raise _UnknownHostKey(key)
 
 
@@ -181,6 +202,11 @@ def _connect_error(exc: Exception, target: SshTarget, timeout: float) -> ActionE
     where = target.host_label
     if isinstance(exc, ActionError):
         return exc
+    if isinstance(exc, _RevokedHostKey):
+        return ActionError(
+            Reason.AUTH, f"host key for {where} is REVOKED in {target.known_hosts} "
+            f"(offered {exc.key.get_name()} {exc.key.fingerprint})",
+        )
     if isinstance(exc, _UnknownHostKey):
         return ActionError(
             Reason.AUTH,
@@ -397,11 +423,14 @@ class SshClient:
     def _login(self, client: paramiko.SSHClient) -> None:
         target, timeout = self.target, self.connect_timeout
         try:
-            # Into the host-key table, not load_host_keys(): nothing may ever be saved back.
-            client.get_host_keys().load(str(target.known_hosts))
+            known = KnownHosts.load(target.known_hosts)
         except OSError as exc:
             raise ActionError(Reason.ERROR, f"cannot read known_hosts {target.known_hosts}: {exc.strerror}") from None
-        client.set_missing_host_key_policy(_RejectUnknownHostKey())
+        client.set_missing_host_key_policy(_KnownHostsPolicy(known))
+        # Ask only for the key types known_hosts has for this host, as ssh does; paramiko would
+        # otherwise take the server's favourite and the known key would never be offered.
+        allowed = known.algorithms_for(target.known_hosts_name)
+        disabled = {"keys": [alg for alg in paramiko.Transport._preferred_keys if alg not in allowed]} if allowed else None
         try:
             client.connect(
                 target.address,
@@ -414,6 +443,7 @@ class SshClient:
                 banner_timeout=timeout,
                 auth_timeout=timeout,
                 channel_timeout=timeout,
+                disabled_algorithms=disabled,
             )
         except paramiko.SSHException as exc:
             transport = client.get_transport()

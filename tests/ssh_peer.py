@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from monitord.config import SshConfig
 from monitord.fields import SecretRef
@@ -159,6 +159,8 @@ class SshHost:
     client_key: Path
     known_hosts: Path
     host_key_line: str
+    ecdsa_host_key: str
+    """The server's second host key (``ecdsa-sha2-nistp256 AAAA...``), not in ``known_hosts``."""
     address: str = "127.0.0.1"
 
     @property
@@ -299,10 +301,10 @@ def ensure_user(name: str = SSH_USER) -> None:
     subprocess.run([need_binary("usermod"), "-p", "*", name], check=True)
 
 
-def openssh_key(directory: Path, name: str) -> tuple[Path, str]:
-    """A fresh Ed25519 key in OpenSSH format at ``directory/name`` (mode 600); return its path and
-    its public ``ssh-ed25519 AAAA...`` line."""
-    key = ed25519.Ed25519PrivateKey.generate()
+def openssh_key(directory: Path, name: str, key=None) -> tuple[Path, str]:
+    """``key`` (default: a fresh Ed25519 key) in OpenSSH format at ``directory/name`` (mode 600);
+    return its path and its public ``ssh-ed25519 AAAA...`` line."""
+    key = key or ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
@@ -355,6 +357,7 @@ def start_ssh_host(peers: PeerStarter, address: str = "127.0.0.1") -> Iterator[S
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         _write_fake_tools(directory)
         openssh_key(directory, "host_key")
+        _, ecdsa_host_key = openssh_key(directory, "host_key_ecdsa", ec.generate_private_key(ec.SECP256R1()))
         client_key, client_public = openssh_key(directory, "client_key")
         write_file(directory / "authorized_keys" / SSH_USER, client_public + "\n")
         port = free_port()
@@ -365,6 +368,7 @@ def start_ssh_host(peers: PeerStarter, address: str = "127.0.0.1") -> Iterator[S
 Port {port}
 ListenAddress {address}
 HostKey {directory}/host_key
+HostKey {directory}/host_key_ecdsa
 PidFile {directory}/sshd.pid
 AuthorizedKeysFile {directory}/authorized_keys/%u
 StrictModes no
@@ -378,7 +382,7 @@ SetEnv PATH={directory}/fakebin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 """)
         subprocess.run([binary, "-t", "-f", str(config)], check=True)
         peer = peers.process("sshd", directory, [binary, "-D", "-e", "-f", str(config)], port, host=address)
-        host = SshHost(peer, directory, SSH_USER, client_key, known_hosts, host_key_line, address)
+        host = SshHost(peer, directory, SSH_USER, client_key, known_hosts, host_key_line, ecdsa_host_key, address)
         try:
             yield host
         finally:

@@ -4,7 +4,10 @@ failures by reason, timeouts that free their thread, kernel-log scanning and for
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
+import hashlib
+import hmac
 import os
 import socket
 import threading
@@ -188,6 +191,62 @@ async def test_changed_host_key(ssh_host: SshHost, tmp_path: Path) -> None:
     error = await expect_error(ssh_host.client(known_hosts=known_hosts).login_check(), Reason.AUTH)
     assert f"host key for [127.0.0.1]:{ssh_host.port} CHANGED" in error.summary
     assert known_hosts.read_text() == f"[127.0.0.1]:{ssh_host.port} {impostor}\n"
+
+
+async def test_revoked_and_cert_authority_lines_do_not_break_login(ssh_host: SshHost, tmp_path: Path, caplog) -> None:
+    _, other = openssh_key(tmp_path, "other")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(
+        "# comment\n"
+        f"@cert-authority *.example.jp {other}\n"
+        f"@revoked * {other}\n"
+        "@future-marker host ssh-ed25519 AAAA\n"
+        "garbage\n"
+        "host ssh-ed25519 !!notbase64!!\n"
+        f"{ssh_host.host_key_line}\n"
+    )
+    await ssh_host.client(known_hosts=known_hosts).login_check()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("line 2: @cert-authority line ignored" in w for w in warnings), warnings
+    assert any("line 4: unknown marker @future-marker" in w for w in warnings), warnings
+    assert any("line 5: not 'hosts keytype key'" in w for w in warnings), warnings
+    assert any("line 6: unusable ssh-ed25519 key" in w for w in warnings), warnings
+    await ssh_host.client(known_hosts=known_hosts).login_check()  # warned once per line, not per login
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == len(warnings)
+
+
+async def test_revoked_host_key_is_rejected_even_if_also_trusted(ssh_host: SshHost, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    revoked_key = ssh_host.host_key_line.split(" ", 1)[1]
+    known_hosts.write_text(f"{ssh_host.host_key_line}\n@revoked otherhost {revoked_key}\n")
+    error = await expect_error(ssh_host.client(known_hosts=known_hosts).login_check(), Reason.AUTH)
+    assert f"host key for [127.0.0.1]:{ssh_host.port} is REVOKED in {known_hosts}" in error.summary
+
+
+@pytest.mark.parametrize("real_first", [True, False])
+async def test_every_key_of_one_type_is_trusted(ssh_host: SshHost, tmp_path: Path, real_first: bool) -> None:
+    _, rotated = openssh_key(tmp_path, "rotated")
+    label = f"[127.0.0.1]:{ssh_host.port}"
+    lines = [ssh_host.host_key_line, f"{label} {rotated}"]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("\n".join(lines if real_first else lines[::-1]) + "\n")
+    await ssh_host.client(known_hosts=known_hosts).login_check()
+
+
+async def test_host_keys_of_another_type_hashed_or_by_wildcard(ssh_host: SshHost, tmp_path: Path) -> None:
+    """The server prefers its Ed25519 key; known_hosts has only its ECDSA key: that one is asked for."""
+    label = f"[127.0.0.1]:{ssh_host.port}"
+    salt = os.urandom(20)
+    hashed = "|1|{}|{}".format(base64.b64encode(salt).decode(),
+                               base64.b64encode(hmac.new(salt, label.encode(), hashlib.sha1).digest()).decode())
+    known_hosts = tmp_path / "known_hosts"
+    for hosts in (label, hashed, "[127.0.0.*]:*", f"!{label},*"):
+        known_hosts.write_text(f"{hosts} {ssh_host.ecdsa_host_key}\n")
+        if hosts.startswith("!"):
+            error = await expect_error(ssh_host.client(known_hosts=known_hosts).login_check(), Reason.AUTH)
+            assert "is not in" in error.summary
+        else:
+            await ssh_host.client(known_hosts=known_hosts).login_check()
 
 
 async def test_missing_known_hosts(ssh_host: SshHost, tmp_path: Path) -> None:
