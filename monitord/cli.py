@@ -20,7 +20,7 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from monitord import __version__
+from monitord import __version__, redact
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration, parse_id
 from monitord.lograte import RepeatFilter
@@ -176,13 +176,10 @@ def _id(text: str) -> int:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RepeatFilter())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(redact.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RepeatFilter())
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 

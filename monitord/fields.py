@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, model_validator
 
+from monitord import redact
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -142,7 +144,13 @@ class SecretRef(StrictModel):
         return self
 
     def read(self) -> str:
-        """Return the secret's value, without a trailing newline."""
+        """Return the secret's value, without a trailing newline; from now on logs, the store and
+        the metrics mask it (:mod:`monitord.redact`)."""
+        value = self._read()
+        redact.remember(value)
+        return value
+
+    def _read(self) -> str:
         if self.env is not None:
             try:
                 return os.environ[self.env]

@@ -9,6 +9,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitord import __version__
 from monitord.checkstate import CheckState
+from monitord.redact import redact
 from monitord.results import Result
 
 CHECK_LABELS = ("host", "check", "kind")
@@ -124,4 +125,4 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text exposition format of every metric."""
-        return generate_latest(self.registry)
+        return redact(generate_latest(self.registry).decode()).encode()

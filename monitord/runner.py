@@ -14,6 +14,7 @@ import time
 import aiohttp
 
 from monitord.fields import format_duration
+from monitord.redact import redact
 from monitord.results import Outcome, ProbeError, Reason, Result, Status
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from remediation.base import ActionError
@@ -84,7 +85,7 @@ async def run_probe(
     return Result(
         status=outcome.status,
         reason=outcome.reason,
-        summary=outcome.summary,
+        summary=redact(outcome.summary),
         duration=time.monotonic() - start,
         started_at=now,
         values=dict(outcome.values),

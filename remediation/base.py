@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from monitord.redact import redact
 from monitord.results import Reason
 
 
@@ -16,6 +17,7 @@ class ActionError(Exception):
     """A remediation step failed, with a typed reason (timeout, refused, auth, protocol, error)."""
 
     def __init__(self, reason: Reason, summary: str, maybe_done: bool = False) -> None:
+        summary = redact(summary)
         super().__init__(summary)
         self.reason = reason
         self.summary = summary

@@ -18,6 +18,7 @@ import aiohttp
 from pydantic import Field
 
 from monitord.fields import Duration, SecretRef, StrictModel
+from monitord.redact import redact
 from monitord.results import Reason
 
 Action = Literal["trigger", "acknowledge", "resolve"]
@@ -89,6 +90,7 @@ class DeliveryError(Exception):
     """
 
     def __init__(self, reason: Reason, summary: str, retryable: bool, retry_after: float | None = None) -> None:
+        summary = redact(summary)
         super().__init__(summary)
         self.reason = reason
         self.summary = summary
@@ -172,7 +174,7 @@ class HttpClient:
         if data is None:
             data = json.dumps(body, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
-        where = _redact(url)
+        where = _origin(url)
         try:
             async with self._open().post(url, data=data, headers=headers, allow_redirects=False,
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
@@ -184,6 +186,8 @@ class HttpClient:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
             raise DeliveryError(Reason.REFUSED if refused else Reason.UNREACHABLE,
                                 f"{where}: cannot connect: {exc.os_error}", retryable=True) from None
+        except aiohttp.InvalidURL:  # its text is the URL, which may be the secret (Slack)
+            raise DeliveryError(Reason.ERROR, f"{where}: not a valid URL", retryable=True) from None
         except aiohttp.ClientError as exc:
             raise DeliveryError(Reason.ERROR, f"{where}: {type(exc).__name__}: {exc}", retryable=True) from None
         if status in ok:
@@ -202,7 +206,7 @@ class HttpClient:
             self._session = None
 
 
-def _redact(url: str) -> str:
+def _origin(url: str) -> str:
     """``scheme://host[:port]`` only: webhook URLs carry their secret in the path."""
     match = re.match(r"^([a-z]+://[^/?#]+)", url, re.I)
     return match.group(1) if match else "<url>"
