@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from monitord import __version__, redact
+from monitord.caps import keep_capabilities_to_ourselves
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration, parse_id
 from monitord.lograte import RepeatFilter
@@ -35,6 +36,7 @@ DEFAULT_CONFIG = "/etc/monitord/monitord.yaml"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monitord`` console script."""
+    keep_capabilities_to_ourselves()
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -6,15 +6,19 @@ daemon whose watchdog pings stop, restarting it) cannot run here; what the daemo
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.daemon_proc import Daemon, wait_for
-from tests.support import free_port
+from tests.daemon_proc import REPO, Daemon, wait_for
+from tests.support import free_port, need_binary, need_root
 from tests.test_daemon import write_config
 
 pytestmark = pytest.mark.integration
@@ -106,3 +110,37 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(notified):
     longest = max(b - a for a, b in zip(pings, pings[1:]))
     assert longest >= 4.0, f"the watchdog kept pinging (every {longest:.1f}s at most) while the loop was blocked"
     assert daemon.alive()
+
+
+def test_plugins_do_not_inherit_cap_net_raw(tmp_path):
+    """Run as the unit runs it — only CAP_NET_RAW, ambient, root without root's automatic
+    capabilities (securebits noroot) — monitord keeps CAP_NET_RAW for its raw ICMP socket,
+    the plugin it starts has none."""
+    need_root()
+    setpriv = need_binary("setpriv")
+    plugin = tmp_path / "show_caps"
+    plugin.write_text("#!/bin/sh\n"
+                      "while read -r k v; do case $k in CapPrm:|CapEff:|CapAmb:) printf '%s%s ' $k $v;; esac;"
+                      " done < /proc/$$/status\necho\n")
+    plugin.chmod(0o755)
+    config = tmp_path / "monitord.yaml"
+    config.write_text(f"""
+daemon:
+  state_path: {tmp_path / 'state.db'}
+  ping: {{privileged: raw}}
+hosts:
+  local:
+    address: 127.0.0.1
+    checks:
+      caps: {{kind: plugin, command: {plugin}}}
+      ping: {{count: 1}}
+""")
+    argv = [setpriv, "--securebits", "+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked",
+            "--bounding-set", "-all,+net_raw", "--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw",
+            sys.executable, "-m", "monitord", "probe-once", "--json", "--config", str(config), "local"]
+    out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         timeout=60)
+    results = {r["check"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert results["ping"]["status"] == "ok", out.stdout + out.stderr  # monitord itself: raw ICMP works
+    caps = dict(field.split(":") for field in results["caps"]["summary"].split())
+    assert caps == {"CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000"}
