@@ -188,3 +188,12 @@ def test_systemd_unit_verifies(tmp_path):
     out = subprocess.run([analyze, "verify", str(tmp_path / "monitord.service")], capture_output=True, text=True)
     problems = [line for line in out.stderr.splitlines() if "monitord.service" in line]
     assert out.returncode == 0 and problems == [], out.stderr
+    security = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(tmp_path / "monitord.service")],
+                              capture_output=True, text=True)
+    exposure = re.search(r"Overall exposure level for monitord.service: ([0-9.]+)", security.stdout)
+    assert exposure and float(exposure.group(1)) < 2.5, security.stdout + security.stderr
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["WatchdogSec"] and settings["LimitNOFILE"] and settings["StartLimitBurst"]
+    example = (REPO / "config" / "monitord.example.yaml").read_text()
+    loaded = set(re.findall(r"^LoadCredential=([^:]+):", unit, re.M))
+    assert loaded == set(re.findall(r"\{credential: ([^}\s]+)\}", example))

@@ -14,12 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.daemon_proc import REPO, Daemon, wait_for
 from tests.support import free_port, need_binary, need_root
-from tests.test_daemon import write_config
+from tests.test_daemon import listener, write_config  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +145,54 @@ hosts:
     assert results["ping"]["status"] == "ok", out.stdout + out.stderr  # monitord itself: raw ICMP works
     caps = dict(field.split(":") for field in results["caps"]["summary"].split())
     assert caps == {"CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000"}
+
+
+MDWE_THEN_EXEC = """\
+import ctypes, mmap, os, sys
+assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit("MemoryDenyWriteExecute is not in force")
+except PermissionError:
+    pass
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_the_units_sandbox_leaves_ipmitool_and_plugins_working(tmp_path, ipmi_sim, listener):
+    """ProcSubset=pid, ProtectProc=invisible and MemoryDenyWriteExecute=yes as the kernel does them
+    (a private /proc mounted subset=pid,hidepid=invisible; PR_SET_MDWE, inherited by children):
+    the BMC check (ipmitool) and a Nagios plugin still work; check_load, which reads
+    /proc/loadavg, does not (the documented limit)."""
+    need_root()
+    unshare = need_binary("unshare")
+    need_binary("ipmitool")
+    plugins = Path("/usr/lib/nagios/plugins")
+    if not (plugins / "check_tcp").exists():
+        pytest.skip("monitoring-plugins-basic is not installed")
+    config = tmp_path / "monitord.yaml"
+    config.write_text(f"""
+daemon:
+  state_path: {tmp_path / 'state.db'}
+hosts:
+  local:
+    address: 127.0.0.1
+    bmc: {{address: 127.0.0.1, port: {ipmi_sim.port}, username: {ipmi_sim.username}, password: {{env: BMC_PASSWORD}}}}
+    checks:
+      bmc: {{timeout: 20s}}
+      port: {{kind: plugin, command: {plugins / 'check_tcp'}, args: [-H, $ADDRESS$, -p, "{listener}"]}}
+      load: {{kind: plugin, command: {plugins / 'check_load'}, args: [-w, "99,99,99", -c, "99,99,99"]}}
+""")
+    argv = [unshare, "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c",
+            'mount -t proc -o hidepid=invisible,subset=pid proc /proc && exec "$@"', "sandbox",
+            sys.executable, "-c", MDWE_THEN_EXEC, sys.executable, "-m", "monitord", "probe-once", "--json",
+            "--config", str(config), "local"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "BMC_PASSWORD": ipmi_sim.password})
+    results = {r["check"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert results.keys() == {"bmc", "port", "load"}, out.stdout + out.stderr
+    assert results["bmc"]["status"] == "ok", results["bmc"]
+    assert results["port"]["status"] == "ok", results["port"]
+    # check_load works outside the sandbox, not inside it: the sandbox was in force
+    assert subprocess.run([plugins / "check_load", "-w", "99,99,99", "-c", "99,99,99"], capture_output=True).returncode == 0
+    assert results["load"]["status"] == "unknown" and "uptime" in results["load"]["summary"], results["load"]
