@@ -3,12 +3,14 @@
 Every value read from a ``{file|env|credential}`` secret is remembered here when it is read
 (:meth:`monitord.fields.SecretRef.read`), with the forms an error message may quote it in
 (percent-encoded, JSON- or repr-escaped, each line of a multi-line secret); :func:`redact`
-masks them all. It is applied where text leaves the process: every log line
-(:class:`Formatter`), every string written to the state store (:class:`Connection`), the
-metrics exposition. A secret that was never read cannot be in any text we produce.
+masks them all. It is applied where error text is made (driver, pager and probe errors) and
+where text leaves the process: every log line (:class:`Formatter`), every string written to
+the state store (:class:`Connection`), the metrics exposition. A secret that was never read
+cannot be in any text we produce.
 
-Values shorter than :data:`MIN_LENGTH` are not masked: masking "abc" in every log line would
-hide more than it protects, and such a secret is no secret anyway.
+Values shorter than :data:`MIN_LENGTH` are not masked: they are well-known defaults (SNMP
+"public"/"private", a BMC's "calvin") or too weak to protect, and masking such a common word in
+every log line and journal entry ("public holiday") would hide more than it protects.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 from urllib.parse import quote
 
 MASK = "[REDACTED]"
-MIN_LENGTH = 4
+MIN_LENGTH = 8
 
 _lock = threading.Lock()
 _forms: set[str] = set()
