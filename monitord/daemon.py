@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 8.0
 REPORT_METRICS_EVERY = 60.0
 STALL_ALLOWANCE = 60.0
-"""How late the scheduler's next check or the engine's next pass may be before the watchdog gives up."""
+"""How late the scheduler's next check or the engine's next pass may be before the watchdog says so,
+and how long it then waits before it stops pinging systemd."""
 
 
 class Daemon:
@@ -79,7 +80,7 @@ class Daemon:
                  asyncio.create_task(self._report_metrics(), name="reports")]
         if interval := sdnotify.watchdog_interval():
             watched = [scheduler_task, engine_task, *loops]
-            watchdog = sdnotify.Watchdog(lambda: self._stalled(watched))
+            watchdog = sdnotify.Watchdog(lambda: self._stalled(watched), patience=STALL_ALLOWANCE)
             loops.append(asyncio.create_task(watchdog.run(interval), name="watchdog"))
         log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
                  __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,

@@ -48,34 +48,44 @@ def watchdog_interval() -> float | None:
 
 
 class Watchdog:
-    """Pings systemd's watchdog only while ``stalled()`` finds nothing wrong.
+    """Pings systemd's watchdog only while ``stalled()`` finds nothing wrong for long.
 
     ``stalled`` returns why the daemon is not doing its job (a loop ended or is stuck), or None.
-    A hung event loop sends nothing at all; a stuck part stops the pings here. Either way
-    systemd kills and restarts monitord after ``WatchdogSec=``.
+    A hung event loop sends nothing at all. A stuck part is given ``patience`` seconds first
+    (a wall-clock step makes the scheduler look late until its next wake-up, at most 30 s),
+    then the pings stop. Either way systemd kills and restarts monitord after ``WatchdogSec=``.
     """
 
-    def __init__(self, stalled: Callable[[], str | None]):
+    def __init__(self, stalled: Callable[[], str | None], patience: float):
         self._stalled = stalled
-        self._reason: str | None = None
+        self.patience = patience
+        self._since: float | None = None
+        self._gave_up = False
 
-    def beat(self) -> bool:
-        """One watchdog period: ping if healthy, else say (once) why not. True if it pinged."""
+    def beat(self, now: float) -> bool:
+        """One watchdog period at monotonic time ``now``; True if it pinged systemd."""
         reason = self._stalled()
         if reason is None:
-            if self._reason is not None:
-                log.warning("watchdog: healthy again, pinging systemd again")
-                notify("STATUS=monitoring")
-            self._reason = None
+            if self._since is not None:
+                log.warning("watchdog: healthy again")
+                if self._gave_up:
+                    notify("STATUS=monitoring")
+            self._since, self._gave_up = None, False
             return notify("WATCHDOG=1")
-        if reason != self._reason:
-            log.error("watchdog: %s; not pinging systemd, which will restart monitord", reason)
+        if self._since is None:
+            self._since = now
+            log.warning("watchdog: %s", reason)
+        if now - self._since < self.patience:
+            return notify("WATCHDOG=1")
+        if not self._gave_up:
+            self._gave_up = True
+            log.error("watchdog: %s for %.0fs; not pinging systemd, which will restart monitord",
+                      reason, now - self._since)
             notify(f"STATUS={reason}")
-        self._reason = reason
         return False
 
     async def run(self, interval: float) -> None:
-        """Beat every ``interval`` seconds (monotonic time) until cancelled."""
+        """Beat every ``interval`` seconds until cancelled."""
         while True:
-            self.beat()
+            self.beat(time.monotonic())
             await asyncio.sleep(interval)

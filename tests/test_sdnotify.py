@@ -96,19 +96,38 @@ def received(sock) -> list[bytes]:
 
 def test_watchdog_pings_only_while_healthy_and_says_why_once(notify_socket, caplog):
     problem: list[str | None] = [None]
-    watchdog = sdnotify.Watchdog(lambda: problem[0])
-    assert watchdog.beat() and watchdog.beat()
+    watchdog = sdnotify.Watchdog(lambda: problem[0], patience=60.0)
+    assert watchdog.beat(0.0) and watchdog.beat(15.0)
     assert received(notify_socket) == [b"WATCHDOG=1", b"WATCHDOG=1"]
 
+    # stuck: still pinging within the patience (a clock step looks the same for a while) ...
     problem[0] = "scheduler stuck: web/http is 75s overdue"
-    assert not watchdog.beat() and not watchdog.beat() and not watchdog.beat()
-    assert received(notify_socket) == [b"STATUS=scheduler stuck: web/http is 75s overdue"]
+    assert watchdog.beat(30.0) and watchdog.beat(45.0) and watchdog.beat(89.0)
+    assert received(notify_socket) == [b"WATCHDOG=1"] * 3
+    # ... then no more pings, and the reason is said once, whatever the seconds in it say
+    problem[0] = "scheduler stuck: web/http is 150s overdue"
+    assert not watchdog.beat(90.0) and not watchdog.beat(105.0)
+    problem[0] = "scheduler stuck: web/http is 180s overdue"
+    assert not watchdog.beat(120.0)
+    assert received(notify_socket) == [b"STATUS=scheduler stuck: web/http is 150s overdue"]
     assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
-        "watchdog: scheduler stuck: web/http is 75s overdue; not pinging systemd, which will restart monitord"]
+        "watchdog: scheduler stuck: web/http is 150s overdue for 60s; not pinging systemd, which will restart monitord"]
 
     problem[0] = None
-    assert watchdog.beat()
+    assert watchdog.beat(135.0)
     assert received(notify_socket) == [b"STATUS=monitoring", b"WATCHDOG=1"]
+
+
+def test_watchdog_forgives_a_short_stall(notify_socket, caplog):
+    problem: list[str | None] = ["escalation stuck: no re-evaluation for 95s"]
+    watchdog = sdnotify.Watchdog(lambda: problem[0], patience=60.0)
+    assert watchdog.beat(0.0) and watchdog.beat(59.0)
+    problem[0] = None
+    assert watchdog.beat(60.0)
+    problem[0] = "escalation stuck: no re-evaluation for 95s"
+    assert watchdog.beat(61.0) and watchdog.beat(120.0)  # a new stall: patience starts again
+    assert received(notify_socket) == [b"WATCHDOG=1"] * 5
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_scheduler_is_stalled_when_its_next_check_is_overdue(tmp_path):
