@@ -5,27 +5,55 @@ embedded SQLite database in WAL mode. A PostgreSQL store for HA can implement th
 interface. Everything written inside :meth:`Store.transaction` is committed (and, when
 ``durable``, synced to disk) before the block returns, so a decision journaled before an
 action survives ``kill -9`` of the daemon.
+
+The schema is versioned (``PRAGMA user_version``) and changed only by the ordered
+:data:`MIGRATIONS`; opening a store runs ``PRAGMA quick_check``, upgrades an older schema in
+one transaction per step, and refuses a damaged, foreign or newer database, or one missing a
+table, with a :class:`StateError` that names the file and says what to do. A table is never
+re-created behind the operator's back. A row that cannot be decoded (bad JSON, an unknown
+status) is moved to ``damaged_rows`` and logged, never fatal.
+
+One daemon per store: ``monitord run`` holds a :class:`StoreLock` (``flock`` on a file
+beside the database) for its lifetime. The CLI's verbs do not take it: they read, or write
+small records (maintenance windows, approvals, acks, report texts) in short transactions
+that SQLite's own locking serialises with the daemon's.
+
+A write that fails at run time (disk full, I/O error, a damaged page) raises
+:class:`StoreFault` and sets :attr:`SQLiteStore.fault` until :meth:`SQLiteStore.probe`
+finds the store writable again; the daemon holds every automatic action meanwhile, since
+nothing can be journaled before it is done.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
+import shutil
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import ContextManager, Iterator, Mapping, Protocol
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, TypeVar
 
 from monitord import redact
 from monitord.checkstate import CheckState
 from monitord.results import Result, Status
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS check_state (
+APPLICATION_ID = 0x4D4F4E44  # "MOND" in the database header: this file is a monitord store
+MIN_FREE_BYTES = 8 << 20
+"""A store that failed a write counts as writable again only with this much free space."""
+
+_BASELINE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE check_state (
     check_id      TEXT PRIMARY KEY,
     status        INTEGER NOT NULL,
     hard          INTEGER NOT NULL,
@@ -36,7 +64,7 @@ CREATE TABLE IF NOT EXISTS check_state (
     last_result   TEXT,
     incident_id   INTEGER
 );
-CREATE TABLE IF NOT EXISTS incidents (
+CREATE TABLE incidents (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     host       TEXT NOT NULL,
     check_name TEXT NOT NULL,
@@ -46,8 +74,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     closed_at  REAL,
     summary    TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS incidents_open ON incidents (closed_at);
-CREATE TABLE IF NOT EXISTS journal (
+CREATE INDEX incidents_open ON incidents (closed_at);
+CREATE TABLE journal (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     ts          REAL NOT NULL,
     event       TEXT NOT NULL,
@@ -60,9 +88,9 @@ CREATE TABLE IF NOT EXISTS journal (
     ref         INTEGER,
     detail      TEXT
 );
-CREATE INDEX IF NOT EXISTS journal_incident ON journal (incident_id);
-CREATE TABLE IF NOT EXISTS escalation (host TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pages (
+CREATE INDEX journal_incident ON journal (incident_id);
+CREATE TABLE escalation (host TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE pages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id INTEGER,
     host        TEXT,
@@ -79,7 +107,7 @@ CREATE TABLE IF NOT EXISTS pages (
     ack_sent    INTEGER NOT NULL DEFAULT 0,
     closed_at   REAL
 );
-CREATE TABLE IF NOT EXISTS sla_timers (
+CREATE TABLE sla_timers (
     incident_id INTEGER NOT NULL,
     name        TEXT NOT NULL,     -- engineer_on_site, replacement_on_network
     host        TEXT,
@@ -89,7 +117,7 @@ CREATE TABLE IF NOT EXISTS sla_timers (
     breached_at REAL,
     PRIMARY KEY (incident_id, name)
 );
-CREATE TABLE IF NOT EXISTS maintenance (
+CREATE TABLE maintenance (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     target  TEXT NOT NULL,          -- host:NAME, group:NAME or tag:NAME
     starts  REAL NOT NULL,
@@ -97,21 +125,21 @@ CREATE TABLE IF NOT EXISTS maintenance (
     reason  TEXT NOT NULL,
     created_by TEXT
 );
-CREATE TABLE IF NOT EXISTS quarantine (host TEXT PRIMARY KEY, since REAL NOT NULL, reason TEXT NOT NULL, by TEXT);
-CREATE TABLE IF NOT EXISTS approvals (
+CREATE TABLE quarantine (host TEXT PRIMARY KEY, since REAL NOT NULL, reason TEXT NOT NULL, by TEXT);
+CREATE TABLE approvals (
     host TEXT PRIMARY KEY, answer TEXT NOT NULL, at REAL NOT NULL, by TEXT
 );
-CREATE TABLE IF NOT EXISTS heartbeats (
+CREATE TABLE heartbeats (
     host TEXT PRIMARY KEY, at REAL NOT NULL, status INTEGER NOT NULL, message TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS reports (
+CREATE TABLE reports (
     incident_id  INTEGER PRIMARY KEY,   -- the incident the report (障害報告) is about
     root_cause   TEXT,                  -- written by the engineer (monitord report edit)
     prevention   TEXT,
     submitted_at REAL,                  -- when the report went to the customer (monitord report submit)
     submitted_by TEXT
 );
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE outbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     integration TEXT NOT NULL,
     dedup_key   TEXT NOT NULL,
@@ -126,16 +154,49 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at     REAL,
     UNIQUE (integration, dedup_key, action, recipients)
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, due);
-CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal
+CREATE INDEX outbox_pending ON outbox (state, due);
+CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
     BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal
+CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
     BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 """
 
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the schema as first released (stores from before versioning are stamped 1 once checked)
+    _BASELINE + f"PRAGMA application_id={APPLICATION_ID};\n",
+    # 2: rows that could not be decoded are kept here instead of crashing start-up
+    """
+    CREATE TABLE damaged_rows (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       REAL NOT NULL,
+        tbl      TEXT NOT NULL,
+        row_key  TEXT,
+        data     TEXT NOT NULL,   -- the row as JSON, as it was read
+        error    TEXT NOT NULL
+    );
+    DELETE FROM meta WHERE key='schema_version';  -- PRAGMA user_version says it now
+    """,
+)
+"""Schema changes, in order: ``MIGRATIONS[n]`` takes a store from version ``n`` to ``n + 1``.
+Add a step to change the schema; never edit one that was released."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 class StateError(Exception):
-    """The state database cannot be opened or is not ours."""
+    """The state database cannot be opened, is damaged, or is not ours."""
+
+
+class StoreLocked(StateError):
+    """Another process holds the store's daemon lock."""
+
+    def __init__(self, message: str, pid: int | None):
+        super().__init__(message)
+        self.pid = pid
+
+
+class StoreFault(StateError):
+    """A write to the state database failed at run time (disk full, I/O error, damage)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +356,11 @@ class Store(Protocol):
                 host: str | None = None, since: float | None = None, until: float | None = None) -> list[JournalEntry]:
         """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
 
-    def escalation_states(self) -> dict[str, dict]:
-        """Persisted escalation state per host."""
+    fault: str | None
+    """Why the last write failed, while it keeps failing; None when the store is healthy."""
+
+    def escalation_states(self, parse: Callable[[dict], Any] = dict) -> dict[str, Any]:
+        """Persisted escalation state per host, each passed through ``parse`` (a row it rejects is damaged)."""
 
     def put_escalation_state(self, host: str, state: dict) -> None:
         """Persist a host's escalation state."""
@@ -383,34 +447,169 @@ class Store(Protocol):
         """Release the database."""
 
 
+def _detail(text: str | None) -> Mapping:
+    """A journal entry's detail; the journal is append-only, so an unreadable one is shown, not moved."""
+    try:
+        detail = json.loads(text) if text else {}
+    except ValueError:
+        detail = None
+    return detail if isinstance(detail, dict) else {"unreadable": text}
+
+
+_RESTORE = ("stop monitord, move the file (and its -wal and -shm files) aside for analysis, then restore the last "
+            "backup, or start with no file to begin an empty store (open incidents, the journal and queued pages "
+            "are then lost)")
+
+_FAULTS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_READONLY",
+           "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PERM")
+
+
+def _is_fault(exc: sqlite3.Error) -> bool:
+    """A failure of the store itself (space, disk, damage, locks), not of the statement."""
+    return (getattr(exc, "sqlite_errorname", "") or "").startswith(_FAULTS)
+
+
+def _advice(exc: sqlite3.Error, path: Path) -> str:
+    """What the operator should do about ``exc``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL":
+        return f"the filesystem of {path.parent} is full: free space there"
+    if name.startswith("SQLITE_IOERR"):
+        return f"the disk under {path.parent} failed or is full: check free space and the kernel log"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return "the file is damaged or not a monitord state database: " + _RESTORE
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN")):
+        return f"check the permissions of {path} and {path.parent} (the daemon's user must write both)"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return "another process kept a write lock on it for too long"
+    return "see the SQLite error above"
+
+
+def _objects(db: sqlite3.Connection) -> dict[tuple[str, str], list[str]]:
+    """The schema objects of ``db``: (type, name) -> column names (empty for indexes and triggers)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for kind, name in db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall():
+        columns = [row[1] for row in db.execute(f'PRAGMA table_info("{name}")')] if kind == "table" else []
+        out[(kind, name)] = columns
+    return out
+
+
+@cache
+def _expected(version: int) -> dict[tuple[str, str], list[str]]:
+    """The schema objects a store of ``version`` has: the migrations applied to an empty database."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for script in MIGRATIONS[:version]:
+            db.executescript(script)
+        return _objects(db)
+    finally:
+        db.close()
+
+
 class SQLiteStore:
     """The embedded default store (SQLite, WAL). Used from one thread at a time."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       factory=redact.Connection)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if version is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(version[0]) > SCHEMA_VERSION:
-                raise StateError(f"{self.path}: schema version {version[0]} is newer than this monitord ({SCHEMA_VERSION})")
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot open state database: {exc}") from None
-        except OSError as exc:
-            raise StateError(f"{self.path}: cannot create state directory: {exc.strerror}") from None
+        self.fault: str | None = None
+        """Why the last write failed, until :meth:`probe` finds the store writable again."""
+        self.on_fault: Callable[[str | None], None] | None = None
+        """Told when :attr:`fault` is set or cleared (the daemon's store watch)."""
         self._lock = threading.RLock()
         self._depth = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot create state directory: {exc.strerror}") from None
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       factory=redact.Connection)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot open state database: {exc}; {_advice(exc, self.path)}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._check_integrity()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(f"{self.path}: cannot open state database: {exc}; {_advice(exc, self.path)}") from None
+        except StateError:
+            self._db.close()
+            raise
+
+    # -- opening: integrity, version, migrations ---------------------------------------------
+
+    def _check_integrity(self) -> None:
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            if not (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_CORRUPT"):
+                raise
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise StateError(f"{self.path}: the state database is damaged (quick_check: {'; '.join(problems)}); "
+                             + _RESTORE)
+
+    def _migrate(self) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step."""
+        db = self._db
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = _objects(db)
+        if app_id not in (0, APPLICATION_ID):
+            raise StateError(f"{self.path}: not a monitord state database (application id {app_id:#x}); "
+                             "point daemon.state_path at monitord's own file")
+        if version > SCHEMA_VERSION:
+            raise StateError(f"{self.path}: schema version {version} is newer than this monitord "
+                             f"({SCHEMA_VERSION}): run the newer monitord, or restore a backup made for this one")
+        if version == 0 and tables:  # from before versioning, or someone else's file
+            legacy = "meta" in {name for _, name in tables} and db.execute(
+                "SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+            if not legacy:
+                names = ", ".join(sorted(name for kind, name in tables if kind == "table"))
+                raise StateError(f"{self.path}: not a monitord state database (it has tables: {names}); "
+                                 "point daemon.state_path at monitord's own file")
+            self._require(1)
+            db.executescript(f"BEGIN IMMEDIATE; PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1; COMMIT;")
+            version = 1
+            log.warning("%s: unversioned state database stamped as schema version 1", self.path)
+        self._require(version)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            try:
+                db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[target - 1]}\nPRAGMA user_version={target};\nCOMMIT;")
+            except sqlite3.Error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            if version:
+                log.warning("%s: state database upgraded to schema version %d", self.path, target)
+
+    def _require(self, version: int) -> None:
+        """Every table, column, index and trigger of schema ``version`` must be there."""
+        if not version:
+            return
+        have = _objects(self._db)
+        for (kind, name), columns in _expected(version).items():
+            if (kind, name) not in have:
+                raise StateError(f"{self.path}: {kind} {name!r} is missing from the state database (schema version "
+                                 f"{version}): it was dropped or the file was damaged; it is not re-created, so "
+                                 "its data is not silently lost: " + _RESTORE)
+            missing = [c for c in columns if c not in have[(kind, name)]]
+            if missing:
+                raise StateError(f"{self.path}: table {name!r} lacks column(s) {', '.join(missing)} of schema version "
+                                 f"{version}: the file was altered or is not monitord's; " + _RESTORE)
+
+    # -- transactions and faults ---------------------------------------------------------------
 
     @contextmanager
     def transaction(self, durable: bool = False) -> Iterator[None]:
-        """Group writes into one transaction; nested blocks join the outer one."""
+        """Group writes into one transaction; nested blocks join the outer one.
+
+        A write that fails for want of space, an I/O error or a damaged page raises
+        :class:`StoreFault` (and sets :attr:`fault`); nothing of the block is committed.
+        """
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -419,37 +618,102 @@ class SQLiteStore:
                 finally:
                     self._depth -= 1
                 return
-            if durable:
-                self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
             try:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("BEGIN IMMEDIATE")
+                self._depth = 1
                 yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
                 self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error) and _is_fault(exc):
+                    raise self._faulted(exc) from None
+                raise
             finally:
                 self._depth = 0
                 if durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._quietly("PRAGMA synchronous=NORMAL")
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._quietly("ROLLBACK")
+
+    def _quietly(self, sql: str) -> None:
+        try:
+            self._db.execute(sql)
+        except sqlite3.Error:
+            pass  # the failure that matters is being reported already
+
+    def _faulted(self, exc: sqlite3.Error) -> StoreFault:
+        message = f"{self.path}: write failed: {exc}; {_advice(exc, self.path)}"
+        if self.fault is None:
+            self.fault = message
+            log.error("state store: %s; every automatic action is held until the store can be written again", message)
+            if self.on_fault is not None:
+                self.on_fault(message)
+        return StoreFault(message)
+
+    def probe(self) -> str | None:
+        """Is the store writable again? Try a small durable write (with :data:`MIN_FREE_BYTES`
+        free), clear :attr:`fault` if it works, and return the fault that remains, if any."""
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+            if free < MIN_FREE_BYTES:
+                return self.fault or (f"{self.path}: the filesystem of {self.path.parent} is full ({free} bytes "
+                                      f"free, {MIN_FREE_BYTES} needed): free space there")
+            with self.transaction(durable=True):
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('probed_at', ?)", (repr(time.time()),))
+        except (StoreFault, OSError):
+            return self.fault
+        if self.fault is not None:
+            log.warning("state store %s: writable again; automatic actions resume", self.path)
+            self.fault = None
+            if self.on_fault is not None:
+                self.on_fault(None)
+        return None
+
+    def _decoded(self, table: str, rows: list[tuple], decode: Callable[[tuple], T]) -> list[T]:
+        """``decode`` each row (``rowid`` first); a row that cannot be decoded is moved to
+        ``damaged_rows`` and logged instead of failing the caller."""
+        out = []
+        for row in rows:
+            try:
+                out.append(decode(row[1:]))
+            except (ValueError, KeyError, TypeError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("state store %s: a row of %s (%s) is unreadable (%s): moved to damaged_rows and skipped",
+                          self.path, table, row[1], error)
+                try:
+                    with self.transaction():
+                        self._db.execute("INSERT INTO damaged_rows (at, tbl, row_key, data, error) VALUES (?,?,?,?,?)",
+                                         (time.time(), table, str(row[1]), json.dumps(row[1:], default=repr), error))
+                        self._db.execute(f"DELETE FROM {table} WHERE rowid=?", (row[0],))
+                except StoreFault:
+                    pass  # reported by the fault; the row is skipped this time and moved next time
+        return out
+
+    def damaged_rows(self) -> list[tuple[str, str, str]]:
+        """(table, key, error) of every row moved aside as unreadable, oldest first."""
+        return self._db.execute("SELECT tbl, row_key, error FROM damaged_rows ORDER BY id").fetchall()
 
     def check_states(self) -> dict[str, StoredCheck]:
         """Every stored check state, by check id."""
         rows = self._db.execute(
-            "SELECT check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id"
-            " FROM check_state"
+            "SELECT rowid, check_id, status, hard, attempt, last_run, last_change, problem_since, last_result,"
+            " incident_id FROM check_state"
         ).fetchall()
-        out = {}
-        for check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id in rows:
+
+        def decode(row: tuple) -> tuple[str, StoredCheck]:
+            check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id = row
             state = CheckState(
                 status=Status(status), hard=bool(hard), attempt=attempt, last_run=last_run,
                 last_change=last_change, problem_since=problem_since,
                 last_result=Result.from_dict(json.loads(last_result)) if last_result else None,
             )
-            out[check_id] = StoredCheck(state, incident_id)
-        return out
+            return check_id, StoredCheck(state, incident_id)
+
+        return dict(self._decoded("check_state", rows, decode))
 
     def put_check_state(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
         """Store a check's state."""
@@ -517,13 +781,14 @@ class SQLiteStore:
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [
             JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
-                         reason=r[7], outcome=r[8], ref=r[9], detail=json.loads(r[10]) if r[10] else {})
+                         reason=r[7], outcome=r[8], ref=r[9], detail=_detail(r[10]))
             for r in rows
         ]
 
-    def escalation_states(self) -> dict[str, dict]:
-        """Persisted escalation state per host."""
-        return {host: json.loads(state) for host, state in self._db.execute("SELECT host, state FROM escalation")}
+    def escalation_states(self, parse: Callable[[dict], Any] = dict) -> dict[str, Any]:
+        """Persisted escalation state per host, each passed through ``parse`` (a row it rejects is damaged)."""
+        rows = self._db.execute("SELECT rowid, host, state FROM escalation").fetchall()
+        return dict(self._decoded("escalation", rows, lambda r: (r[0], parse(json.loads(r[1])))))
 
     def put_escalation_state(self, host: str, state: dict) -> None:
         """Persist a host's escalation state."""
@@ -576,8 +841,8 @@ class SQLiteStore:
 
     def heartbeats(self) -> dict[str, Heartbeat]:
         """The last heartbeat of each host that posted one."""
-        return {host: Heartbeat(at, Status(status), message) for host, at, status, message in
-                self._db.execute("SELECT host, at, status, message FROM heartbeats")}
+        rows = self._db.execute("SELECT rowid, host, at, status, message FROM heartbeats").fetchall()
+        return dict(self._decoded("heartbeats", rows, lambda r: (r[0], Heartbeat(r[1], Status(r[2]), r[3]))))
 
     def put_heartbeat(self, host: str, beat: Heartbeat) -> None:
         """Remember a host's latest heartbeat."""
@@ -670,15 +935,15 @@ class SQLiteStore:
 
     def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
         """Pages, oldest first."""
-        sql, args = f"SELECT {self._PAGE_COLUMNS} FROM pages WHERE 1=1", []
+        sql, args = f"SELECT rowid, {self._PAGE_COLUMNS} FROM pages WHERE 1=1", []
         if open_only:
             sql += " AND closed_at IS NULL"
         if incident_id is not None:
             sql += " AND incident_id=?"
             args.append(incident_id)
         rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
-        return [PageRecord(*r[:10], tuple(tuple(p) for p in json.loads(r[10])), r[11], r[12], bool(r[13]), r[14])
-                for r in rows]
+        return self._decoded("pages", rows, lambda r: PageRecord(
+            *r[:10], tuple((str(i), str(k)) for i, k in json.loads(r[10])), r[11], r[12], bool(r[13]), r[14]))
 
     def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
         """Start an SLA timer (False if it already exists)."""
@@ -711,3 +976,40 @@ class SQLiteStore:
         except sqlite3.Error:
             pass
         self._db.close()
+
+
+class StoreLock:
+    """The daemon's exclusive claim on a state store: ``flock`` on ``<db>.lock``, held (with
+    the file open) for the process lifetime and released by the kernel when the process
+    dies, even by ``kill -9``. The file says which process holds it."""
+
+    def __init__(self, db_path: str | Path):
+        self.path = Path(str(db_path) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`StoreLocked` naming the process that has it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot create the store's lock file: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            pid = int(holder) if holder.isdigit() else None
+            who = f"pid {pid}" if pid else "another process"
+            raise StoreLocked(f"{self.path.with_suffix('')}: another monitord ({who}) is running on this state store "
+                              f"(lock {self.path}); one store has one daemon: stop that one first, or give this "
+                              "one its own daemon.state_path", pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
