@@ -1,7 +1,14 @@
 """The ``monitord`` command line.
 
 Exit codes: 0 success; 1 a probe is not OK (``probe-once``) or the daemon failed at run
-time; 2 bad usage or an invalid configuration.
+time; 2 bad usage or an invalid configuration; 3 the state store is unusable (damaged, not
+monitord's, newer than this monitord, disk full, no permission); 4 another daemon already
+runs on the state store (``run``).
+
+Only ``run`` takes the store's daemon lock. The other verbs read, or write small records
+(maintenance windows, quarantine, approvals, acks, SLA stops, report texts) in short
+transactions that SQLite's locking serialises with the running daemon; the daemon picks
+them up on its next look.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 import zoneinfo
@@ -27,10 +35,10 @@ from monitord.fields import format_duration, parse_duration, parse_id
 from monitord.lograte import RepeatFilter
 from monitord.notify import acknowledge
 from monitord.runner import run_probe
-from monitord.state import JournalEntry, SQLiteStore, StateError
+from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLocked
 from probes.base import ProbeContext
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STORE, EXIT_LOCKED = 0, 1, 2, 3, 4
 DEFAULT_CONFIG = "/etc/monitord/monitord.yaml"
 
 
@@ -47,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    except StateError as exc:
+        print(f"monitord: {exc}", file=sys.stderr)
+        return EXIT_LOCKED if isinstance(exc, StoreLocked) else EXIT_STORE
+    except sqlite3.Error as exc:  # a read that failed after the store was opened and checked
+        print(f"monitord: the state database failed: {exc}", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `monitord journal | head`: the reader left; not an error
@@ -196,7 +210,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve())
-    except (StateError, PermissionError, OSError) as exc:
+    except (PermissionError, OSError) as exc:
         logging.getLogger("monitord").error("%s", exc)
         return EXIT_FAIL
     return EXIT_OK

@@ -21,7 +21,8 @@ from monitord.notify import Notifier
 from monitord.outbox import Dispatcher, Outbox
 from monitord.metrics import CONTENT_TYPE, Metrics
 from monitord.scheduler import Scheduler
-from monitord.state import JournalEntry, SQLiteStore
+from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLock
+from monitord.storewatch import StoreWatch
 from probes import heartbeat, ping
 from probes.base import ProbeContext
 
@@ -44,7 +45,13 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.ctx = ProbeContext(state_dir=config.daemon.state_path.parent)
-        self.store = SQLiteStore(config.daemon.state_path)
+        self.lock = StoreLock(config.daemon.state_path)
+        self.lock.acquire()  # one store, one daemon: before anything reads or migrates the store
+        try:
+            self.store = SQLiteStore(config.daemon.state_path)
+        except StateError:
+            self.lock.release()
+            raise
         self.scheduler = Scheduler(
             clock=self.clock, store=self.store, metrics=self.metrics, ctx=self.ctx,
             max_concurrency=config.daemon.max_concurrency,
@@ -57,18 +64,24 @@ class Daemon:
                              scheduler=self.scheduler, notifier=self.notifier, dry_run=dry_run)
         self.scheduler.listener = self.engine.notify
         self.heartbeats = heartbeat.Receiver(self.store, self.clock, lambda: self.config)
+        self.storewatch = StoreWatch(store=self.store, clock=self.clock, metrics=self.metrics,
+                                     config=lambda: self.config, pagers=lambda: self.dispatcher.pagers,
+                                     recovered=self.engine.store_recovered)
         self._stopping = asyncio.Event()
         self.listener = Listener(self.metrics)
 
     async def run(self) -> None:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
+        try:
+            self._start_store()
+        except StateError:
+            self.store.close()
+            self.lock.release()
+            raise
         await ping.configure(self.ctx, self.config.daemon.ping.privileged, needed=self._uses_ping(self.config))
         await self._start_http()
-        self.scheduler.load(self.config.checks(), self.store.check_states())
-        self.store.forget_checks({spec.id for spec in self.config.checks()})
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock.time())
-        self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
@@ -76,6 +89,7 @@ class Daemon:
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
         engine_task = asyncio.create_task(self.engine.run(), name="escalation")
         loops = [asyncio.create_task(self.dispatcher.run(), name="outbox"),
+                 asyncio.create_task(self.storewatch.run(), name="store"),
                  asyncio.create_task(self.notifier.run(), name="paging"),
                  asyncio.create_task(self._report_metrics(), name="reports")]
         if interval := sdnotify.watchdog_interval():
@@ -99,8 +113,22 @@ class Daemon:
             await self.dispatcher.aclose()
             await self.ctx.aclose()
             await self.listener.stop()
-            self._journal("stopped", "clean shutdown")
+            try:
+                self._journal("stopped", "clean shutdown")
+            except StateError:
+                pass  # the store's fault was reported when it began
             self.store.close()
+            self.lock.release()
+
+    def _start_store(self) -> None:
+        """Refuse to start on a store that cannot be written (a clear error, not a crash loop
+        of tracebacks); restore the checks' states and journal the start."""
+        fault = self.store.probe()
+        if fault is not None:
+            raise StateError(f"{fault}; then start monitord again")
+        self.scheduler.load(self.config.checks(), self.store.check_states())
+        self.store.forget_checks({spec.id for spec in self.config.checks()})
+        self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""

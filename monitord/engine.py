@@ -24,7 +24,7 @@ from monitord.metrics import Metrics
 from monitord.notify import Notifier
 from monitord.results import Reason, Result, Status
 from monitord.runner import run_probe
-from monitord.state import JournalEntry, Store
+from monitord.state import JournalEntry, Store, StoreFault
 from probes import ping
 from probes.base import ProbeContext
 from remediation.base import ActionError, PowerAction, PowerTimings, power_change
@@ -70,7 +70,8 @@ class Engine:
         self.drivers = drivers or Drivers()
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
-        self._states = {host: state_from_dict(data) for host, data in store.escalation_states().items()}
+        self._states = store.escalation_states(state_from_dict)
+        self._held: set[str] = set()  # hosts whose events were dropped while the store could not be written
         self._confirmed_at: dict[str, float] = {}
         self._sweep: tuple[float, set[str]] | None = None
         self._blast_paged = False
@@ -99,6 +100,12 @@ class Engine:
     def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         """Called by the scheduler when a check is confirmed down, changes status while down
         (e.g. partial loss became total loss), or recovers."""
+        try:
+            self._on_check_event(spec, event, result, incident_id)
+        except StoreFault:
+            self._held.add(spec.host)  # caught up with by store_recovered()
+
+    def _on_check_event(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         host_down = self.is_host_down_check(spec)
         notice = _notice_kind(spec, result)
         if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
@@ -142,13 +149,14 @@ class Engine:
         """Resume in-flight actions, then re-evaluate blocked hosts periodically until cancelled."""
         for host, state in list(self._states.items()):
             if host in self.config.hosts and state.phase in (esc.Phase.ACTING, esc.Phase.AWAITING_APPROVAL):
-                task = asyncio.create_task(self._resume(host), name=f"resume {host}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start_resume(host)
         try:
             while True:
                 self.last_pass = self.clock.time()
-                self._log_maintenance_changes()
+                try:
+                    self._log_maintenance_changes()
+                except StoreFault:
+                    pass  # the store reports its fault once; windows are looked at again next round
                 self._reevaluate()
                 await self.clock.sleep_until(self.clock.time() + REEVALUATE_EVERY)
         finally:
@@ -190,8 +198,53 @@ class Engine:
         if host not in self.config.hosts:
             return
         async with self._locks[host]:
+            await self._advance_all(host, event)
+
+    async def _advance_all(self, host: str, event: esc.Event | None) -> None:
+        """Feed ``event`` and the outcomes it leads to; while the store cannot be written
+        (journal-first cannot be honoured) nothing is decided or done: the host is held."""
+        try:
             while event is not None:
+                if self.store.fault is not None:
+                    self._held.add(host)
+                    return
                 event = await self._advance(host, event)
+        except StoreFault:
+            self._held.add(host)
+
+    def store_recovered(self) -> None:
+        """The store can be written again: catch up with what happened meanwhile, from the
+        current check states, never from stale events. An action whose outcome could not be
+        journaled is reconciled as after a restart (read, never redo); a ladder whose check
+        recovered meanwhile ends; hosts still failing are taken up by :meth:`_reevaluate`."""
+        held, self._held = sorted(self._held), set()
+        for host in held:
+            state = self.state(host)
+            if host not in self.config.hosts:
+                continue
+            if state.phase in (esc.Phase.ACTING, esc.Phase.AWAITING_APPROVAL):
+                self._start_resume(host)
+            elif state.ladder is not None and state.check is not None and self._check_ok(host, state.check):
+                self.submit(host, esc.Recovered(state.check, state.ladder is esc.Ladder.HOST))
+        self._reevaluate()
+
+    def _start_resume(self, host: str) -> None:
+        async def resume() -> None:
+            try:
+                await self._resume(host)
+            except StoreFault:
+                self._held.add(host)
+
+        task = asyncio.create_task(resume(), name=f"resume {host}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_ok(self, host: str, check: str) -> bool:
+        spec = self._specs.get((host, check))
+        try:
+            return spec is not None and self.scheduler.state_of(spec.id).level == 0
+        except KeyError:
+            return False
 
     async def _advance(self, host: str, event: esc.Event) -> esc.Event | None:
         now = self.clock.time()
@@ -414,7 +467,7 @@ class Engine:
         except ActionError as exc:
             return esc.Done(act.step, False, str(exc.reason), {"driver": act.args.get("driver"), "error": exc.summary,
                                                                "maybe_done": exc.maybe_done})
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StoreFault):
             raise
         except Exception as exc:  # noqa: BLE001 - a driver bug must not kill the ladder
             log.exception("%s: %s failed unexpectedly", host, act.step)
@@ -531,9 +584,7 @@ class Engine:
                                                decision=str(step), reason=note, outcome="ok" if done.ok else "failed",
                                                detail=_jsonable(done.detail)))
             log.warning("%s: %s", host, note)
-            event: esc.Event | None = done
-            while event is not None:
-                event = await self._advance(host, event)
+            await self._advance_all(host, done)
 
 
 def actionable(result: Result) -> bool:

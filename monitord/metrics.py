@@ -88,6 +88,9 @@ class Metrics:
             "monitord_http_connections_closed", "Connections the HTTP listener closed to protect itself: idle (no "
             "request in time), evicted (idle the longest, to make room at the cap), refused (at the cap, all busy).",
             ("reason",), registry=r)
+        self.store_healthy = Gauge(
+            "monitord_store_healthy", "1 if the state store can be written; 0 while writes fail (disk full, I/O "
+            "error, damage): automatic actions are held.", registry=r)
         self.build_info = Gauge(
             "monitord_build_info", "Always 1; labels carry the version.", ("version", "python"), registry=r)
         self.reload_successful = Gauge(

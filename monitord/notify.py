@@ -153,7 +153,8 @@ class Notifier:
         """Call :meth:`tick` every few seconds until cancelled."""
         while True:
             try:
-                self.tick()
+                if self.store.fault is None:  # escalations and SLA breaches are journaled first
+                    self.tick()
             except Exception:  # noqa: BLE001 - a bad row must not stop paging
                 log.exception("paging tick failed")
             await self.clock.sleep_until(self.clock.time() + TICK)

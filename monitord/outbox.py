@@ -130,6 +130,8 @@ class Dispatcher:
 
     async def deliver_due(self, everything: bool = False) -> int:
         """Attempt every page due now (every pending page if ``everything``); return how many were delivered."""
+        if self.store.fault is not None:
+            return 0  # a delivery could not be recorded, so each pass would send it again: wait
         async with self._lock:
             items = self.store.due_pages(float("inf") if everything else self.clock.time())
             by_integration: dict[str, list[OutboxItem]] = defaultdict(list)

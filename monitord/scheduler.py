@@ -25,7 +25,7 @@ from monitord.config import CheckSpec
 from monitord.metrics import Metrics
 from monitord.results import Result
 from monitord.runner import run_probe
-from monitord.state import JournalEntry, Store, StoredCheck
+from monitord.state import JournalEntry, Store, StoredCheck, StoreFault
 from probes.base import ProbeContext
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,10 @@ class Scheduler:
             return  # the check was removed, changed or re-scheduled while it ran
         try:
             self._record(entry, result)
+        except StoreFault:
+            # Not recordable (the store says why, once): the check's state stands still until the
+            # store is writable again, but the result is exported, so probing stays visible.
+            self.metrics.observe(spec.host, spec.name, spec.kind.name, result, entry.state)
         except Exception:  # noqa: BLE001 - a broken store must not stop the check's schedule
             log.exception("%s: could not record result", spec.id)
         now = self.clock.time()

@@ -469,9 +469,24 @@ def _is_fault(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorname", "") or "").startswith(_FAULTS)
 
 
+def _short_of_space(path: Path) -> str | None:
+    """Why ``path`` cannot be written for want of space (under :data:`MIN_FREE_BYTES` free), if so."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_BYTES:
+        return None
+    return f"the filesystem of {path.parent} is full ({free} bytes free, {MIN_FREE_BYTES} needed): free space there"
+
+
 def _advice(exc: sqlite3.Error, path: Path) -> str:
     """What the operator should do about ``exc``."""
     name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL" or name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        space = _short_of_space(path)
+        if space:
+            return space
     if name == "SQLITE_FULL":
         return f"the filesystem of {path.parent} is full: free space there"
     if name.startswith("SQLITE_IOERR"):
@@ -512,9 +527,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.fault: str | None = None
-        """Why the last write failed, until :meth:`probe` finds the store writable again."""
-        self.on_fault: Callable[[str | None], None] | None = None
-        """Told when :attr:`fault` is set or cleared (the daemon's store watch)."""
+        """Why the store cannot be written (a write failed, or space is short), until :meth:`probe`
+        finds it writable again."""
         self._lock = threading.RLock()
         self._depth = 0
         try:
@@ -646,31 +660,30 @@ class SQLiteStore:
             pass  # the failure that matters is being reported already
 
     def _faulted(self, exc: sqlite3.Error) -> StoreFault:
-        message = f"{self.path}: write failed: {exc}; {_advice(exc, self.path)}"
+        self._set_fault(f"{self.path}: write failed: {exc}; {_advice(exc, self.path)}")
+        return StoreFault(self.fault)
+
+    def _set_fault(self, message: str) -> None:
         if self.fault is None:
-            self.fault = message
             log.error("state store: %s; every automatic action is held until the store can be written again", message)
-            if self.on_fault is not None:
-                self.on_fault(message)
-        return StoreFault(message)
+        self.fault = message
 
     def probe(self) -> str | None:
-        """Is the store writable again? Try a small durable write (with :data:`MIN_FREE_BYTES`
-        free), clear :attr:`fault` if it works, and return the fault that remains, if any."""
-        try:
-            free = shutil.disk_usage(self.path.parent).free
-            if free < MIN_FREE_BYTES:
-                return self.fault or (f"{self.path}: the filesystem of {self.path.parent} is full ({free} bytes "
-                                      f"free, {MIN_FREE_BYTES} needed): free space there")
-            with self.transaction(durable=True):
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('probed_at', ?)", (repr(time.time()),))
-        except (StoreFault, OSError):
+        """Can the store be written? Less than :data:`MIN_FREE_BYTES` free is a fault (a write
+        would soon fail); after a fault, a small durable write must succeed too. Sets or
+        clears :attr:`fault` and returns it."""
+        space = _short_of_space(self.path)
+        if space:
+            self._set_fault(f"{self.path}: {space}")
             return self.fault
         if self.fault is not None:
+            try:
+                with self.transaction(durable=True):
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('probed_at', ?)", (repr(time.time()),))
+            except StoreFault:
+                return self.fault
             log.warning("state store %s: writable again; automatic actions resume", self.path)
             self.fault = None
-            if self.on_fault is not None:
-                self.on_fault(None)
         return None
 
     def _decoded(self, table: str, rows: list[tuple], decode: Callable[[tuple], T]) -> list[T]:
@@ -1004,9 +1017,12 @@ class StoreLock:
             raise StoreLocked(f"{self.path.with_suffix('')}: another monitord ({who}) is running on this state store "
                               f"(lock {self.path}); one store has one daemon: stop that one first, or give this "
                               "one its own daemon.state_path", pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # held all the same; a full disk is reported by the store itself
 
     def release(self) -> None:
         """Give the lock up (closing the file releases it)."""

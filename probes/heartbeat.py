@@ -39,7 +39,7 @@ from monitord.clock import Clock
 from monitord.fields import Duration, SecretRef, format_duration
 from monitord.listener import Refusal, bearer_token, loads, read_body, read_token, token_matches, unauthorised
 from monitord.results import Outcome, Reason, Status
-from monitord.state import Heartbeat, Store
+from monitord.state import Heartbeat, Store, StoreFault
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from probes.plugin import VERDICTS
 
@@ -128,6 +128,8 @@ class Receiver:
         self._beats[host] = beat
         try:
             self.store.put_heartbeat(host, beat)
+        except StoreFault:
+            pass  # the store reported its fault once; the beat is judged from memory meanwhile
         except Exception:  # noqa: BLE001 - a broken store must not refuse heartbeats
             log.exception("%s: could not store the heartbeat", host)
 

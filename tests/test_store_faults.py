@@ -1,0 +1,400 @@
+"""State store faults: a full disk at start-up and at run time, one daemon per store.
+
+Unit tests drive the engine on the fake clock against a real store whose writes really fail
+(``PRAGMA query_only``, SQLite's own read-only mode); integration tests run real daemon
+processes, on a small tmpfs that really fills up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import http.server
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from monitord.checkstate import CheckState, Event
+from monitord.config import parse_config
+from monitord.engine import Engine
+from monitord.metrics import Metrics
+from monitord.notify import Notifier
+from monitord.outbox import Outbox
+from monitord.results import Reason, Result, Status
+from monitord.state import Heartbeat, JournalEntry, SQLiteStore, StoreFault
+from probes.base import ProbeContext
+from remediation.base import ActionError
+from remediation.pagers import Message
+from tests.daemon_proc import REPO, Daemon, wait_for
+from tests.fakeclock import FakeClock
+from tests.support import free_port, need_binary, need_root
+
+CONFIG = """
+hosts:
+  web1:
+    address: 127.0.0.1
+    ssh: {username: monitord, key: {env: NOPE}, known_hosts: /dev/null}
+    checks:
+      nginx: {kind: tcp, port: 80, restart: {unit: nginx, grace: 1s}}
+"""
+DOWN = Result(Status.CRITICAL, Reason.REFUSED, "connection refused", 0.01, 1_800_000_000.0)
+UP = Result(Status.OK, Reason.NONE, "open", 0.01, 1_800_000_000.0)
+
+
+class Checks:
+    """The scheduler as the engine sees it: current states, and re-probes that return ``now``."""
+
+    def __init__(self, spec, state: CheckState, now: Result):
+        self.spec, self.state, self.now = spec, state, now
+
+    def state_of(self, check_id):
+        return self.state
+
+    def incident_of(self, check_id):
+        return 7
+
+    def run_soon(self, check_id):
+        pass
+
+    async def run_now(self, check_id):
+        return self.now
+
+
+class SshClient:
+    """Records each login (the first step of a restart); ``during`` runs inside the action."""
+
+    def __init__(self, logins: list, during):
+        self.logins, self.during = logins, during
+
+    async def login_check(self):
+        self.logins.append("login")
+        self.during()
+        raise ActionError(Reason.AUTH, "permission denied (publickey)")
+
+
+class Drivers:
+    def __init__(self, during=lambda: None):
+        self.logins: list[str] = []
+        self.during = during
+
+    def ssh(self, host):
+        return SshClient(self.logins, self.during)
+
+
+def make(tmp_path, drivers: Drivers):
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "state.db")
+    config = parse_config(CONFIG)
+    [spec] = config.checks()
+    metrics = Metrics()
+    checks = Checks(spec, CheckState(status=Status.CRITICAL, hard=True, attempt=3, last_result=DOWN), DOWN)
+    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
+    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=checks,
+                    notifier=notifier, drivers=drivers)
+    return engine, store, spec, checks
+
+
+def break_store(store: SQLiteStore) -> None:
+    """Make every write fail, as a full disk does, and let the store notice."""
+    store._db.execute("PRAGMA query_only=1")
+    with pytest.raises(StoreFault, match="write failed: attempt to write a readonly database"):
+        store.append(JournalEntry(ts=0.0, event="note"))
+
+
+def mend_store(store: SQLiteStore) -> None:
+    store._db.execute("PRAGMA query_only=0")
+    assert store.probe() is None and store.fault is None
+
+
+def journal(store: SQLiteStore) -> list[str]:
+    return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in store.journal()]
+
+
+async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_path, caplog):
+    drivers = Drivers()
+    engine, store, spec, _ = make(tmp_path, drivers)
+    break_store(store)
+    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert drivers.logins == []  # no restart: it could not be journaled first
+    assert journal(store) == []
+    engine._reevaluate()  # the periodic re-evaluation is held too
+    await engine.idle()
+    assert drivers.logins == [] and journal(store) == []
+    assert caplog.text.count("every automatic action is held") == 1  # however many writes failed
+    assert "attempt to write a readonly database" in store.fault
+
+    mend_store(store)
+    assert "writable again; automatic actions resume" in caplog.text
+    engine.store_recovered()
+    await engine.idle()
+    assert drivers.logins == ["login"]  # decided (journaled), then done, once
+    assert journal(store)[:2] == ["decided service_restart", "outcome service_restart failed"]
+
+
+async def test_a_check_that_recovered_meanwhile_starts_nothing(tmp_path):
+    drivers = Drivers()
+    engine, store, spec, checks = make(tmp_path, drivers)
+    break_store(store)
+    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    await asyncio.sleep(0)
+    await engine.idle()
+    checks.state, checks.now = CheckState(), UP  # back by itself while nothing could be written
+    mend_store(store)
+    engine.store_recovered()
+    await engine.idle()
+    assert drivers.logins == [] and journal(store) == []
+
+
+async def test_a_fault_during_an_action_is_reconciled_never_redone(tmp_path):
+    engine, store, spec, checks = make(tmp_path, None)
+    engine.drivers = drivers = Drivers(during=lambda: break_store(store))  # the disk fills during the restart
+    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert drivers.logins == ["login"]
+    assert journal(store) == ["decided service_restart"]  # its outcome could not be written
+    assert str(engine.state("web1").phase) == "acting"
+    checks.now = UP
+    mend_store(store)
+    engine.store_recovered()
+    await engine.idle()
+    assert drivers.logins == ["login"]  # re-probed, not restarted again
+    assert journal(store)[1:] == ["reconciled service_restart ok", "resolved"]
+    assert str(engine.state("web1").phase) == "idle"
+
+
+async def test_the_outbox_waits_while_a_delivery_could_not_be_recorded(tmp_path):
+    from tests.test_pagers import ScriptedPager, make as make_dispatcher
+
+    store, clock, pager = SQLiteStore(tmp_path / "state.db"), FakeClock(), ScriptedPager()
+    outbox, dispatcher, _ = make_dispatcher(store, clock, {"ops": pager})
+    outbox.enqueue("ops", Message(dedup_key="incident-1", summary="web1 down", source="web1"))
+    break_store(store)
+    for _ in range(3):  # each pass would send it again, since "delivered" cannot be written
+        assert await dispatcher.deliver_due() == 0
+    assert pager.calls == 0
+    mend_store(store)
+    assert await dispatcher.deliver_due() == 1 and pager.calls == 1
+    assert [item.state for item in store.outbox()] == ["delivered"]
+
+
+def test_heartbeats_are_taken_from_memory_while_the_store_is_unwritable(tmp_path, caplog):
+    from probes.heartbeat import Receiver
+
+    store, clock = SQLiteStore(tmp_path / "state.db"), FakeClock()
+    receiver = Receiver(store, clock, lambda: parse_config(CONFIG))
+    break_store(store)
+    with caplog.at_level(logging.ERROR):
+        for i in range(5):
+            receiver.record("web1", Heartbeat(clock.time() + i))
+    assert receiver.last("web1").at == clock.time() + 4
+    assert "Traceback" not in caplog.text and "could not store" not in caplog.text
+    mend_store(store)
+    receiver.record("web1", Heartbeat(clock.time() + 9))
+    assert store.heartbeats()["web1"].at == clock.time() + 9
+
+
+# -- real daemons ---------------------------------------------------------------------------
+
+
+def write_config(path: Path, state: Path, metrics_port: int, closed_port: int, hook_port: int | None = None) -> Path:
+    paging = ""
+    if hook_port is not None:
+        (path.parent / "hook.key").write_text("hook-secret\n")
+        paging = f"""
+paging:
+  integrations:
+    hook: {{type: webhook, url: "http://127.0.0.1:{hook_port}/page", secret: {{file: {path.parent / 'hook.key'}}}}}
+  policies: {{ops: {{tiers: [{{targets: [hook]}}]}}}}
+  routes: [{{policy: ops}}]
+"""
+    path.write_text(f"""
+daemon:
+  state_path: {state}
+  metrics_listen: 127.0.0.1:{metrics_port}
+defaults:
+  intervals: {{tcp: 1s}}
+  retry_interval: 500ms
+  max_attempts: 2
+  timeout: 800ms
+hosts:
+  local:
+    address: 127.0.0.1
+    checks:
+      closed: {{kind: tcp, port: {closed_port}}}
+{paging}""")
+    return path
+
+
+def monitord(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monitord", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=timeout)
+
+
+def started(state: Path) -> int:
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT count(*) FROM journal WHERE event='daemon' AND decision='started'").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.integration
+def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path / "monitord.yaml", tmp_path / "state.db", port, free_port())
+    first = Daemon(tmp_path, config, port).start()
+    try:
+        # same store through another config file (another metrics port): still one store, one daemon
+        other = write_config(tmp_path / "other.yaml", tmp_path / "state.db", free_port(), free_port())
+        second = monitord("run", "--config", str(other))
+        assert second.returncode == 4, second.stderr
+        assert f"another monitord (pid {first.proc.pid}) is running on this state store" in second.stderr
+        assert str(tmp_path / "state.db") in second.stderr and "Traceback" not in second.stderr
+        assert first.alive() and started(tmp_path / "state.db") == 1
+        # the CLI's verbs share the store with the running daemon (SQLite's locking)
+        assert "maintenance #1" in first.cli("maintenance", "add", "--host", "local", "--duration", "1h",
+                                             "--reason", "disk swap")
+        assert "disk swap" in first.cli("journal")
+        # kill -9 releases the lock with the process: a restart works
+        first.proc.stop(signal.SIGKILL)
+        first.start()
+        assert started(tmp_path / "state.db") == 2
+    finally:
+        first.proc.stop(signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_cli_verbs_name_a_damaged_store_and_what_to_do(tmp_path):
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path / "monitord.yaml", state, free_port(), free_port())
+    SQLiteStore(state).close()
+    db = sqlite3.connect(state)
+    db.execute("DROP TABLE journal")
+    db.close()
+    for verb in (["run"], ["journal"], ["maintenance", "list"], ["approve", "local"], ["ack", "1"],
+                 ["report", "list"]):
+        out = monitord(*verb, "--config", str(config))
+        assert out.returncode == 3, (verb, out.stdout, out.stderr)
+        assert f"{state}: table 'journal' is missing" in out.stderr and "restore the last backup" in out.stderr
+        assert "Traceback" not in out.stderr
+    db = sqlite3.connect(state)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name='journal'").fetchone()[0] == 0  # not re-created
+    db.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 24 MiB tmpfs of our own, to fill up."""
+    need_root()
+    mount = need_binary("mount")
+    directory = tmp_path / "fs"
+    directory.mkdir()
+    subprocess.run([mount, "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(directory)], check=True)
+    yield directory
+    subprocess.run([need_binary("umount"), "-l", str(directory)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a ballast file until the filesystem is full, to the last byte."""
+    ballast = directory / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return ballast
+
+
+@pytest.mark.integration
+def test_a_full_disk_at_start_up_is_a_clear_error(tmp_path, small_fs):
+    state = small_fs / "state.db"
+    config = write_config(tmp_path / "monitord.yaml", state, free_port(), free_port())
+    SQLiteStore(state).close()
+    fill(small_fs)
+    out = monitord("run", "--config", str(config))
+    assert out.returncode == 3, out.stderr
+    assert f"{state}: " in out.stderr and f"the filesystem of {small_fs} is full" in out.stderr
+    assert "free space there" in out.stderr
+    assert "Traceback" not in out.stderr
+    fresh = write_config(tmp_path / "fresh.yaml", small_fs / "new" / "state.db", free_port(), free_port())
+    out = monitord("run", "--config", str(fresh))  # no room to create a store at all
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    assert f"the filesystem of {small_fs / 'new'} is full" in out.stderr
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: records each POSTed JSON document."""
+
+    received: list[dict] = []
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"])
+        type(self).received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook():
+    Hook.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.integration
+def test_a_full_disk_at_run_time_holds_pages_once_and_resumes(tmp_path, small_fs, hook):
+    hook_port, received = hook
+    port = free_port()
+    state = small_fs / "state.db"
+    config = write_config(tmp_path / "monitord.yaml", state, port, free_port(), hook_port)
+    daemon = Daemon(tmp_path, config, port, state=state).start()
+    try:
+        wait_for(lambda: daemon.value("monitord_check_state", check="closed") == 2, 20, "the closed port confirmed")
+        assert daemon.value("monitord_store_healthy") == 1
+        wait_for(lambda: any(r["details"].get("kind") == "service_failed" for r in received), 20, "its page")
+        ballast = fill(small_fs)
+        wait_for(lambda: daemon.value("monitord_store_healthy") == 0, 20, "the store reported unhealthy")
+        wait_for(lambda: any(r["details"].get("kind") == "store_unhealthy" for r in received), 20, "the direct page")
+        runs = daemon.value("monitord_probe_results_total", kind="tcp", status="critical", reason="refused")
+        wait_for(lambda: daemon.value("monitord_probe_results_total", kind="tcp", status="critical",
+                                      reason="refused") >= runs + 3, 20, "probing to go on")
+        store_pages = [r for r in received if r["details"].get("kind") == "store_unhealthy"]
+        assert len(store_pages) == 1 and store_pages[0]["action"] == "trigger"
+        assert f"the filesystem of {small_fs} is full" in store_pages[0]["summary"]
+        ballast.unlink()
+        wait_for(lambda: daemon.value("monitord_store_healthy") == 1, 20, "the store writable again")
+        wait_for(lambda: [r["action"] for r in received if r["dedup_key"] == store_pages[0]["dedup_key"]]
+                 == ["trigger", "resolve"], 20, "the direct page resolved")
+        assert daemon.alive()
+        assert ("store", "unwritable", "recovered") in [row[:3] for row in daemon.journal()]
+        daemon.proc.stop(signal.SIGTERM)
+        assert daemon.proc.popen.returncode == 0
+    finally:
+        daemon.proc.stop(signal.SIGKILL)
+    log = (tmp_path / "daemon.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("every automatic action is held") == 1
+    assert len(log.splitlines()) < 60, log
