@@ -35,6 +35,7 @@ from remediation.base import ActionError
 from remediation.pagers import Message
 from tests.daemon_proc import REPO, Daemon, wait_for
 from tests.fakeclock import FakeClock
+from tests.test_daemon import write_config as daemon_config
 from tests.support import free_port, need_binary, need_root
 
 CONFIG = """
@@ -118,13 +119,19 @@ def journal(store: SQLiteStore) -> list[str]:
     return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in store.journal()]
 
 
-async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_path, caplog):
-    drivers = Drivers()
-    engine, store, spec, _ = make(tmp_path, drivers)
+async def confirmed_while_broken(tmp_path, drivers: Drivers):
+    """An engine whose store cannot be written, told that the service is confirmed down."""
+    engine, store, spec, checks = make(tmp_path, drivers)
     break_store(store)
     engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
+    return engine, store, checks
+
+
+async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_path, caplog):
+    drivers = Drivers()
+    engine, store, _ = await confirmed_while_broken(tmp_path, drivers)
     assert drivers.logins == []  # no restart: it could not be journaled first
     assert journal(store) == []
     engine._reevaluate()  # the periodic re-evaluation is held too
@@ -143,11 +150,7 @@ async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_p
 
 async def test_a_check_that_recovered_meanwhile_starts_nothing(tmp_path):
     drivers = Drivers()
-    engine, store, spec, checks = make(tmp_path, drivers)
-    break_store(store)
-    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
-    await asyncio.sleep(0)
-    await engine.idle()
+    engine, store, checks = await confirmed_while_broken(tmp_path, drivers)
     checks.state, checks.now = CheckState(), UP  # back by itself while nothing could be written
     mend_store(store)
     engine.store_recovered()
@@ -208,31 +211,17 @@ def test_heartbeats_are_taken_from_memory_while_the_store_is_unwritable(tmp_path
 
 
 def write_config(path: Path, state: Path, metrics_port: int, closed_port: int, hook_port: int | None = None) -> Path:
-    paging = ""
+    """test_daemon's config with one closed port and, with ``hook_port``, a webhook that gets every page."""
+    daemon_config(path, state, metrics_port, f"      closed: {{kind: tcp, port: {closed_port}}}\n")
     if hook_port is not None:
         (path.parent / "hook.key").write_text("hook-secret\n")
-        paging = f"""
+        path.write_text(path.read_text() + f"""
 paging:
   integrations:
     hook: {{type: webhook, url: "http://127.0.0.1:{hook_port}/page", secret: {{file: {path.parent / 'hook.key'}}}}}
   policies: {{ops: {{tiers: [{{targets: [hook]}}]}}}}
   routes: [{{policy: ops}}]
-"""
-    path.write_text(f"""
-daemon:
-  state_path: {state}
-  metrics_listen: 127.0.0.1:{metrics_port}
-defaults:
-  intervals: {{tcp: 1s}}
-  retry_interval: 500ms
-  max_attempts: 2
-  timeout: 800ms
-hosts:
-  local:
-    address: 127.0.0.1
-    checks:
-      closed: {{kind: tcp, port: {closed_port}}}
-{paging}""")
+""")
     return path
 
 
