@@ -21,7 +21,7 @@ from monitord.notify import Notifier
 from monitord.outbox import Dispatcher, Outbox
 from monitord.metrics import CONTENT_TYPE, Metrics
 from monitord.scheduler import Scheduler
-from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLock
+from monitord.state import JournalEntry, SQLiteStore, StateError, StoreFault, StoreLock
 from monitord.storewatch import StoreWatch
 from probes import heartbeat, ping
 from probes.base import ProbeContext
@@ -113,22 +113,19 @@ class Daemon:
             await self.dispatcher.aclose()
             await self.ctx.aclose()
             await self.listener.stop()
-            try:
-                self._journal("stopped", "clean shutdown")
-            except StateError:
-                pass  # the store's fault was reported when it began
+            self._journal("stopped", "clean shutdown")
             self.store.close()
             self.lock.release()
 
     def _start_store(self) -> None:
         """Refuse to start on a store that cannot be written (a clear error, not a crash loop
         of tracebacks); restore the checks' states and journal the start."""
-        fault = self.store.probe()
-        if fault is not None:
-            raise StateError(f"{fault}; then start monitord again")
-        self.scheduler.load(self.config.checks(), self.store.check_states())
-        self.store.forget_checks({spec.id for spec in self.config.checks()})
-        self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
+        if self.store.probe() is None:
+            self.scheduler.load(self.config.checks(), self.store.check_states())
+            self.store.forget_checks({spec.id for spec in self.config.checks()})
+            self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
+        if self.store.fault is not None:
+            raise StateError(f"{self.store.fault}; then start monitord again")
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
@@ -181,9 +178,13 @@ class Daemon:
         return any(spec.kind is ping.KIND for spec in config.checks())
 
     def _journal(self, what: str, reason: str, **detail: object) -> None:
-        with self.store.transaction():
-            self.store.append(JournalEntry(ts=self.clock.time(), event="daemon", decision=what, reason=reason,
-                                           detail=detail))
+        """Journal what the daemon did; if the store cannot take it, it has said so (once) already."""
+        try:
+            with self.store.transaction():
+                self.store.append(JournalEntry(ts=self.clock.time(), event="daemon", decision=what, reason=reason,
+                                               detail=detail))
+        except StoreFault:
+            pass
 
     async def _start_http(self) -> None:
         app = self.listener.app

@@ -370,6 +370,10 @@ def test_a_full_disk_at_run_time_holds_pages_once_and_resumes(tmp_path, small_fs
         runs = daemon.value("monitord_probe_results_total", kind="tcp", status="critical", reason="refused")
         wait_for(lambda: daemon.value("monitord_probe_results_total", kind="tcp", status="critical",
                                       reason="refused") >= runs + 3, 20, "probing to go on")
+        reloaded = daemon.value("monitord_config_last_reload_success_timestamp_seconds")
+        daemon.proc.popen.send_signal(signal.SIGHUP)  # a reload meanwhile: its journal line is lost, not the daemon
+        wait_for(lambda: daemon.value("monitord_config_last_reload_success_timestamp_seconds") > reloaded, 20,
+                 "the reload")
         store_pages = [r for r in received if r["details"].get("kind") == "store_unhealthy"]
         assert len(store_pages) == 1 and store_pages[0]["action"] == "trigger"
         assert f"the filesystem of {small_fs} is full" in store_pages[0]["summary"]
