@@ -11,7 +11,8 @@ Every route gets the same protection, so routes added later inherit it:
   A request body must arrive within ``body_timeout`` (408).
 - Bodies larger than ``max_body`` are refused on every route (413), before they are read.
 - Every error answer is JSON, ``{"error": "why"}``, with a 4xx status, malformed HTTP included;
-  only a bug in the daemon answers 500 (logged with its traceback). Handlers raise
+  only a bug in the daemon answers 500 (logged with its traceback), and a state store that
+  cannot be written 503 (the store reports its fault once). Handlers raise
   :class:`Refusal`; :func:`read_body` and :func:`path_id` raise it for them, :func:`unauthorised`
   is the one answer to a missing or wrong token (:func:`bearer_token`, :func:`token_matches`).
 - The ``Server`` header names monitord without any version.
@@ -33,6 +34,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from monitord.fields import SecretRef, parse_id
 from monitord.metrics import Metrics
+from monitord.state import StoreFault
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +295,8 @@ class Listener:
             return await handler(request)
         except web.HTTPException:
             raise
+        except StoreFault:  # the store reported it once; the client may try again
+            return error(503, "the state store cannot be written now; try again later")
         except Exception:
             log.exception("%s %r failed", request.method, request.path)
             return error(500, "internal error (see the daemon's log)")

@@ -18,6 +18,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -359,6 +361,8 @@ def test_a_full_disk_at_run_time_holds_pages_once_and_resumes(tmp_path, small_fs
     port = free_port()
     state = small_fs / "state.db"
     config = write_config(tmp_path / "monitord.yaml", state, port, free_port(), hook_port)
+    (tmp_path / "api.key").write_text("api-secret\n")
+    config.write_text(config.read_text().replace("daemon:\n", f"daemon:\n  api_token: {{file: {tmp_path / 'api.key'}}}\n"))
     daemon = Daemon(tmp_path, config, port, state=state).start()
     try:
         wait_for(lambda: daemon.value("monitord_check_state", check="closed") == 2, 20, "the closed port confirmed")
@@ -370,6 +374,11 @@ def test_a_full_disk_at_run_time_holds_pages_once_and_resumes(tmp_path, small_fs
         runs = daemon.value("monitord_probe_results_total", kind="tcp", status="critical", reason="refused")
         wait_for(lambda: daemon.value("monitord_probe_results_total", kind="tcp", status="critical",
                                       reason="refused") >= runs + 3, 20, "probing to go on")
+        ack = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/incidents/1/ack", data=b"", method="POST",
+                                     headers={"Authorization": "Bearer api-secret"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # an ack cannot be recorded: try again later
+            urllib.request.urlopen(ack, timeout=10)
+        assert refused.value.code == 503 and "state store" in json.loads(refused.value.read())["error"]
         reloaded = daemon.value("monitord_config_last_reload_success_timestamp_seconds")
         daemon.proc.popen.send_signal(signal.SIGHUP)  # a reload meanwhile: its journal line is lost, not the daemon
         wait_for(lambda: daemon.value("monitord_config_last_reload_success_timestamp_seconds") > reloaded, 20,
@@ -379,6 +388,8 @@ def test_a_full_disk_at_run_time_holds_pages_once_and_resumes(tmp_path, small_fs
         assert f"the filesystem of {small_fs} is full" in store_pages[0]["summary"]
         ballast.unlink()
         wait_for(lambda: daemon.value("monitord_store_healthy") == 1, 20, "the store writable again")
+        with urllib.request.urlopen(ack, timeout=10) as answer:
+            assert json.loads(answer.read()) == {"incident": 1, "acknowledged": 1}
         wait_for(lambda: [r["action"] for r in received if r["dedup_key"] == store_pages[0]["dedup_key"]]
                  == ["trigger", "resolve"], 20, "the direct page resolved")
         assert daemon.alive()
