@@ -491,7 +491,7 @@ def _cmd_report_render(args: argparse.Namespace) -> int:
     calendar, zone = _report_context(config)
     with _store(config) as store:
         try:
-            report = load_report(store, args.incident, calendar, zone)
+            report = load_report(store, args.incident, calendar, zone, backups=lambda i: _backups_before(config, i))
         except KeyError:
             print(f"monitord: no incident #{args.incident}", file=sys.stderr)
             return EXIT_USAGE
@@ -502,6 +502,16 @@ def _cmd_report_render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _backups_before(config: Config, incident) -> list | None:
+    """The last good backups of the incident's host before it began; None without a backup contract."""
+    from monitord import lastbackup
+
+    host = config.hosts.get(incident.host)
+    if host is None or not host.instructions.backup_contract:
+        return None
+    return lastbackup.for_host(config, config.daemon.state_path.parent, incident.host, before=incident.detected_at)
 
 
 def _report_record(store: SQLiteStore, incident: int):

@@ -25,6 +25,7 @@ from monitord import yamlsrc
 from monitord.oncall import PagingSection
 from monitord.fields import TimeWindow, ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, format_duration
 from probes import REGISTRY
+from probes.backup import PlanName
 from probes.base import CheckParams, ProbeCall, ProbeKind
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -96,6 +97,7 @@ class Settings(StrictModel):
     timeout: Duration | None = None
     disk_critical_percent: Percent | None = None
     inode_critical_percent: Percent | None = None
+    backup_plan: PlanName | None = Field(default=None, description="the contract's backup plan for backup checks")
     remediation: RemediationSettings = RemediationSettings()
 
     @field_validator("intervals")
@@ -565,6 +567,7 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
         for block in sorted(spec.kind.needs | spec.params.needs()):
             if getattr(config.hosts[spec.host], block) is None:
                 problems.append((loc + ("kind",), f"kind {spec.kind.name} needs a {block}: block on the host"))
+        problems += [(loc + where, problem) for where, problem in spec.params.problems()]
         needed, what = spec.params.min_timeout()
         if spec.timeout <= needed:
             problems.append((loc, f"timeout {format_duration(spec.timeout)} must be longer than {what}"))

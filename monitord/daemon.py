@@ -191,6 +191,7 @@ class Daemon:
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
         app.router.add_post(heartbeat.ROUTE, self.heartbeats.handle)
+        app.router.add_post(heartbeat.CHECK_ROUTE, self.heartbeats.handle)
         Api(self.store, self.clock, lambda: self.config).install(app)
         await heartbeat.install(self.ctx, self.heartbeats)
         await self.listener.start(*self.config.daemon.metrics_address)

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from monitord import escalation as esc
+from monitord import lastbackup
 from monitord.business_calendar import Calendars
 from monitord.checkstate import Event as CheckEvent
 from monitord.clock import Clock
@@ -33,8 +34,10 @@ from remediation.drivers import Drivers
 log = logging.getLogger(__name__)
 
 REEVALUATE_EVERY = 30.0
-THRESHOLD_KINDS = {"disk", "postgres", "mysql", "snmp", "logs", "bmc"}
+THRESHOLD_KINDS = {"disk", "postgres", "mysql", "snmp", "logs", "bmc", "backup"}
 """Kinds whose threshold results are notices to the customer, never a ladder (contact first)."""
+TICKETS = ("hardware_ticket", "backup_ticket")
+"""Result values that make a confirmed problem business-hours work (a page of that kind), not a ladder."""
 SWEEP_CACHE = 30.0
 APPROVAL_POLL = 2.0
 
@@ -109,8 +112,9 @@ class Engine:
         host_down = self.is_host_down_check(spec)
         notice = _notice_kind(spec, result)
         if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
-            if result.values.get("hardware_ticket"):
-                self._hardware_ticket(spec, result, incident_id)
+            ticket = next((k for k in TICKETS if result.values.get(k)), None)
+            if ticket is not None:
+                self._ticket(ticket, spec, result, incident_id)
                 return  # business-hours work, announced; never a reset
             if notice == "threshold":
                 self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
@@ -132,10 +136,11 @@ class Engine:
                     self.notifier.notice(spec.host, "recovery", spec.name, incident_id, result.started_at)
             self.submit(spec.host, esc.Recovered(spec.name, host_down))
 
-    def _hardware_ticket(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
-        """A failed drive or part: schedule the swap into the next business window and announce it."""
+    def _ticket(self, kind: str, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+        """A failed drive or part, a backup failed twice in a row: schedule the work into the next
+        business window and announce it."""
         when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())
-        self.notifier.page(spec.host, "hardware_ticket", f"{spec.host}: {result.summary}", incident_id,
+        self.notifier.page(spec.host, kind, f"{spec.host}: {result.summary}", incident_id,
                            {"scheduled": when})
         self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
 
@@ -301,9 +306,13 @@ class Engine:
         h = self.config.hosts[host]
         findings = [e.detail.get("findings") for e in self.store.journal(host=host, limit=100_000)
                     if e.event == "outcome" and e.decision == "bmc_read" and e.detail.get("findings")]
+        backups = lastbackup.for_host(self.config, self.ctx.state_dir, host) if h.instructions.backup_contract else []
+        zone = self.calendars.for_host(host).zone
         return {"level": page.level, "tried": page.detail.get("tried", []), "bmc": findings[-1] if findings else None,
                 "customer": h.customer, "backup_contract": h.instructions.backup_contract,
                 "restore": "restore the last backup" if h.instructions.backup_contract else None,
+                "last_backup": ([b.describe(zone) for b in backups] or ["no backup check configured: last backup unknown"])
+                if h.instructions.backup_contract else None,
                 "config_changes": h.instructions.config_changes, "runbook": h.instructions.runbook}
 
     def _ask_emergency_contact(self, host: str, act: esc.Act, incident: int | None) -> None:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 TICK = 5.0
 SEVERITY = {"dispatch": "critical", "blast_radius": "critical", "sla_breach": "critical", "approval": "critical",
-            "service_failed": "error", "action_held": "warning", "hardware_ticket": "warning",
+            "service_failed": "error", "action_held": "warning", "hardware_ticket": "warning", "backup_ticket": "warning",
             "check_warning": "warning"}
 
 NOTICES = {

@@ -37,8 +37,9 @@ import datetime as dt
 import html
 import zoneinfo
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol, Sequence
 
+from monitord.lastbackup import LastBackup, format_size
 from monitord.state import Incident, JournalEntry, ReportRecord, Store
 
 DUE_BUSINESS_DAYS = 2  # 障害復旧後 2 営業日以内 (contract 002)
@@ -153,6 +154,7 @@ class Report:
     max_level: int | None
     due: dt.datetime | None
     record: ReportRecord
+    backups: tuple[LastBackup, ...] | None = None  # None: the host has no backup contract
 
     @property
     def submitted(self) -> bool:
@@ -197,21 +199,29 @@ def incident_entries(store: Store, incident: Incident) -> tuple[list[JournalEntr
     return [e for e in entries if e.event not in HIDDEN_EVENTS], frozenset(e.id for e in extra if e.id is not None)
 
 
-def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None) -> Report:
-    """Build the report of incident ``incident_id``; KeyError if there is no such incident."""
+def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None,
+                backups: Callable[[Incident], Sequence[LastBackup] | None] | None = None) -> Report:
+    """Build the report of incident ``incident_id``; KeyError if there is no such incident.
+
+    ``backups(incident)``: the host's last good backups before the incident began, or None when
+    the host has no backup contract (:func:`monitord.lastbackup.for_host`).
+    """
     incident = next((i for i in store.incidents() if i.id == incident_id), None)
     if incident is None:
         raise KeyError(incident_id)
     entries, host_level = incident_entries(store, incident)
     record = store.report_records().get(incident_id) or ReportRecord(incident_id)
+    found = backups(incident) if backups is not None else None
     return build_report(incident, entries, due=due_date(calendar, incident), record=record,
-                        zone=_zone(zone, calendar.for_host(incident.host)), host_level=host_level)
+                        zone=_zone(zone, calendar.for_host(incident.host)), host_level=host_level,
+                        backups=None if found is None else tuple(found))
 
 
 def build_report(incident: Incident, entries: Iterable[JournalEntry], *, due: dt.datetime | None,
                  record: ReportRecord | None = None, zone: dt.tzinfo | str = DEFAULT_ZONE,
-                 host_level: frozenset[int] = frozenset()) -> Report:
-    """Build a report from an incident and the journal entries it covers (pure)."""
+                 host_level: frozenset[int] = frozenset(), backups: tuple[LastBackup, ...] | None = None) -> Report:
+    """Build a report from an incident and the journal entries it covers (pure); ``backups``: the
+    host's last good backups when it has a backup contract."""
     entries = tuple(e for e in entries if e.event not in HIDDEN_EVENTS)
     actions = _actions(entries)
     first_action = next((a for a in actions if a.step in DESTRUCTIVE_STEPS), None)
@@ -245,6 +255,7 @@ def build_report(incident: Incident, entries: Iterable[JournalEntry], *, due: dt
         max_level=max(levels) if levels else None,
         due=due,
         record=record or ReportRecord(incident.id),
+        backups=backups,
     )
 
 
@@ -420,6 +431,12 @@ _T = {
         "sla": "SLA", "sla_item": "項目", "sla_start": "開始", "sla_due": "期限", "sla_stop": "到着・停止",
         "no_sla": "SLA の計時はありません。",
         "bmc": "BMC・SEL の所見", "no_bmc": "BMC の読み取りはありません。", "bmc_failed": "読み取り失敗",
+        "backups": "最後に取得したバックアップ（障害発生前）",
+        "backup": "{check}: {when} 取得、世代 {generation}、保存先 {location}",
+        "backup_stale": "（古い: 計画の取得間隔を超えています）",
+        "backup_none": "{check}: 正常なバックアップの記録がありません（保存先 {location}）",
+        "backup_unknown": "{check}: バックアップ監視の結果がまだありません",
+        "backup_unchecked": "バックアップ監視が設定されていないため、最後のバックアップは不明です。",
         "cause": "原因", "cause_placeholder": "【原因】 記入してください",
         "prevention": "再発防止策", "prevention_placeholder": "【再発防止策】 記入してください",
         "source": "出典: monitord ジャーナル {n} 件（#{first}–#{last}）。うち {m} 件はインシデント番号のない"
@@ -453,6 +470,12 @@ _T = {
         "sla": "SLA", "sla_item": "Item", "sla_start": "Started", "sla_due": "Due", "sla_stop": "Arrived / stopped",
         "no_sla": "No SLA timer was started.",
         "bmc": "BMC and SEL findings", "no_bmc": "The BMC was not read.", "bmc_failed": "read failed",
+        "backups": "Last good backup (before the incident)",
+        "backup": "{check}: taken {when}, generation {generation}, at {location}",
+        "backup_stale": " - STALE: older than the plan allows",
+        "backup_none": "{check}: no good backup known (at {location})",
+        "backup_unknown": "{check}: the backup check has not run yet",
+        "backup_unchecked": "No backup check is configured: the last backup is unknown.",
         "cause": "Root cause", "cause_placeholder": "Root cause: to be filled in by the engineer",
         "prevention": "Prevention", "prevention_placeholder": "Prevention: to be filled in by the engineer",
         "source": "Source: {n} monitord journal entries (#{first}–#{last}), including {m} without an incident id, "
@@ -658,6 +681,10 @@ def _document(report: Report, w: _Words) -> list[_Block]:
             for b in report.bmc)))
     else:
         doc.append(_Block("p", w["no_bmc"]))
+    if report.backups is not None:
+        doc.append(_Block("h2", w["backups"]))
+        doc.append(_Block("list", rows=tuple((_backup_line(b, w),) for b in report.backups))
+                   if report.backups else _Block("p", w["backup_unchecked"]))
     doc += [
         _Block("h2", w["cause"]),
         _Block("p", (rec.root_cause or "").strip() or w["cause_placeholder"]),
@@ -669,6 +696,17 @@ def _document(report: Report, w: _Words) -> list[_Block]:
         key = "source" if report.host_level else "source_plain"
         doc.append(_Block("note", w[key].format(n=len(ids), first=min(ids), last=max(ids), m=len(report.host_level))))
     return doc
+
+
+def _backup_line(b: LastBackup, w: _Words) -> str:
+    """One backup check's last good backup, or plainly that none is known."""
+    if b.checked_at is None:
+        return w["backup_unknown"].format(check=b.check)
+    if b.at is None:
+        return w["backup_none"].format(check=b.check, location=b.location)
+    text = w["backup"].format(check=b.check, when=w.when(b.at), generation=b.generation, location=b.location)
+    size = "" if b.size is None else ("、" if w.lang == "ja" else ", ") + format_size(b.size)
+    return text + size + (w["backup_stale"] if b.stale else "")
 
 
 def _timeline_row(e: JournalEntry, w: _Words) -> tuple[str, str, str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes import bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, smtp, snmphost, ssh, tcp
+from probes import backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, smtp, snmphost, ssh, tcp
 from probes.base import ProbeKind
 
 REGISTRY: dict[str, ProbeKind] = {
@@ -25,5 +25,6 @@ REGISTRY: dict[str, ProbeKind] = {
         snmphost.KIND,
         logs.KIND,
         disk.KIND,
+        backup.KIND,
     )
 }

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Duration, StrictModel
+from monitord.fields import Duration, SecretRef, StrictModel
 from monitord.results import Outcome
 
 if TYPE_CHECKING:
@@ -59,6 +59,15 @@ class CheckParams(StrictModel):
         (e.g. ``ssh`` for a check whose transport is SSH)."""
         return frozenset()
 
+    def problems(self) -> list[tuple[tuple, str]]:
+        """Problems only visible after :meth:`inherit` (e.g. a setting found nowhere in the
+        cascade), as (path below the check, problem); the config reports them with line numbers."""
+        return []
+
+    def heartbeat_token(self) -> SecretRef | None:
+        """The token of a check that takes results posted to the heartbeat receiver; None if it takes none."""
+        return None
+
     def inherit(self, setting: Callable[[str], Any]) -> "CheckParams":
         """These params with unset values taken from the cascaded settings; ``setting(name)``
         is the effective value of the :class:`~monitord.config.Settings` field ``name`` for
@@ -99,15 +108,18 @@ class ProbeContext:
         self._state_dir = state_dir
         self._temporary: Path | None = None
 
+    @property
+    def state_dir(self) -> Path:
+        """The root of kept state: the daemon's state directory, or the temporary one."""
+        if self._state_dir is not None:
+            return self._state_dir
+        if self._temporary is None:
+            self._temporary = Path(tempfile.mkdtemp(prefix="monitord-probes-"))
+        return self._temporary
+
     def check_dir(self, kind: str, call: ProbeCall) -> Path:
         """The directory for one check's kept state, ``<state_dir>/<kind>/<host>/<check>``, created if needed."""
-        if self._state_dir is None:
-            if self._temporary is None:
-                self._temporary = Path(tempfile.mkdtemp(prefix="monitord-probes-"))
-            root = self._temporary
-        else:
-            root = self._state_dir
-        path = root / kind / call.host / (call.check or kind)
+        path = self.state_dir / kind / call.host / (call.check or kind)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 

@@ -14,6 +14,12 @@ token cannot tell which hosts exist; 400 a body that is not a JSON object with o
 ``{"error": "why"}`` (see :mod:`monitord.listener` for the limits every route shares). Heartbeats are per host: every heartbeat check of the host sees
 the same heartbeats, each judging them with its own ``expect_every`` and ``missed``.
 
+A check that takes one job's results rather than a host's liveness (a ``backup`` check with
+``transport: heartbeat``) has a route of its own, ``POST /api/v1/heartbeat/{host}/{check}``,
+authenticated with that check's token (a check that takes no posted results is answered like a
+wrong token) and kept apart from the host's heartbeats (as ``host/check``), so an agent's
+liveness heartbeats never pass for a backup job's result.
+
 The probe is OK while the last heartbeat is younger than ``expect_every * missed``, else
 CRITICAL with reason timeout. A fresh heartbeat that reports a problem gives that status, as
 a plugin's exit code would (:data:`probes.plugin.VERDICTS`).
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROUTE = "/api/v1/heartbeat/{host}"
+CHECK_ROUTE = "/api/v1/heartbeat/{host}/{check}"
 MAX_BODY = 4096
 MAX_MESSAGE = 200
 _RESOURCE = "heartbeat.receiver"
@@ -61,6 +68,10 @@ class HeartbeatParams(CheckParams):
     token: SecretRef = Field(description="the bearer token the host's agent sends")
     expect_every: Duration = Field(description="how often the host posts a heartbeat")
     missed: int = Field(default=3, ge=1, le=1000, description="heartbeats missed in a row that make a failure")
+
+    def heartbeat_token(self) -> SecretRef | None:
+        """The token heartbeats are posted with."""
+        return self.token
 
     @property
     def limit(self) -> float:
@@ -112,11 +123,15 @@ class Receiver:
         self._beats: dict[str, Heartbeat] = dict(store.heartbeats())
         self._judged_since: dict[str, float] = {}
 
-    def checks(self, host: str) -> list[HeartbeatParams]:
-        """The host's enabled heartbeat checks in the running config."""
+    def checks(self, host: str, check: str | None = None) -> list[CheckParams]:
+        """The host's enabled heartbeat checks in the running config; with ``check``, that check
+        if it takes posted results of its own (e.g. a passive backup check)."""
         host_config = self._config().hosts.get(host)
         if host_config is None:
             return []
+        if check is not None:
+            params = host_config.checks.get(check)
+            return [params] if params is not None and params.enabled and params.heartbeat_token() else []
         return [p for p in host_config.checks.values() if isinstance(p, HeartbeatParams) and p.enabled]
 
     def last(self, host: str) -> Heartbeat | None:
@@ -134,13 +149,14 @@ class Receiver:
             log.exception("%s: could not store the heartbeat", host)
 
     async def handle(self, request: web.Request) -> web.Response:
-        """``POST /api/v1/heartbeat/{host}``: authenticate, parse and record a heartbeat."""
-        host = request.match_info["host"]
-        checks = self.checks(host)
-        tokens = [read_token(p.token, f"{host}: heartbeat token") for p in checks]
+        """``POST /api/v1/heartbeat/{host}[/{check}]``: authenticate, parse and record a heartbeat."""
+        host, check = request.match_info["host"], request.match_info.get("check")
+        key = f"{host}/{check}" if check else host
+        checks = self.checks(host, check)
+        tokens = [read_token(p.heartbeat_token(), f"{key}: heartbeat token") for p in checks]
         if not token_matches(bearer_token(request), tokens):
             if checks:
-                log.warning("%s: heartbeat from %s refused: missing or wrong token", host, request.remote)
+                log.warning("%s: heartbeat from %s refused: missing or wrong token", key, request.remote)
             raise unauthorised()
         raw = await read_body(request)
         if len(raw) > MAX_BODY:
@@ -149,14 +165,18 @@ class Receiver:
             beat = parse_body(raw, self.clock.time())
         except ValueError as exc:
             raise Refusal(400, str(exc)) from None
-        self.record(host, beat)
-        log.debug("%s: heartbeat (%s) %s", host, beat.status, beat.message)
+        self.record(key, beat)
+        log.debug("%s: heartbeat (%s) %s", key, beat.status, beat.message)
         return web.Response(status=204)
+
+    def judging_since(self, key: str) -> float:
+        """When this daemon began judging ``key``'s heartbeats (a host, or ``host/check``): now, the first time."""
+        return self._judged_since.setdefault(key, self.clock.time())
 
     def judge(self, host: str, params: HeartbeatParams) -> Outcome:
         """The verdict of one heartbeat check on the host's heartbeats, now."""
         now = self.clock.time()
-        since = self._judged_since.setdefault(host, now)
+        since = self.judging_since(host)
         every = format_duration(params.expect_every)
         beat = self._beats.get(host)
         if beat is None:
@@ -189,9 +209,14 @@ async def install(ctx: ProbeContext, receiver: Receiver) -> None:
     await ctx.resource(_RESOURCE, lambda _ctx: _constant(receiver))
 
 
+async def receiver_of(ctx: ProbeContext) -> Receiver | None:
+    """The receiver installed in ``ctx``; None outside the running daemon."""
+    return await ctx.resource(_RESOURCE, lambda _ctx: _constant(None))
+
+
 async def run(ctx: ProbeContext, call: ProbeCall, params: HeartbeatParams) -> Outcome:
     """Judge the host's heartbeats; only a daemon that receives them can."""
-    receiver = await ctx.resource(_RESOURCE, lambda _ctx: _constant(None))
+    receiver = await receiver_of(ctx)
     if receiver is None:
         return Outcome(Status.UNKNOWN, "heartbeats are received only by the running daemon", Reason.ERROR)
     return receiver.judge(call.host, params)
