@@ -7,8 +7,9 @@ read it from there: they name the newest good generation (time, generation, loca
 or say that none is known or that the newest is stale.
 
 *Stale* means older than the plan allows at the moment that matters (now for a page, the start
-of the incident for a report): the schedule's period plus the window's end plus the grace, so a
-daily backup taken at 02:00 is fresh until 06:00 + grace the next day.
+of the incident for a report): the check keeps with each generation the deadline from which it
+no longer counts as fresh (a daily backup taken at 02:00 is fresh until 06:00 + grace the next
+day).
 """
 
 from __future__ import annotations
@@ -77,11 +78,9 @@ def record_path(state_dir: Path, host: str, check: str) -> Path:
     return state_dir / KIND / host / check / RECORD
 
 
-def write_record(directory: Path, location: str, allowed_age: float, checked_at: float,
-                 generations: list[dict[str, Any]]) -> None:
-    """Keep what a run found: the good ``generations`` (``name``, ``at``, ``size``), newest last."""
-    kept.write_json(directory / RECORD, {"location": location, "allowed_age": allowed_age,
-                                         "checked_at": checked_at, "generations": generations})
+def write_record(directory: Path, location: str, checked_at: float, generations: list[dict[str, Any]]) -> None:
+    """Keep what a run found: the good ``generations`` (``name``, ``at``, ``size``, ``stale_from``), newest last."""
+    kept.write_json(directory / RECORD, {"location": location, "checked_at": checked_at, "generations": generations})
 
 
 def last_good(check: str, record: dict[str, Any], before: float | None = None) -> LastBackup:
@@ -99,7 +98,7 @@ def last_good(check: str, record: dict[str, Any], before: float | None = None) -
     size = newest.get("size")
     return LastBackup(check, location, newest["at"], str(newest.get("name", "")),
                       size if isinstance(size, int) else None,
-                      moment - newest["at"] > float(record.get("allowed_age", 0)), checked_at)
+                      moment >= float(newest.get("stale_from", 0)), checked_at)
 
 
 def for_host(config: "Config", state_dir: Path, host: str, before: float | None = None) -> list[LastBackup]:

@@ -10,7 +10,8 @@ generations by one of three transports:
   backup server (``where: server`` with its own ``server:`` SSH block) or on this machine
   (``where: local``). A generation's time comes from its name (``time_format``, strftime
   directives searched in the name, in the plan's time zone) or else its mtime; its size is the
-  file's size or the directory's apparent size (``du``; ``size: false`` skips it).
+  file's size or the sum of the file sizes in the directory (``size: false`` skips it: reading a
+large tree costs one ``find`` over it per run).
 * ``restic``: ``restic snapshots --json`` on the repository (locally with the password from a
   secret in the environment, or over SSH with a password file on the server); snapshot time and
   short id; size only where restic reports one (``summary``, restic 0.17+).
@@ -131,7 +132,7 @@ class BackupParams(CheckParams):
                                                   "heartbeat: where the job writes (for pages)")
     pattern: str = Field(default="*", description="files: shell glob of generation names")
     time_format: str | None = Field(default=None, description="files: strftime pattern in the names (else mtime)")
-    size: bool = Field(default=True, description="files: measure sizes (du for directories)")
+    size: bool = Field(default=True, description="files: measure sizes (a directory: the sum of its files)")
     repository: str = Field(default="", description="restic: the repository")
     password: SecretRef | None = Field(default=None, description="restic, local: the repository password")
     password_file: str | None = Field(default=None, description="restic over SSH: password file on that machine")
@@ -248,12 +249,13 @@ class Policy:
         days = periods * (7 if self.schedule == "weekly" else 1)
         return (deadline - dt.timedelta(days=days)).timestamp()
 
-    @property
-    def allowed_age(self) -> float:
-        """The oldest a newest good generation may be (period + window end + grace)."""
-        period = {"daily": 1, "weekly": 7, "monthly": 31}[self.schedule] * 86400.0
-        end = self.window_end.hour * 3600 + self.window_end.minute * 60 + self.window_end.second
-        return period + end + self.grace
+    def stale_from(self, taken: float) -> float:
+        """The first deadline at which a generation taken at ``taken`` no longer counts as fresh."""
+        deadline = self.last_deadline(taken + 28 * 86400.0 if self.schedule == "monthly" else taken)
+        while self.back(deadline, 1) < taken:
+            deadline = dt.datetime.combine(deadline.date() + dt.timedelta(days=1), self.window_end, self.zone) \
+                + dt.timedelta(seconds=self.grace)
+        return deadline.timestamp()
 
     def describe(self) -> str:
         """e.g. ``daily by 06:00+1h``."""
@@ -370,7 +372,8 @@ for f in %(pattern)s; do
   [ -e "$f" ] || continue
   s=-
   if [ %(size)s = yes ]; then
-    if [ -d "$f" ]; then s=$(du -s -B1 --apparent-size -- "$f" 2>/dev/null | cut -f1); else s=$(stat -c %%s -- "$f"); fi
+    if [ -d "$f" ]; then s=$(find "$f" -type f -printf '%%s\n' 2>/dev/null | awk '{ n += $1 } END { print n + 0 }')
+    else s=$(stat -c %%s -- "$f"); fi
   fi
   printf '%%s\t%%s\t%%s\0' "$(stat -c %%Y -- "$f")" "${s:--}" "$f"
 done
@@ -510,8 +513,9 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BackupParams) -> Outco
             why = getattr(exc, "summary", None) or str(exc) or type(exc).__name__
             return Outcome(Status.UNKNOWN, f"cannot read the backups: {why}", Reason.ERROR)
         verdict = evaluate(policy, generations, now)
-    lastbackup.write_record(directory, location, policy.allowed_age, now,
-                            [{"name": g.name, "at": g.at, "size": g.size} for g in verdict.good[-HISTORY:]])
+    lastbackup.write_record(directory, location, now, [
+        {"name": g.name, "at": g.at, "size": g.size, "stale_from": policy.stale_from(g.at)}
+        for g in verdict.good[-HISTORY:]])
     return verdict.outcome
 
 
