@@ -517,3 +517,111 @@ async def test_backup_results_posted_over_http(receiver_app):
     last = lastbackup.last_good("backup", kept_record(state))
     assert (last.generation, last.at, last.location) == ("full 2026-11-21", jst(21, 3), "backup1:/srv/web1")
     assert last.stale  # the newest good one is older than the plan allows
+
+
+# ---------------------------------------------------------------------------------------
+# Notices, tickets and the dispatch page (the engine on a fake clock, real store and outbox)
+
+
+ENGINE_CONFIG = """
+paging:
+  integrations:
+    mail: {type: email, host: 127.0.0.1, port: 2525, tls: none, from: noc@example.jp}
+  policies: {ops: {tiers: [{targets: [mail]}]}}
+  routes: [{policy: ops}]
+customers:
+  acme: {notify: [mail], emails: [it@acme.example]}
+hosts:
+  web1:
+    address: 127.0.0.1
+    customer: acme
+    instructions: {backup_contract: true}
+    checks:
+      ping: {}
+      backup: {transport: files, where: local, location: /srv/backup/web1, plan: D7}
+  web2:
+    address: 127.0.0.1
+    customer: acme
+    instructions: {backup_contract: true}
+    checks:
+      ping: {}
+  web3:
+    address: 127.0.0.1
+    checks:
+      ping: {}
+"""
+
+
+@pytest.fixture
+def engine(tmp_path):
+    from tests.test_engine_notices import make_engine
+
+    made = make_engine(tmp_path, ENGINE_CONFIG)
+    yield made
+    made[1].close()
+
+
+def messages(store) -> list[dict]:
+    import json
+
+    return [json.loads(item.message) for item in store.outbox()]
+
+
+async def notify(engine, spec, event, result, incident_id):
+    import asyncio
+
+    engine.notify(spec, event, result, incident_id=incident_id)
+    await asyncio.sleep(0)
+    await engine.idle()
+
+
+async def test_a_late_backup_is_a_customer_notice_and_twice_a_business_hours_ticket(engine):
+    from monitord.checkstate import Event
+    from monitord.results import Result
+
+    engine, store, specs = engine
+    spec = next(s for s in engine.config.checks() if s.id == "web1/backup")
+    late = Result(Status.WARNING, Reason.THRESHOLD, "late or failed; newest good web1-24", 0.1, jst(25, 7, 5))
+    await notify(engine, spec, Event.CONFIRMED, late, 7)
+    assert [m["summary"] for m in messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24"]
+    twice = Result(Status.CRITICAL, Reason.THRESHOLD, "failed twice in a row; newest good web1-24", 0.1,
+                   jst(26, 7, 5), {"backup_ticket": 1.0})
+    await notify(engine, spec, Event.CHANGED, twice, 7)
+    sent = messages(store)[1:]
+    assert [m["summary"] for m in sent] == ["web1: failed twice in a row; newest good web1-24",
+                                            "【作業予定】web1: failed twice in a row; newest good web1-24"]
+    assert sent[0]["details"]["kind"] == "backup_ticket" and sent[0]["severity"] == "warning"
+    calendar = engine.calendars.for_host("web1")
+    assert sent[0]["details"]["scheduled"] == calendar.next_business_moment(engine.clock.time())
+    # never a ladder: no action decided, no ladder page
+    assert not [e for e in store.journal() if e.event in ("decided", "blocked", "page")]
+    assert engine.state("web1").ladder is None
+
+
+async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_known(engine):
+    from monitord import escalation as esc
+
+    engine, store, specs = engine
+    directory = engine.ctx.state_dir / "backup" / "web1" / "backup"
+    directory.mkdir(parents=True)
+    taken = engine.clock.time() - 5 * 3600
+    lastbackup.write_record(directory, "local:/srv/backup/web1", engine.clock.time(), [
+        {"name": "web1-old", "at": taken - DAY, "size": 10, "stale_from": engine.clock.time() - 1},
+        {"name": "web1-new", "at": taken, "size": 3 * 1024 ** 3, "stale_from": engine.clock.time() + DAY}])
+    for host in ("web1", "web2", "web3"):
+        engine._commit(host, engine.state(host), [esc.Page("dispatch", 3, f"{host} is down: dispatch")],
+                       esc.Confirmed("ping", True, None), engine.clock.time())
+    pages = {m["source"]: m["details"] for m in messages(store) if m["details"].get("kind") == "dispatch"}
+    when = lastbackup.format_time(taken, TOKYO)
+    assert pages["web1"]["last_backup"] == [
+        f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1, 3.0 GiB"]
+    assert pages["web2"]["last_backup"] == ["no backup check configured: last backup unknown"]
+    assert pages["web3"]["last_backup"] is None and pages["web3"]["backup_contract"] is False
+
+    lastbackup.write_record(directory, "local:/srv/backup/web1", engine.clock.time(), [
+        {"name": "web1-new", "at": taken, "size": None, "stale_from": engine.clock.time()}])
+    engine._commit("web1", engine.state("web1"), [esc.Page("dispatch", 3, "web1 is down again")],
+                   esc.Confirmed("ping", True, None), engine.clock.time())
+    last = [m["details"] for m in messages(store) if m["summary"] == "web1: web1 is down again"][0]
+    assert last["last_backup"] == [f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1"
+                                   " - STALE: older than its schedule allows"]

@@ -312,3 +312,60 @@ def test_cli_edit_and_submit(cli_store, capsys):
         store.close()
     assert cli.main(["report", "submit", "--config", config, "77"]) == 2
     assert cli.main(["report", "edit", "--config", config, str(incident)]) == 2
+
+
+# -- the last good backup (hosts with a backup contract) ------------------------------------------
+
+
+BACKUP_CONFIG = """daemon: {{state_path: {state}}}
+hosts:
+  web1:
+    address: 192.0.2.10
+    instructions: {{backup_contract: true}}
+    checks:
+      backup: {{transport: files, where: local, location: /srv/backup/web1, plan: D7}}
+"""
+
+
+def test_report_names_the_last_good_backup_before_the_incident(cli_store, capsys):
+    from monitord import lastbackup
+
+    _, incident, tmp = cli_store
+    config = tmp / "backup.yaml"
+    config.write_text(BACKUP_CONFIG.format(state=tmp / "state.db"))
+    directory = tmp / "backup" / "web1" / "backup"
+    directory.mkdir(parents=True)
+    lastbackup.write_record(directory, "local:/srv/backup/web1", jst(16, 10, 0), [
+        {"name": "web1-20261113-0200", "at": jst(13, 2, 0), "size": 52_428_800, "stale_from": jst(14, 7, 0)},
+        {"name": "web1-20261114-0200", "at": jst(14, 2, 0), "size": 52_428_800, "stale_from": jst(15, 7, 0)},
+    ])
+    for fmt in ("md", "html"):
+        for lang in ("ja", "en"):
+            assert cli.main(["report", "render", "--config", str(config), "--format", fmt, "--lang", lang,
+                             str(incident)]) == 0
+            golden(f"host_down_backup.{lang}.{fmt}", capsys.readouterr().out)
+    text = (GOLDEN / "host_down_backup.en.md").read_text(encoding="utf-8")
+    assert ("- backup: taken 2026-11-13 02:00 JST, generation web1-20261113-0200, at local:/srv/backup/web1, "
+            "50.0 MiB\n") in text  # the one before the incident, not the newer one
+    without = (GOLDEN / "host_down.en.md").read_text(encoding="utf-8")
+    assert text.replace("## Last good backup (before the incident)\n\n" + text.split("(before the incident)\n\n")[1]
+                        .split("\n\n")[0] + "\n\n", "") == without  # nothing else differs
+
+
+@pytest.mark.parametrize("backups,lines", [
+    ((), ["No backup check is configured: the last backup is unknown."]),
+    (("unknown",), ["- backup: the backup check has not run yet"]),
+    (("none",), ["- backup: no good backup known (at nas:/b)"]),
+    (("stale",), ["- backup: taken 2026-11-10 02:00 JST, generation g10, at nas:/b - STALE: older than the plan allows"]),
+])
+def test_report_says_plainly_when_no_backup_is_known_or_it_is_stale(store, backups, lines):
+    from monitord.lastbackup import LastBackup
+
+    made = {"unknown": LastBackup("backup", "nas:/b"), "none": LastBackup("backup", "nas:/b", checked_at=jst(13, 9, 0)),
+            "stale": LastBackup("backup", "nas:/b", jst(10, 2, 0), "g10", None, True, jst(13, 9, 0))}
+    incident = host_down_incident(store)
+    report = load_report(store, incident, CALENDAR, backups=lambda i: [made[b] for b in backups])
+    text = render(report, "md", "en")
+    section = text.split("## Last good backup (before the incident)\n\n")[1].split("\n\n")[0]
+    assert section.splitlines() == lines
+    assert "Last good backup" not in render(load_report(store, incident, CALENDAR), "md", "en")  # no contract
