@@ -625,3 +625,57 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
     last = [m["details"] for m in messages(store) if m["summary"] == "web1: web1 is down again"][0]
     assert last["last_backup"] == [f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1"
                                    " - STALE: older than its schedule allows"]
+
+
+# ---------------------------------------------------------------------------------------
+# The daemon: the results route, kept records, never a ladder
+
+
+@pytest.mark.integration
+def test_the_daemon_takes_backup_results_and_keeps_the_last_good_backup(tmp_path):
+    import json
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from tests.daemon_proc import Daemon, wait_for
+
+    (tmp_path / "backup.token").write_text("nightly-token\n")
+    gens = tmp_path / "gens"
+    make_generations(gens, nights_back(3), [100] * 3, named=False)
+    port = free_port()
+    config = tmp_path / "monitord.yaml"
+    config.write_text(f"""
+daemon: {{state_path: {tmp_path / "state.db"}, metrics_listen: 127.0.0.1:{port}}}
+defaults: {{intervals: {{backup: 300ms}}, retry_interval: 300ms, backup_plan: D3}}
+hosts:
+  web1:
+    address: 127.0.0.1
+    instructions: {{backup_contract: true}}
+    checks:
+      nightly: {{kind: backup, transport: heartbeat, token: {{file: backup.token}}, timeout: 200ms}}
+      files: {{kind: backup, transport: files, where: local, location: {gens}, pattern: "gen-*", timeout: 200ms}}
+""")
+    daemon = Daemon(tmp_path, config, port).start()
+    try:
+        wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="files", kind="backup") == 1, 20,
+                 "the files check ran")
+        record = lastbackup.last_good("files", json.loads((tmp_path / "backup/web1/files/last_backup.json").read_text()))
+        assert (record.generation, record.size, record.stale) == ("gen-2", 100, False)
+
+        body = json.dumps({"status": "critical", "message": "nightly: snapshot failed"}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/heartbeat/web1/nightly", data=body,
+                                         method="POST", headers={"Authorization": "Bearer nightly-token"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 204
+        wait_for(lambda: daemon.value("monitord_check_state", host="web1", check="nightly") == 2, 20,
+                 "the failed backup confirmed")
+        assert daemon.value("monitord_probe_status", host="web1", check="nightly") == 1  # a warning: one failure
+        wrong = urllib.request.Request(request.full_url, data=b"", method="POST",
+                                       headers={"Authorization": "Bearer not-it"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(wrong, timeout=5)
+        assert refused.value.code == 401
+        assert "decided" not in daemon.events("web1")  # a notice, never a ladder
+    finally:
+        daemon.proc.stop(signal.SIGTERM)
