@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,6 +90,18 @@ Regex = Annotated[str, AfterValidator(_valid_regex)]
 """A Python regular expression, checked when the config is loaded."""
 
 Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+def _known_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name, e.g. ``Asia/Tokyo``."""
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

@@ -26,6 +26,7 @@ from probes.backup import BackupParams, Generation, Policy, evaluate, name_time,
 from probes.base import ProbeCall, ProbeContext
 from monitord.results import ProbeError
 from tests.fakeclock import FakeClock
+from tests.test_engine_notices import CONFIG as NOTICES_CONFIG, make_engine
 from tests.ssh_peer import SshHost
 from tests.support import free_port, need_binary
 
@@ -523,15 +524,7 @@ async def test_backup_results_posted_over_http(receiver_app):
 # Notices, tickets and the dispatch page (the engine on a fake clock, real store and outbox)
 
 
-ENGINE_CONFIG = """
-paging:
-  integrations:
-    mail: {type: email, host: 127.0.0.1, port: 2525, tls: none, from: noc@example.jp}
-  policies: {ops: {tiers: [{targets: [mail]}]}}
-  routes: [{policy: ops}]
-customers:
-  acme: {notify: [mail], emails: [it@acme.example]}
-hosts:
+ENGINE_CONFIG = NOTICES_CONFIG.split("hosts:\n")[0] + """hosts:
   web1:
     address: 127.0.0.1
     customer: acme
@@ -554,8 +547,6 @@ hosts:
 
 @pytest.fixture
 def engine(tmp_path):
-    from tests.test_engine_notices import make_engine
-
     made = make_engine(tmp_path, ENGINE_CONFIG)
     yield made
     made[1].close()
