@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitord.fields import format_duration
 from probes import kept
 
 if TYPE_CHECKING:

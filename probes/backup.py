@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import shlex
+import signal
 import time
 import zoneinfo
 from dataclasses import dataclass
@@ -436,7 +438,8 @@ async def _run_local(command: str, timeout: float, env: dict[str, str]) -> str:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
     except (TimeoutError, asyncio.CancelledError):
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole session: a child holding the pipes too
         await proc.wait()
         raise
     if proc.returncode != 0:
@@ -447,7 +450,7 @@ async def _run_local(command: str, timeout: float, env: dict[str, str]) -> str:
 
 async def _run(call: ProbeCall, params: BackupParams, command: str, env: dict[str, str]) -> tuple[str, str]:
     """Run ``command`` where the generations are; return its stdout and a label of that place."""
-    budget = call.timeout * 0.8  # leave the runner's timeout to us: a slow read is UNKNOWN, not a failure
+    budget = read_budget(call)
     if params.where == "local":
         return await _run_local(command, budget, env), "local"
     from remediation.ssh import DEFAULT_CONNECT_TIMEOUT, SshClient  # imports the config: not at module load
@@ -459,6 +462,12 @@ async def _run(call: ProbeCall, params: BackupParams, command: str, env: dict[st
     if not result.ok:
         raise ProbeError(Reason.ERROR, f"ssh {client.target.host_label}: {result.describe()}")
     return result.stdout, client.target.host_label
+
+
+def read_budget(call: ProbeCall) -> float:
+    """How long reading may take: less than the runner's timeout, so that a slow read is ours to
+    report (UNKNOWN), never the runner's time-out (a critical failure)."""
+    return call.timeout * 0.8
 
 
 async def read_generations(call: ProbeCall, params: BackupParams, zone: dt.tzinfo) -> tuple[list[Generation], str]:
@@ -499,9 +508,10 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BackupParams) -> Outco
     else:
         now = time.time()
         try:
-            generations, location = await read_generations(call, params, policy.zone)
+            async with asyncio.timeout(read_budget(call)):
+                generations, location = await read_generations(call, params, policy.zone)
         except (ProbeError, ActionError, LookupError, OSError, TimeoutError) as exc:
-            why = getattr(exc, "summary", None) or str(exc) or type(exc).__name__
+            why = getattr(exc, "summary", None) or str(exc) or f"no answer within {format_duration(read_budget(call))}"
             return Outcome(Status.UNKNOWN, f"cannot read the backups: {why}", Reason.ERROR)
         verdict = evaluate(policy, generations, now)
     lastbackup.write_record(directory, location, now, [

@@ -11,6 +11,7 @@ PEER_PACKAGES=(
     nginx-light vsftpd dovecot-pop3d dovecot-imapd openssh-server openssh-client
     prometheus systemd python3-venv
     openipmi ipmitool snmpd snmp postgresql mariadb-server monitoring-plugins-basic
+    restic
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

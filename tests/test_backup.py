@@ -437,6 +437,22 @@ async def test_restic_snapshots_taken_and_forgotten(restic_repo, ssh_host: SshHo
         await ctx.aclose()
 
 
+async def test_a_listing_that_hangs_is_unknown_not_a_failure(tmp_path):
+    slow = tmp_path / "slow-restic"
+    slow.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow.chmod(0o755)
+    params = BackupParams(transport="restic", where="local", repository=str(tmp_path), plan="D3",
+                          password_file=str(slow), restic_command=str(slow))
+    ctx = ProbeContext(state_dir=tmp_path)
+    try:
+        call = ProbeCall("web1", "127.0.0.1", 2.5, "backup")
+        result = await run_probe(backup.KIND, ctx, call, params, 0.0)
+    finally:
+        await ctx.aclose()
+    assert (result.status, result.reason) == (Status.UNKNOWN, Reason.ERROR)
+    assert result.summary == "cannot read the backups: no answer within 2s"
+
+
 # ---------------------------------------------------------------------------------------
 # Passive: results posted by a real HTTP client
 
