@@ -310,8 +310,6 @@ def evaluate(policy: Policy, generations: list[Generation], now: float, *, count
     baseline = max(newest.at if newest else float("-inf"), since if since is not None else float("-inf"))
     missed = periods_missed(policy, baseline if baseline != float("-inf") else None, now)
     failed_runs = sum(1 for i in bad_notes if newest is None or ordered[i].at > newest.at)
-    if since is not None and newest is None:
-        failed_runs = sum(1 for i in bad_notes if ordered[i].at >= since)
     in_a_row = None if missed is None else max(missed, failed_runs)
     values: dict[str, float] = {"generations": float(len(good)), "failures_in_a_row": float(in_a_row or 0)}
     if newest is not None:

@@ -149,6 +149,8 @@ def test_passive_results_failed_twice_in_a_row_and_silence_counted_from_judging(
     twice = evaluate(DAILY7, [ok] + failed, jst(24, 4), count=False, since=since).outcome
     assert twice.status is Status.CRITICAL and twice.values["backup_ticket"] == 1.0
     assert "thinned" not in twice.summary  # a heartbeat cannot count generations
+    posted_before_judging = evaluate(DAILY7, [failed[0]], jst(23, 4), count=False, since=jst(23, 3, 30)).outcome
+    assert posted_before_judging.status is Status.WARNING  # a reported failure is a fact, whenever judging began
     waiting = evaluate(DAILY7, [], jst(21, 6), count=False, since=since).outcome
     assert waiting.status is Status.OK  # nothing yet, but no deadline passed since judging began
     # the first period was partly before judging began (a result then was not seen): benefit of the doubt
@@ -654,14 +656,14 @@ def test_the_daemon_takes_backup_results_and_keeps_the_last_good_backup(tmp_path
     config = tmp_path / "monitord.yaml"
     config.write_text(f"""
 daemon: {{state_path: {tmp_path / "state.db"}, metrics_listen: 127.0.0.1:{port}}}
-defaults: {{intervals: {{backup: 300ms}}, retry_interval: 300ms, backup_plan: D3}}
+defaults: {{intervals: {{backup: 1s}}, retry_interval: 1s, backup_plan: D3}}
 hosts:
   web1:
     address: 127.0.0.1
     instructions: {{backup_contract: true}}
     checks:
-      nightly: {{kind: backup, transport: heartbeat, token: {{file: backup.token}}, timeout: 200ms}}
-      files: {{kind: backup, transport: files, where: local, location: {gens}, pattern: "gen-*", timeout: 200ms}}
+      nightly: {{kind: backup, transport: heartbeat, token: {{file: backup.token}}, timeout: 900ms}}
+      files: {{kind: backup, transport: files, where: local, location: {gens}, pattern: "gen-*", timeout: 900ms}}
 """)
     daemon = Daemon(tmp_path, config, port).start()
     try:
