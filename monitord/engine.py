@@ -302,7 +302,8 @@ class Engine:
         return ids
 
     def _page_details(self, host: str, page: esc.Page) -> dict:
-        """What the on-call engineer needs: what was tried, BMC findings, the customer's instructions."""
+        """What the on-call engineer needs: what was tried, BMC findings, the customer's instructions
+        and, with a backup contract, the last good backup to restore (:mod:`monitord.lastbackup`)."""
         h = self.config.hosts[host]
         findings = [e.detail.get("findings") for e in self.store.journal(host=host, limit=100_000)
                     if e.event == "outcome" and e.decision == "bmc_read" and e.detail.get("findings")]
