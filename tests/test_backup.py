@@ -13,11 +13,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from monitord import lastbackup
 from monitord.config import ConfigError, parse_config
 from monitord.fields import SecretRef
+from monitord.listener import Listener
+from monitord.metrics import Metrics
 from monitord.results import Reason, Status
 from monitord.runner import run_probe
 from monitord.state import SQLiteStore
@@ -478,18 +479,15 @@ async def receiver_app(tmp_path, monkeypatch):
     clock = FakeClock(jst(20, 12))
     store = SQLiteStore(tmp_path / "state.db")
     receiver = heartbeat.Receiver(store, clock, lambda: config)
-    app = web.Application()
-    app.router.add_post(heartbeat.ROUTE, receiver.handle)
-    app.router.add_post(heartbeat.CHECK_ROUTE, receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    listener = Listener(Metrics())  # the daemon's own hardened HTTP listener
+    listener.app.router.add_post(heartbeat.ROUTE, receiver.handle)
+    listener.app.router.add_post(heartbeat.CHECK_ROUTE, receiver.handle)
+    await listener.start("127.0.0.1", 0)
     ctx = ProbeContext(state_dir=tmp_path / "probes")
     await heartbeat.install(ctx, receiver)
-    yield f"http://127.0.0.1:{port}", clock, ctx, config, tmp_path / "probes"
+    yield f"http://127.0.0.1:{listener.port}", clock, ctx, config, tmp_path / "probes"
     await ctx.aclose()
-    await runner.cleanup()
+    await listener.stop()
     store.close()
 
 
@@ -511,7 +509,8 @@ async def test_backup_results_posted_over_http(receiver_app):
         assert (await post(session, f"{base}/api/v1/heartbeat/web1", "alive-token"))[0] == 204
         assert (await post(session, f"{base}/api/v1/heartbeat/web1/backup", "alive-token"))[0] == 401
         status, body = await post(session, f"{base}/api/v1/heartbeat/web1/files", "backup-token")
-        assert status == 404 and body == {"error": "no check 'files' taking posted results for host 'web1'"}
+        assert status == 401 and body == {"error": "missing or wrong bearer token"}  # takes no posted results
+        assert (await post(session, f"{base}/api/v1/heartbeat/web9/backup", "backup-token"))[0] == 401
         assert (await post(session, f"{base}/api/v1/heartbeat/web1/alive", "alive-token"))[0] == 204
         status, body = await post(session, f"{base}/api/v1/heartbeat/web1/backup", "backup-token", {"size": 5})
         assert status == 400 and "unknown key(s) size" in body["error"]
