@@ -500,6 +500,17 @@ def _advice(exc: sqlite3.Error, path: Path) -> str:
     return "see the SQLite error above"
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of ``script``, one by one (triggers and quoted semicolons kept whole)."""
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \t\n;"):
+                yield statement
+            statement = ""
+
+
 def _objects(db: sqlite3.Connection) -> dict[tuple[str, str], list[str]]:
     """The schema objects of ``db``: (type, name) -> column names (empty for indexes and triggers)."""
     out: dict[tuple[str, str], list[str]] = {}
@@ -567,7 +578,22 @@ class SQLiteStore:
                              + _RESTORE)
 
     def _migrate(self) -> None:
-        """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step."""
+        """Bring the schema to :data:`SCHEMA_VERSION` in one transaction, with the version read
+        under the write lock, so two processes opening a new store never both create it."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._upgrade()
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        if version and version < SCHEMA_VERSION:
+            log.warning("%s: state database upgraded from schema version %d to %d", self.path, version,
+                        SCHEMA_VERSION)
+
+    def _upgrade(self) -> int:
+        """Apply the missing migrations (inside :meth:`_migrate`'s transaction); return the version found."""
         db = self._db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
@@ -585,20 +611,15 @@ class SQLiteStore:
                 names = ", ".join(sorted(name for kind, name in tables if kind == "table"))
                 raise StateError(f"{self.path}: not a monitord state database (it has tables: {names}); "
                                  "point daemon.state_path at monitord's own file")
-            self._require(1)
-            db.executescript(f"BEGIN IMMEDIATE; PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1; COMMIT;")
             version = 1
-            log.warning("%s: unversioned state database stamped as schema version 1", self.path)
+            log.warning("%s: unversioned state database taken as schema version 1", self.path)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
         self._require(version)
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            try:
-                db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[target - 1]}\nPRAGMA user_version={target};\nCOMMIT;")
-            except sqlite3.Error:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            if version:
-                log.warning("%s: state database upgraded to schema version %d", self.path, target)
+            for statement in _statements(MIGRATIONS[target - 1]):
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return version
 
     def _require(self, version: int) -> None:
         """Every table, column, index and trigger of schema ``version`` must be there."""

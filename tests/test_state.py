@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,8 +117,8 @@ def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, "monitord.state"):
         upgraded = SQLiteStore(path)
     assert pragma(path, "user_version") == state.SCHEMA_VERSION
-    assert "unversioned state database stamped as schema version 1" in caplog.text
-    assert f"upgraded to schema version {state.SCHEMA_VERSION}" in caplog.text
+    assert "unversioned state database taken as schema version 1" in caplog.text
+    assert f"upgraded from schema version 1 to {state.SCHEMA_VERSION}" in caplog.text
     stored = upgraded.check_states()["web1/ping"]
     assert (stored.state.status, stored.state.hard, stored.state.attempt, stored.incident_id) == (Status.CRITICAL, True, 3, 1)
     assert [(i.id, i.host, i.closed_at) for i in upgraded.incidents()] == [(1, "web1", None)]
@@ -200,6 +203,17 @@ def test_a_dropped_table_of_an_unversioned_store_is_an_error(tmp_path):
     with pytest.raises(StateError, match="table 'journal' is missing"):
         SQLiteStore(path)
     assert pragma(path, "user_version") == 0  # not stamped
+
+
+def test_processes_opening_a_new_store_at_once_create_it_once(tmp_path):
+    path = tmp_path / "state.db"
+    code = f"from monitord.state import SQLiteStore; SQLiteStore({str(path)!r}).close()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(6)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    assert pragma(path, "user_version") == state.SCHEMA_VERSION
 
 
 def test_a_foreign_database_is_refused(tmp_path):
