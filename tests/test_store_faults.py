@@ -284,6 +284,31 @@ def test_cli_verbs_name_a_damaged_store_and_what_to_do(tmp_path):
     db.close()
 
 
+@pytest.mark.integration
+def test_unreadable_rows_do_not_stop_the_daemon_from_starting(tmp_path):
+    port = free_port()
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path / "monitord.yaml", state, port, free_port())
+    SQLiteStore(state).close()
+    db = sqlite3.connect(state)
+    db.execute("INSERT INTO check_state VALUES ('local/closed', 2, 1, 2, 1.0, 1.0, 1.0, '{\"status\": 9', 1)")
+    db.execute("INSERT INTO escalation VALUES ('local', '{\"phase\": \"teleporting\"}')")
+    db.execute("INSERT INTO heartbeats VALUES ('local', 1.0, 42, 'odd')")
+    db.commit()
+    db.close()
+    daemon = Daemon(tmp_path, config, port, state=state).start()
+    try:
+        wait_for(lambda: daemon.value("monitord_check_state", check="closed") == 2, 20, "the closed port confirmed")
+    finally:
+        daemon.proc.stop(signal.SIGTERM)
+    log = daemon.proc.output()
+    assert "Traceback" not in log and log.count("moved to damaged_rows and skipped") == 3, log
+    db = sqlite3.connect(state)
+    assert sorted(db.execute("SELECT tbl, row_key FROM damaged_rows")) == [
+        ("check_state", "local/closed"), ("escalation", "local"), ("heartbeats", "local")]
+    db.close()
+
+
 @pytest.fixture
 def small_fs(tmp_path):
     """A 24 MiB tmpfs of our own, to fill up."""
