@@ -8,7 +8,7 @@ action survives ``kill -9`` of the daemon.
 
 The schema is versioned (``PRAGMA user_version``) and changed only by the ordered
 :data:`MIGRATIONS`; opening a store runs ``PRAGMA quick_check``, upgrades an older schema in
-one transaction per step, and refuses a damaged, foreign or newer database, or one missing a
+one transaction (the version read under the write lock), and refuses a damaged, foreign or newer database, or one missing a
 table, with a :class:`StateError` that names the file and says what to do. A table is never
 re-created behind the operator's back. A row that cannot be decoded (bad JSON, an unknown
 status) is moved to ``damaged_rows`` and logged, never fatal.
