@@ -18,7 +18,7 @@ from monitord.config import Config
 from monitord.metrics import Metrics
 from monitord.oncall import Severity, resolve_targets, route
 from monitord.outbox import Outbox
-from monitord.state import JournalEntry, PageRecord, Store
+from monitord.state import JournalEntry, PageRecord, Store, StoreFault
 from remediation.pagers import Message
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,8 @@ class Notifier:
             try:
                 if self.store.fault is None:  # escalations and SLA breaches are journaled first
                     self.tick()
+            except StoreFault:
+                pass  # the store reported it once; the next tick after it recovers catches up
             except Exception:  # noqa: BLE001 - a bad row must not stop paging
                 log.exception("paging tick failed")
             await self.clock.sleep_until(self.clock.time() + TICK)

@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 from monitord.clock import Clock, SystemClock
 from monitord.metrics import Metrics
 from monitord.results import Reason
-from monitord.state import JournalEntry, OutboxItem, Store
+from monitord.state import JournalEntry, OutboxItem, Store, StoreFault
 from remediation.pagers import HttpClient, Message, PagingConfig, build_pagers
 from remediation.pagers.base import DeliveryError, Pager
 
@@ -114,8 +114,12 @@ class Dispatcher:
             await self.deliver_due(everything)
         except asyncio.CancelledError:
             raise
+        except StoreFault:
+            pass  # the store reported it once
         except Exception:  # a broken store must not end paging for good; say so and try later
             log.exception("page outbox: delivery pass failed")
+            await self.clock.sleep_until(self.clock.time() + self._poll)
+        if self.store.fault is not None:  # nothing goes out until the store can record it: look again later
             await self.clock.sleep_until(self.clock.time() + self._poll)
 
     async def _sleep(self, until: float) -> None:

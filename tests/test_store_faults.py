@@ -193,6 +193,34 @@ async def test_the_outbox_waits_while_a_delivery_could_not_be_recorded(tmp_path)
     assert [item.state for item in store.outbox()] == ["delivered"]
 
 
+async def test_the_outbox_loop_sleeps_while_the_store_is_unwritable(tmp_path):
+    from tests.test_pagers import ScriptedPager, make as make_dispatcher
+
+    store, clock, pager = SQLiteStore(tmp_path / "state.db"), FakeClock(), ScriptedPager()
+    outbox, dispatcher, _ = make_dispatcher(store, clock, {"ops": pager})
+    outbox.enqueue("ops", Message(dedup_key="incident-1", summary="web1 down", source="web1"))
+    break_store(store)
+    passes = 0
+    deliver_due = dispatcher.deliver_due
+
+    async def counted(everything: bool = False) -> int:
+        nonlocal passes
+        passes += 1
+        if passes > 100:  # a loop that never sleeps would freeze the daemon: end it here instead
+            raise RuntimeError("spinning")
+        return await deliver_due(everything)
+
+    dispatcher.deliver_due = counted
+    task = asyncio.create_task(dispatcher.run())
+    await clock.advance(30)
+    assert passes <= 30 / 5 + 2 and pager.calls == 0
+    mend_store(store)
+    await clock.advance(5)
+    assert pager.calls == 1 and [item.state for item in store.outbox()] == ["delivered"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def test_heartbeats_are_taken_from_memory_while_the_store_is_unwritable(tmp_path, caplog):
     from probes.heartbeat import Receiver
 
