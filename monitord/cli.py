@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import faulthandler
 import json
 import logging
 import os
@@ -204,6 +205,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _setup_logging(args.log_level or config.daemon.log_level)
+    faulthandler.enable()  # systemd's watchdog kills a hung daemon with SIGABRT: say where each thread was
 
     async def serve() -> None:
         await Daemon(args.config, config, dry_run=args.dry_run).run()

@@ -113,6 +113,28 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(notified):
     assert daemon.alive()
 
 
+
+def test_a_daemon_killed_by_the_watchdog_says_where_it_hung(notified):
+    """systemd kills a daemon whose pings stopped with SIGABRT: the log shows the stack it hung in."""
+    daemon, sock = notified
+    sock.wait("WATCHDOG", after=sock.wait("READY"))
+    db = sqlite3.connect(daemon.state, isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        def silent_for(seconds: float) -> bool:
+            sock.poll()
+            last = max(t for t, m in sock.messages if m.get("WATCHDOG") == "1")
+            return time.monotonic() - last > seconds
+        wait_for(lambda: silent_for(2.0), 30, "the pings to stop")
+        daemon.proc.popen.send_signal(signal.SIGABRT)
+        assert daemon.proc.popen.wait(timeout=20) == -signal.SIGABRT
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    log = daemon.proc.output()
+    assert "Fatal Python error: Aborted" in log
+    assert "monitord/state.py" in log.split("Fatal Python error: Aborted", 1)[1], log[-3000:]
+
 def test_plugins_do_not_inherit_cap_net_raw(tmp_path):
     """Run as the unit runs it — only CAP_NET_RAW, ambient, root without root's automatic
     capabilities (securebits noroot) — monitord keeps CAP_NET_RAW for its raw ICMP socket,
