@@ -197,6 +197,9 @@ def _setup_logging(level: str) -> None:
     handler.setFormatter(redact.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RepeatFilter())
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    # an exception nobody caught is logged too (its text may quote a secret), not printed raw
+    sys.excepthook = lambda kind, value, tb: logging.getLogger("monitord").critical(
+        "uncaught exception", exc_info=(kind, value, tb))
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 

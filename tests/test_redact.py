@@ -7,6 +7,8 @@ import json
 import logging
 import secrets
 import sqlite3
+import subprocess
+import sys
 from urllib.parse import quote
 
 from monitord import redact
@@ -98,3 +100,15 @@ def test_metrics_exposition_is_masked():
     metrics.probe_results.labels("tcp", "critical", value).inc()
     text = metrics.exposition().decode()
     assert value not in text and 'reason="[REDACTED]"' in text
+
+
+def test_an_uncaught_exception_is_logged_masked():
+    value = fresh()
+    program = ("from monitord import cli, redact\n"
+               "cli._setup_logging('info')\n"
+               f"redact.remember({value!r})\n"
+               f"raise ValueError('invalid URL {value}')\n")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert value not in out.stderr
+    assert "CRITICAL monitord: uncaught exception" in out.stderr and "ValueError: invalid URL [REDACTED]" in out.stderr
