@@ -60,6 +60,15 @@ class Limits:
     body_timeout: float = 10.0
     max_body: int = 64 * 1024
 
+    @property
+    def backlog(self) -> int:
+        """Connections the kernel queues, and the event loop accepts in one go: half the cap.
+
+        Sockets accepted in one go hold descriptors until the cap closes them a few loop turns
+        later, so a flood takes at most about the cap once more, never the descriptor limit.
+        """
+        return max(4, min(128, self.max_connections // 2))
+
 
 LIMITS = web.AppKey("limits", Limits)
 
@@ -268,7 +277,7 @@ class Listener:
         """Listen on ``host:port`` (port 0: any free port, then in :attr:`port`)."""
         self._runner = _Runner(self.app, self.limits, self.metrics)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=self.limits.backlog)
         try:
             await site.start()
         except OSError as exc:
