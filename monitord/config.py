@@ -203,6 +203,29 @@ class SshConfig(StrictModel):
     known_hosts: ConfigPath = Path("/etc/monitord/known_hosts")
 
 
+class VmConfig(StrictModel):
+    """A virtual machine's power, through its hypervisor (libvirt): the VM's "BMC"."""
+
+    uri: str = Field(min_length=1, description="libvirt connection URI, e.g. qemu+ssh://root@hv1/system, qemu+tls://hv1/system")
+    domain: str = Field(min_length=1, description="the domain's name or UUID on that hypervisor")
+    username: str | None = Field(default=None, description="for hypervisors that ask for a user name (SASL, ESX)")
+    password: SecretRef | None = Field(default=None, description="answered when the hypervisor asks for one; never in the URI")
+    key_file: ConfigPath | None = Field(default=None, description="SSH private key for qemu+ssh:// (passed as keyfile=)")
+    timeout: Duration = Field(default=30.0, description="bound on connecting and on each hypervisor call")
+    shutdown_timeout: Duration | None = Field(
+        default=None, description="power off gracefully (ACPI shutdown) and wait this long before forcing it off")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_secret_in_uri(cls, value: str) -> str:
+        authority = value.partition("://")[2].partition("/")[0]
+        if ":" in authority.rpartition("@")[0]:
+            raise ValueError("no password in the URI: give password as {file: ...}, {env: ...} or {credential: ...}")
+        if "://" not in value:
+            raise ValueError(f"not a libvirt URI: {value!r} (e.g. qemu+ssh://root@hv1/system)")
+        return value
+
+
 class GroupConfig(StrictModel):
     """A set of hosts sharing defaults (membership is declared on the host)."""
 
@@ -238,10 +261,15 @@ class HostConfig(StrictModel):
     defaults: Settings = Settings()
     bmc: BmcConfig | None = None
     pdu: PduConfig | None = None
+    vm: VmConfig | None = Field(default=None, description="a virtual machine: power through its hypervisor")
     ssh: SshConfig | None = None
     snmp: SnmpConfig | None = Field(default=None, description="the host's SNMP agent, for SNMP-based checks")
     instructions: CustomerInstructions = CustomerInstructions()
     checks: dict[Name, CheckConfig] = Field(default_factory=dict)
+
+    def power_drivers(self) -> tuple[str, ...]:
+        """The power drivers configured for this host, in fallback order."""
+        return tuple(name for name, block in (("ipmi", self.bmc), ("vm", self.vm), ("pdu", self.pdu)) if block)
 
     def layers(self, config: "Config") -> list[Settings]:
         """This host's settings layers, most specific first."""

@@ -354,7 +354,7 @@ class Engine:
         """The host's remediation policy, from the config."""
         h, r = self.config.hosts[host], self.config.remediation(host)
         return esc.Policy(
-            power_drivers=tuple(name for name, present in (("ipmi", h.bmc), ("pdu", h.pdu)) if present),
+            power_drivers=h.power_drivers(),
             has_bmc=h.bmc is not None, has_ssh=h.ssh is not None,
             boot_timeout=r["boot_timeout"], max_resets=r["max_resets"], reset_window=r["reset_window"],
             grace=r["grace"], max_restarts=r["max_restarts"], restart_window=r["restart_window"],

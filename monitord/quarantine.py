@@ -27,7 +27,7 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
     drivers = drivers or Drivers()
     r = config.remediation(host)
     timings = PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"], retries=r["power_retries"])
-    names = [name for name, present in (("ipmi", h.bmc), ("pdu", h.pdu)) if present]
+    names = list(h.power_drivers())
     store = SQLiteStore(config.daemon.state_path)
     try:
         now = time.time()
@@ -36,7 +36,7 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
             decided = store.append(JournalEntry(ts=now, event="decided", host=host, decision="quarantine_power_off",
                                                 reason=reason, detail={"by": by, "drivers": names}))
         if not names:
-            return False, f"{host} quarantined, but it has no BMC or PDU configured: power it off by hand"
+            return False, f"{host} quarantined, but it has no BMC, VM or PDU configured: power it off by hand"
         failures = []
         for name in names:
             try:

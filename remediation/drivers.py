@@ -21,11 +21,16 @@ class Drivers:
 
     @asynccontextmanager
     async def power(self, name: str, host: HostConfig) -> AsyncIterator[PowerDriver]:
-        """The power driver ``name`` ("ipmi" or "pdu") for ``host``, closed afterwards."""
+        """The power driver ``name`` ("ipmi", "vm" or "pdu") for ``host``, closed afterwards."""
         if name == "ipmi" and host.bmc is not None:
             from remediation.ipmi import IpmiDriver
 
             yield IpmiDriver.from_config(host.bmc)
+        elif name == "vm" and host.vm is not None:
+            from remediation.vm import VmDriver
+
+            async with VmDriver.from_config(host.vm) as driver:
+                yield driver
         elif name == "pdu" and host.pdu is not None:
             from remediation.pdu import PduDriver
 

@@ -12,6 +12,7 @@ PEER_PACKAGES=(
     prometheus systemd python3-venv
     openipmi ipmitool snmpd snmp postgresql mariadb-server monitoring-plugins-basic
     restic
+    libvirt-daemon libvirt-clients libvirt-dev pkg-config gcc python3-dev
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
