@@ -1,0 +1,91 @@
+"""Contract 004 end to end: the real daemon against a real libvirt (libvirtd serving the test
+hypervisor), real sshd and real pager receivers.
+
+How a VM "reboots" here: the test hypervisor has no guest, so the libvirt watcher
+(tests/libvirt_peer.py) maps the domain's lifecycle onto the fake loopback host the daemon
+pings: when libvirt reports the domain started, the host's address comes back a second
+later. The daemon sees nothing of this; it only talks to libvirtd. The test driver's reset
+emits no lifecycle event, so these VM hosts use ``power_method: onoff`` (destroy, verified
+off, create, verified on): the counted events are exactly what the daemon did to the domain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.daemon_proc import wait_for
+from tests.test_scenarios import HOST, fleet, ladder, loop  # noqa: F401 - shared scenario fixtures
+
+pytestmark = pytest.mark.integration
+
+UUID = "4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
+ONOFF = {"power_method": "onoff"}
+
+
+@pytest.fixture
+def appliance_vm(hypervisor, loop, HOST):  # noqa: N803
+    """Domain ``nas1`` that brings the loopback host back a second after it starts."""
+    hypervisor.add_domain("nas1", UUID)
+    hypervisor.on("nas1", "started", f"(sleep 1; {loop.up_cmd(HOST)}) &")
+    return hypervisor
+
+
+def vm_block(hv) -> dict:
+    return {"uri": hv.uri, "domain": "nas1"}
+
+
+def journal(daemon, host: str = "nas1") -> list[dict]:
+    """The host's journal entries with their details (``monitord journal --json``)."""
+    return [json.loads(line) for line in daemon.cli("journal", "--host", host, "--json").splitlines()]
+
+
+def test_vm_host_down_is_cycled_through_libvirt_once_and_resolved(fleet, loop, HOST, appliance_vm, make_ssh_host):
+    ssh = make_ssh_host(HOST)
+    fleet.add("nas1", HOST, ssh=ssh, vm=vm_block(appliance_vm))
+    daemon = fleet.start(remediation=ONOFF)
+    wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "resolved" in ladder(daemon, "nas1"), 40, "the ladder to resolve")
+    assert appliance_vm.lifecycle("nas1") == ["stopped:destroyed", "started"]
+    assert ladder(daemon, "nas1") == [
+        "decided power_reset", "outcome power_reset ok", "decided wait_boot", "outcome wait_boot ok", "resolved",
+    ]
+    outcome = next(e for e in journal(daemon) if e["event"] == "outcome" and e["decision"] == "power_reset")
+    assert outcome["detail"]["driver"] == "vm"
+    assert outcome["detail"]["steps"][:2] == ["vm: power was on", "vm: sent off (attempt 1)"]
+    assert daemon.value("monitord_actions_total", kind="power_reset", outcome="ok") == 1
+
+
+def test_dry_run_never_touches_the_vm(fleet, loop, HOST, appliance_vm):
+    fleet.add("nas1", HOST, vm=vm_block(appliance_vm))
+    daemon = fleet.start("--dry-run", remediation=ONOFF)
+    wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "blocked dry_run" in ladder(daemon, "nas1"), 30, "the dry-run decision")
+    time.sleep(2)
+    assert appliance_vm.lifecycle("nas1") == []
+
+
+def test_maintenance_blocks_vm_power(fleet, loop, HOST, appliance_vm):
+    fleet.add("nas1", HOST, vm=vm_block(appliance_vm))
+    daemon = fleet.start(remediation=ONOFF)
+    daemon.cli("maintenance", "add", "--host", "nas1", "--duration", "1h", "--reason", "hypervisor patching")
+    wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "blocked maintenance" in ladder(daemon, "nas1"), 30, "the maintenance guard")
+    time.sleep(2)
+    assert appliance_vm.lifecycle("nas1") == []
+
+
+def test_unknown_domain_falls_back_to_a_page(fleet, loop, HOST, appliance_vm):
+    fleet.add("nas1", HOST, vm={"uri": appliance_vm.uri, "domain": "not-nas1"})
+    daemon = fleet.start(remediation=ONOFF)
+    wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "page dispatch" in ladder(daemon, "nas1"), 40, "the page")
+    assert appliance_vm.lifecycle("nas1") == []
+    failed = [e for e in journal(daemon) if e["event"] == "outcome" and e["outcome"] == "failed"]
+    assert [e["reason"] for e in failed] == ["error"] and "not-nas1" in failed[0]["detail"]["error"]
