@@ -194,6 +194,9 @@ class PduConfig(SnmpConfig):
         return self
 
 
+OsName = Literal["linux", "windows"]
+
+
 class SshConfig(StrictModel):
     """SSH access for remediation and SSH-based probes. Host keys are always verified."""
 
@@ -201,6 +204,7 @@ class SshConfig(StrictModel):
     username: str = "root"
     key: SecretRef = Field(description="private key (file, env or credential)")
     known_hosts: ConfigPath = Path("/etc/monitord/known_hosts")
+    os: OsName = Field(default="linux", description="taken from the host's os: (what to run over SSH)")
 
 
 class VmConfig(StrictModel):
@@ -254,6 +258,7 @@ class HostConfig(StrictModel):
 
     address: str = Field(min_length=1)
     description: str = ""
+    os: OsName = Field(default="linux", description="linux (systemd, ps, df, journal) or windows (OpenSSH + PowerShell)")
     customer: str | None = None
     groups: list[Name] = Field(default_factory=list)
     tags: list[Name] = Field(default_factory=list)
@@ -274,6 +279,13 @@ class HostConfig(StrictModel):
     def layers(self, config: "Config") -> list[Settings]:
         """This host's settings layers, most specific first."""
         return [self.defaults] + [config.groups[g].defaults for g in self.groups if g in config.groups] + [config.defaults]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _os_into_ssh(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("ssh"), dict) and "os" in data:
+            data = {**data, "ssh": {**data["ssh"], "os": data["os"]}}
+        return data
 
     @model_validator(mode="before")
     @classmethod

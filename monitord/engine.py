@@ -543,7 +543,7 @@ class Engine:
         except ActionError as exc:
             return esc.Done(esc.Step.SERVICE_RESTART, False, str(exc.reason), {"login": False, "error": exc.summary})
         was_active = await client.service_active(method.unit or "", status_command=method.status_command)
-        await client.restart_service(method.unit or "", restart_command=method.restart_command)
+        await client.restart(method)
         await self.clock.sleep_until(self.clock.time() + method.grace)
         result = await self.scheduler.run_now(self._specs[(host, check)].id)
         return esc.Done(esc.Step.SERVICE_RESTART, result.ok, str(result.reason),

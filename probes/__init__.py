@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes import backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, smtp, snmphost, ssh, tcp
+from probes import backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, process, smtp, snmphost, ssh, tcp
 from probes.base import ProbeKind
 
 REGISTRY: dict[str, ProbeKind] = {
@@ -26,5 +26,6 @@ REGISTRY: dict[str, ProbeKind] = {
         logs.KIND,
         disk.KIND,
         backup.KIND,
+        process.KIND,
     )
 }

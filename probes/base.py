@@ -25,12 +25,18 @@ class RestartMethod(StrictModel):
     unit: str | None = Field(default=None, description="systemd unit to restart")
     status_command: str | None = Field(default=None, description="exit 0 when running (instead of systemctl is-active)")
     restart_command: str | None = Field(default=None, description="instead of systemctl restart UNIT")
+    kill_command: str | None = Field(default=None, description="a process restart: stops it (exit status ignored)")
+    start_command: str | None = Field(default=None, description="a process restart: starts it after kill_command")
     grace: Duration = Field(default=10.0, description="wait this long after the restart before re-probing")
 
     @model_validator(mode="after")
     def _something_to_run(self) -> "RestartMethod":
-        if self.unit is None and self.restart_command is None:
-            raise ValueError("give unit or restart_command")
+        if self.kill_command is not None and self.start_command is None:
+            raise ValueError("kill_command needs a start_command")
+        if self.start_command is not None and (self.unit is not None or self.restart_command is not None):
+            raise ValueError("give either start_command (with kill_command) or unit/restart_command, not both")
+        if self.unit is None and self.restart_command is None and self.start_command is None:
+            raise ValueError("give unit, restart_command, or kill_command and start_command")
         return self
 
 

@@ -46,6 +46,7 @@ from monitord.results import Outcome, ProbeError, Reason, Status
 from probes import kept
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from remediation.base import ActionError
+from remediation.osprofile import ProcessRow
 from remediation.snmp import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Oid, SnmpSession
 
 HR_PROCESSOR_ENTRY: Oid = (1, 3, 6, 1, 2, 1, 25, 3, 3, 1)  # .1 FrwID, .2 Load
@@ -53,6 +54,7 @@ HR_STORAGE_ENTRY: Oid = (1, 3, 6, 1, 2, 1, 25, 2, 3, 1)  # .2 Type .3 Descr .4 U
 HR_STORAGE_RAM: Oid = (1, 3, 6, 1, 2, 1, 25, 2, 1, 2)
 HR_SW_RUN_NAME: Oid = (1, 3, 6, 1, 2, 1, 25, 4, 2, 1, 2)
 HR_SW_RUN_PATH: Oid = (1, 3, 6, 1, 2, 1, 25, 4, 2, 1, 4)
+HR_SW_RUN_PARAMETERS: Oid = (1, 3, 6, 1, 2, 1, 25, 4, 2, 1, 5)
 IF_DESCR: Oid = (1, 3, 6, 1, 2, 1, 2, 2, 1, 2)
 IF_ADMIN_STATUS: Oid = (1, 3, 6, 1, 2, 1, 2, 2, 1, 7)
 IF_OPER_STATUS: Oid = (1, 3, 6, 1, 2, 1, 2, 2, 1, 8)
@@ -184,12 +186,19 @@ async def _memory(snmp: SnmpSession, params: SnmpHostParams, found: Findings) ->
     found.graded("memory", percent, params.memory_warning_percent, params.memory_critical_percent)
 
 
-async def _processes(snmp: SnmpSession, params: SnmpHostParams, found: Findings) -> None:
+async def sw_run(snmp: SnmpSession) -> list[ProcessRow]:
+    """The agent's running processes (hrSWRunName, hrSWRunPath, hrSWRunParameters)."""
     names, paths = await snmp.walk(HR_SW_RUN_NAME), await snmp.walk(HR_SW_RUN_PATH)
-    known = [{_text(names.get(row, "")), _text(paths.get(row, "")).rsplit("/", 1)[-1]} for row in {**names, **paths}]
+    args = await snmp.walk(HR_SW_RUN_PARAMETERS)
+    return [ProcessRow(_text(names.get(row, "")), _text(paths.get(row, "")), _text(args.get(row, "")))
+            for row in {**names, **paths}]
+
+
+async def _processes(snmp: SnmpSession, params: SnmpHostParams, found: Findings) -> None:
+    rows = await sw_run(snmp)
     running = 0
     for wanted in params.processes:
-        count = sum(1 for row in known if wanted in row)
+        count = sum(1 for row in rows if wanted in (row.name, row.executable))
         found.values[f"process_count:{wanted}"] = float(count)
         if count:
             running += 1

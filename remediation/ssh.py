@@ -36,9 +36,11 @@ from monitord.fields import SecretRef
 from monitord.results import Reason
 from remediation.base import ActionError
 from remediation.known_hosts import KnownHosts
+from remediation.osprofile import PROFILES, Linux, ProcessRow
 
 if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
     from monitord.config import SshConfig
+    from probes.base import RestartMethod
 
 T = TypeVar("T")
 
@@ -105,11 +107,12 @@ class SshTarget:
     username: str
     key: SecretRef
     known_hosts: Path
+    os: str = "linux"
 
     @classmethod
     def from_config(cls, address: str, config: SshConfig) -> "SshTarget":
         """The target for a host's ``address`` and its ``ssh:`` config."""
-        return cls(address, config.port, config.username, config.key, config.known_hosts)
+        return cls(address, config.port, config.username, config.key, config.known_hosts, config.os)
 
     @property
     def host_label(self) -> str:
@@ -343,19 +346,38 @@ class SshClient:
         limit = self.command_timeout if timeout is None else timeout
         return await self._session(lambda conn: conn.exec(command, limit))
 
+    @property
+    def profile(self) -> Linux:
+        """What to run on this host, by its ``os``."""
+        return PROFILES[self.target.os]
+
     async def service_active(self, unit: str, status_command: str | None = None) -> bool:
-        """True if ``unit`` is running: ``systemctl is-active --quiet UNIT``, or ``status_command``
-        when given, exits 0."""
-        result = await self.run(status_command or f"systemctl is-active --quiet {shlex.quote(unit)}")
+        """True if ``unit`` is running: ``systemctl is-active --quiet UNIT`` (on Windows
+        ``Get-Service``), or ``status_command`` when given, exits 0."""
+        result = await self.run(status_command or self.profile.service_status(unit))
         return result.ok
 
     async def restart_service(self, unit: str, restart_command: str | None = None) -> CommandResult:
-        """Restart ``unit`` with ``systemctl restart UNIT``, or ``restart_command`` when given.
+        """Restart ``unit`` with ``systemctl restart UNIT`` (on Windows ``Restart-Service``), or
+        ``restart_command`` when given.
 
         Raises :class:`ActionError` (``ERROR``) if the command exits non-zero.
         """
-        command = restart_command or f"systemctl restart {shlex.quote(unit)}"
-        return await self._run_checked(command, f"restart of {unit}")
+        return await self._run_checked(restart_command or self.profile.service_restart(unit), f"restart of {unit}")
+
+    async def restart(self, method: RestartMethod) -> CommandResult:
+        """Carry out a check's ``restart:`` method: ``kill_command`` (its exit status ignored:
+        the process may be gone already) then ``start_command``; or restart the unit."""
+        if method.start_command is not None:
+            if method.kill_command is not None:
+                await self.run(method.kill_command)
+            return await self._run_checked(method.start_command, "start command")
+        return await self.restart_service(method.unit or "", restart_command=method.restart_command)
+
+    async def processes(self) -> list[ProcessRow]:
+        """The host's running processes (``ps``; on Windows ``Get-Process``)."""
+        result = await self._run_checked(self.profile.process_list(), "process list")
+        return self.profile.parse_processes(result.stdout)
 
     async def force_fsck(self, command: str = FSCK_COMMAND, timeout: float | None = None) -> str:
         """Run ``command`` to have every filesystem checked on the next boot, and reboot.

@@ -11,7 +11,12 @@ off, create, verified on): the counted events are exactly what the daemon did to
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
+import subprocess
 import time
 
 import pytest
@@ -89,3 +94,39 @@ def test_unknown_domain_falls_back_to_a_page(fleet, loop, HOST, appliance_vm):
     assert appliance_vm.lifecycle("nas1") == []
     failed = [e for e in journal(daemon) if e["event"] == "outcome" and e["outcome"] == "failed"]
     assert [e["reason"] for e in failed] == ["error"] and "not-nas1" in failed[0]["detail"]["error"]
+
+
+@pytest.fixture
+def program(make_ssh_host, HOST):  # noqa: N803
+    """sshd on the fake host, and a program there with a name of its own (a copy of sleep);
+    every instance started is killed by PID afterwards."""
+    ssh = make_ssh_host(HOST)
+    name = f"mdtvv{os.getpid() % 100000}"
+    binary = ssh.state / name
+    shutil.copy("/bin/sleep", binary)
+    binary.chmod(0o755)
+    started = ssh.state / "started"
+    started.touch(mode=0o666)  # the first instance is started by the test, the others by the ssh user
+    started.chmod(0o666)
+    yield ssh, name, f"setsid {binary} 600 >/dev/null 2>&1 </dev/null & echo $! >> {started}"
+    for pid in started.read_text().split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_dead_process_is_killed_restarted_and_verified(fleet, HOST, program):
+    ssh, name, start = program
+    subprocess.run(start, shell=True, check=True)
+    fleet.add("nas1", HOST, ssh=ssh, checks={
+        "ping": {"count": 1, "reply_timeout": "1s"},
+        "vvault": {"kind": "process", "name": name, "interval": "2s",
+                   "restart": {"kill_command": f"pkill -x {name}", "start_command": start, "grace": "500ms"}},
+    })
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="vvault") == 1, 20, "process up")
+    subprocess.run(["pkill", "-KILL", "-x", name], check=True)  # the program died
+    wait_for(lambda: "resolved" in ladder(daemon, "nas1"), 30, "the restart to be verified")
+    assert ladder(daemon, "nas1") == ["decided service_restart", "outcome service_restart ok", "resolved"]
+    assert len((ssh.state / "started").read_text().split()) == 2  # ours, then exactly one restart
+    outcome = next(e for e in journal(daemon) if e["event"] == "outcome")
+    assert outcome["detail"]["probe"] == f"process {name}: 1 running"
