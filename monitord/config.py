@@ -598,6 +598,9 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
             if getattr(config.hosts[spec.host], block) is None:
                 problems.append((loc + ("kind",), f"kind {spec.kind.name} needs a {block}: block on the host"))
         problems += [(loc + where, problem) for where, problem in spec.params.problems()]
+        unsupported = spec.params.unsupported_on(config.hosts[spec.host].os)
+        if unsupported:
+            problems.append((loc, unsupported))
         needed, what = spec.params.min_timeout()
         if spec.timeout <= needed:
             problems.append((loc, f"timeout {format_duration(spec.timeout)} must be longer than {what}"))

@@ -74,6 +74,10 @@ class CheckParams(StrictModel):
         """The token of a check that takes results posted to the heartbeat receiver; None if it takes none."""
         return None
 
+    def unsupported_on(self, os: str) -> str | None:
+        """Why this check cannot run on a host with ``os`` (linux, windows), or None."""
+        return None
+
     def inherit(self, setting: Callable[[str], Any]) -> "CheckParams":
         """These params with unset values taken from the cascaded settings; ``setting(name)``
         is the effective value of the :class:`~monitord.config.Settings` field ``name`` for

@@ -9,7 +9,8 @@ a tool's own percentage column, so the transports agree on the same host:
 * ``local``: ``statvfs`` (``f_blocks - f_bfree`` used, ``f_bavail`` available);
   inodes ``f_files - f_ffree`` used of ``f_files``.
 * ``ssh``: the numbers of ``df -Pk`` and ``df -Pi`` (``LC_ALL=C``); ``-`` (a filesystem without
-  inodes) gives no inode figure.
+  inodes) gives no inode figure. On a Windows host (``os: windows``) ``Get-CimInstance
+  Win32_LogicalDisk`` instead: local fixed drives, used = size − free, no inode figure.
 * ``snmp``: UCD-SNMP-MIB ``dskTable``'s 64-bit ``dskUsed``/``dskAvail`` (KiB, so at most a
   rounding apart from ``df``). The MIB has no inode counts: the inode figure is the agent's
   ``dskPercentNode``, which net-snmp may round down where ``df`` rounds up (one point at most).
@@ -254,6 +255,27 @@ def parse_ssh_output(stdout: str) -> tuple[list[Mount], list[Usage]]:
     return mounts, usages
 
 
+WINDOWS_DISK_SCRIPT = (
+    "Get-CimInstance -ClassName Win32_LogicalDisk -Filter 'DriveType=3' | "
+    "ForEach-Object { \"{0}`t{1}`t{2}`t{3}\" -f $_.DeviceID, $_.FileSystem, $_.Size, $_.FreeSpace }")
+"""A Windows host's local fixed disks (DriveType 3): drive, filesystem, size and free bytes."""
+
+
+def parse_windows_disks(stdout: str) -> tuple[list[Mount], list[Usage]]:
+    """What :data:`WINDOWS_DISK_SCRIPT` printed. Used is size − free, so the percentage is df's
+    (used / (used + available), rounded up); NTFS has no inode limit (inodes: None). A drive
+    without a size (no media) is skipped."""
+    mounts, usages = [], []
+    for line in stdout.splitlines():
+        parts = line.strip("\r").split("\t")
+        if len(parts) != 4 or not parts[2].strip().isdigit() or not parts[3].strip().isdigit():
+            continue
+        drive, fstype, size, free = parts[0].strip(), parts[1].strip() or None, int(parts[2]), int(parts[3])
+        mounts.append(Mount(drive, drive, fstype, None))
+        usages.append(Usage(drive, used_percent(size - free, free), None))
+    return mounts, usages
+
+
 # ---------------------------------------------------------------------------------------
 # Evaluation (pure)
 
@@ -383,8 +405,12 @@ async def read_ssh(call: ProbeCall, params: DiskParams) -> list[Usage]:
 
     client = SshClient.from_config(call.address, call.ssh, connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, call.timeout),
                                    command_timeout=call.timeout)
-    result = await client.run(ssh_command(params.exclude_types))
-    mounts, usages = parse_ssh_output(result.stdout)
+    if client.profile.name == "windows":
+        result = await client.run(client.profile.wrap(WINDOWS_DISK_SCRIPT))
+        mounts, usages = parse_windows_disks(result.stdout)
+    else:
+        result = await client.run(ssh_command(params.exclude_types))
+        mounts, usages = parse_ssh_output(result.stdout)
     if not mounts:  # df exits 1 when one filesystem fails but prints the others
         where = client.target.host_label
         raise ProbeError(Reason.PROTOCOL, f"ssh {where}: df listed no filesystem ({result.describe()})")

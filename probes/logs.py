@@ -53,6 +53,7 @@ from monitord.fields import Duration, Regex, StrictModel
 from monitord.results import Outcome, ProbeError, Reason, Status
 from probes import kept
 from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from remediation.osprofile import ps_literal
 from remediation.ssh import DEFAULT_CONNECT_TIMEOUT, SshClient
 
 CHUNK_BYTES = 512 * 1024
@@ -87,6 +88,24 @@ DEFAULT_PATTERNS: tuple[LogPattern, ...] = (
 """Hardware and software errors likely to disrupt operation; filesystem, memory-hardware,
 RAID and disk failures are critical. Checked in this order: the first match names a line."""
 
+WINDOWS_PATTERNS: tuple[LogPattern, ...] = (
+    LogPattern(name="disk error", severity="critical",
+               regex=r" (disk|Microsoft-Windows-Disk)\[(7|11|15|51|52|153|157)\] "),
+    LogPattern(name="NTFS error", severity="critical",
+               regex=r" (Ntfs|Microsoft-Windows-Ntfs)\[(50|55|98|130|137|140)\] "),
+    LogPattern(name="service crashed", regex=r" Service Control Manager\[(7022|7023|7024|7031|7034)\] "),
+    LogPattern(name="unexpected shutdown", regex=r" (EventLog\[6008\]|Microsoft-Windows-Kernel-Power\[41\]) "),
+)
+"""Windows events (``PROVIDER[EVENT_ID]`` in :func:`event_line`): disk errors (bad block 7,
+controller 11, paging 51, retried 153, ...) and NTFS corruption (55, 98, 137, ...) are
+critical; a service that terminated unexpectedly (Service Control Manager 7031/7034, or
+failed to start) and an unexpected shutdown (EventLog 6008, Kernel-Power 41) are warnings."""
+
+DEFAULT_EVENT_LOGS = ("System", "Application")
+EVENT_CHUNK = 500
+"""Events read by one SSH command."""
+_EVENTS_END = "@@monitord-events-end"
+
 
 class LogsParams(CheckParams):
     """Which logs to read, what to look for, and how long to keep what was read."""
@@ -94,10 +113,13 @@ class LogsParams(CheckParams):
     kind: Literal["logs"] = "logs"
     max_attempts: int | None = Field(default=1, ge=1, le=100)
     timeout: Duration | None = 120.0
-    journal: bool = Field(default=True, description="read the systemd journal (journalctl)")
+    journal: bool | None = Field(default=None, description="read the systemd journal (default: on linux hosts)")
     files: list[str] = Field(default_factory=list, description="absolute paths of log files on the host")
-    patterns: list[LogPattern] = Field(default_factory=lambda: list(DEFAULT_PATTERNS),
-                                       description="replace the default patterns")
+    event_logs: list[str] | None = Field(
+        default=None, description="Windows event logs read with Get-WinEvent (default on windows hosts: System, Application)")
+    patterns: list[LogPattern] | None = Field(
+        default=None, description="replace the default patterns (Linux kernel and disk errors; on windows hosts "
+        "disk, NTFS, service-crash and unexpected-shutdown events)")
     extra_patterns: list[LogPattern] = Field(default_factory=list, description="tried before patterns")
     ignore: list[Regex] = Field(default_factory=list, description="lines matching any of these are never matches")
     initial_lines: int = Field(default=200, ge=0, le=100_000, description="journal entries a first run reads")
@@ -116,13 +138,22 @@ class LogsParams(CheckParams):
 
     @model_validator(mode="after")
     def _something_to_read(self) -> "LogsParams":
-        if not self.journal and not self.files:
-            raise ValueError("nothing to read: set journal: true or list files")
+        if self.journal is False and not self.files and not self.event_logs:
+            raise ValueError("nothing to read: set journal: true, list files or event_logs")
         return self
 
-    def compiled(self) -> list[tuple[LogPattern, re.Pattern[str]]]:
-        """The patterns in the order they are tried."""
-        return [(p, re.compile(p.regex, re.IGNORECASE)) for p in self.extra_patterns + self.patterns]
+    def unsupported_on(self, os: str) -> str | None:
+        """Journal and files are read with POSIX tools, event logs with PowerShell."""
+        if os == "windows" and (self.journal or self.files):
+            return "journal and files are read on linux hosts; a windows host has event_logs"
+        if os != "windows" and self.event_logs:
+            return "event_logs are read on windows hosts (os: windows)"
+        return None
+
+    def compiled(self, windows: bool = False) -> list[tuple[LogPattern, re.Pattern[str]]]:
+        """The patterns in the order they are tried (the OS's defaults unless ``patterns`` is set)."""
+        patterns = self.patterns if self.patterns is not None else (WINDOWS_PATTERNS if windows else DEFAULT_PATTERNS)
+        return [(p, re.compile(p.regex, re.IGNORECASE)) for p in [*self.extra_patterns, *patterns]]
 
 
 # --------------------------------------------------------------------------- reading
@@ -294,6 +325,63 @@ async def read_file(ssh: SshClient, path: str, position: dict, params: LogsParam
     return position
 
 
+_EVENTS_SCRIPT = """$ErrorActionPreference = 'Stop'
+$log = %(channel)s; $after = %(after)d
+try {
+  if ($after -lt 0) { $events = @(Get-WinEvent -LogName $log -MaxEvents %(initial)d | Sort-Object RecordId) }
+  else { $events = @(Get-WinEvent -LogName $log -FilterXPath "*[System[EventRecordID > $after]]" -MaxEvents %(chunk)d -Oldest) }
+} catch [Exception] {
+  if ($_.FullyQualifiedErrorId -notmatch 'NoMatchingEventsFound') { [Console]::Error.WriteLine($_.Exception.Message); exit 2 }
+  $events = @()
+}
+foreach ($e in $events) {
+  [pscustomobject]@{ id = $e.RecordId; time = $e.TimeCreated.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ');
+    provider = $e.ProviderName; event = $e.Id; level = $e.LevelDisplayName; message = $e.Message } | ConvertTo-Json -Compress
+}
+'%(end)s'
+"""
+"""One chunk of a Windows event log, oldest first, as JSON lines: the first run the newest
+``initial_lines`` events, then up to :data:`EVENT_CHUNK` events after record id ``after``
+(``-Oldest`` with ``-MaxEvents`` returns the oldest matching ones). No new event is not an
+error. The end marker says the output is complete."""
+
+
+def event_line(channel: str, event: dict) -> str:
+    """An event as a line: ``2026-11-26T01:02:03Z System Service Control Manager[7034] Error: message``."""
+    message = " ".join(str(event.get("message") or "").split())
+    return (f"{event.get('time', '-')} {channel} {event.get('provider', '-')}[{event.get('event', '-')}] "
+            f"{event.get('level') or '-'}: {message}")
+
+
+async def read_events(ssh: SshClient, channel: str, after: int | None, params: LogsParams, out: Collected) -> int | None:
+    """Read the Windows event log ``channel`` after record id ``after`` into ``out``; return the
+    record id to keep."""
+    budget = params.max_bytes
+    while budget > 0:
+        script = _EVENTS_SCRIPT % {"channel": ps_literal(channel), "after": -1 if after is None else after,
+                                   "initial": params.initial_lines, "chunk": EVENT_CHUNK, "end": _EVENTS_END}
+        result = await ssh.run(ssh.profile.wrap(script))
+        lines = result.stdout.splitlines()
+        if not result.ok or not lines or lines[-1].strip() != _EVENTS_END:
+            detail = (result.stderr.strip().splitlines() or [result.describe()])[0][:200]
+            raise ProbeError(Reason.ERROR, f"Get-WinEvent {channel} failed: {detail}")
+        events = []
+        for raw in lines[:-1]:
+            try:
+                events.append(json.loads(raw))
+            except ValueError:
+                raise ProbeError(Reason.PROTOCOL, f"Get-WinEvent printed {raw[:120]!r}, not JSON") from None
+        first_run = after is None
+        for event in events:
+            out.lines.append((channel, event_line(channel, event)))
+            after = max(int(event["id"]), after if after is not None else -1)
+        budget -= len(result.stdout.encode())
+        if first_run or len(events) < EVENT_CHUNK:
+            return after if after is not None else 0
+    out.backlog = True
+    return after
+
+
 # --------------------------------------------------------------------------- keeping
 
 
@@ -317,9 +405,9 @@ def store(directory: Path, lines: list[tuple[str, str]], now: float, keep: float
 # --------------------------------------------------------------------------- matching
 
 
-def match(lines: list[tuple[str, str]], params: LogsParams) -> list[tuple[LogPattern, str]]:
+def match(lines: list[tuple[str, str]], params: LogsParams, windows: bool = False) -> list[tuple[LogPattern, str]]:
     """The lines that match a pattern (not ignored), each with its first matching pattern."""
-    patterns = params.compiled()
+    patterns = params.compiled(windows)
     ignore = [re.compile(p, re.IGNORECASE) for p in params.ignore]
     found = []
     for _source, line in lines:
@@ -359,15 +447,19 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: LogsParams) -> Outcome
     ssh = SshClient.from_config(call.address, call.ssh, connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, call.timeout),
                                 command_timeout=call.timeout)
     collected = Collected()
-    new_positions: dict = {"files": dict(positions.get("files", {}))}
-    if params.journal:
+    windows = ssh.profile.name == "windows"
+    new_positions: dict = {"files": dict(positions.get("files", {})), "events": dict(positions.get("events", {}))}
+    if params.journal or (params.journal is None and not windows):
         new_positions["journal"] = await read_journal(ssh, positions.get("journal"), params, collected)
     for path in params.files:
         new_positions["files"][path] = await read_file(ssh, path, positions.get("files", {}).get(path, {}), params,
                                                        collected)
+    for channel in (params.event_logs if params.event_logs is not None else DEFAULT_EVENT_LOGS) if windows else ():
+        new_positions["events"][channel] = await read_events(ssh, channel, new_positions["events"].get(channel),
+                                                             params, collected)
     store(directory / "collected", collected.lines, time.time(), params.keep)
     kept.write_json(directory / "positions.json", new_positions)
-    return grade(match(collected.lines, params), collected, params)
+    return grade(match(collected.lines, params, windows), collected, params)
 
 
 KIND = ProbeKind(

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.peers", "tests.ipmi_peer", "tests.pdu_peer", "tests.ssh_peer", "tests.db_peers", "tests.snmp_peer", "tests.libvirt_peer"]  # fixtures that start real peer servers
+pytest_plugins = ["tests.peers", "tests.ipmi_peer", "tests.pdu_peer", "tests.ssh_peer", "tests.db_peers", "tests.snmp_peer", "tests.libvirt_peer", "tests.powershell_peer"]  # fixtures that start real peer servers
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from tests.daemon_proc import wait_for
+from tests.powershell_peer import WindowsHost
 from tests.test_scenarios import HOST, fleet, ladder, loop  # noqa: F401 - shared scenario fixtures
 
 pytestmark = pytest.mark.integration
@@ -130,3 +131,20 @@ def test_dead_process_is_killed_restarted_and_verified(fleet, HOST, program):
     assert len((ssh.state / "started").read_text().split()) == 2  # ours, then exactly one restart
     outcome = next(e for e in journal(daemon) if e["event"] == "outcome")
     assert outcome["detail"]["probe"] == f"process {name}: 1 running"
+
+
+def test_windows_service_is_restarted_with_restart_service_once(fleet, HOST, make_ssh_host):
+    windows = WindowsHost(make_ssh_host(HOST))
+    windows.add_service("VVAULT", process="VVAULT")
+    fleet.add("nas1", HOST, ssh=windows.ssh, os="windows", checks={
+        "ping": {"count": 1, "reply_timeout": "1s"},
+        "vvault": {"kind": "process", "name": "VVAULT", "interval": "2s", "restart": {"unit": "VVAULT", "grace": "500ms"}},
+    })
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="vvault") == 1, 20, "process up")
+    windows.crash("VVAULT")
+    wait_for(lambda: "resolved" in ladder(daemon, "nas1"), 30, "the restart to be verified")
+    assert ladder(daemon, "nas1") == ["decided service_restart", "outcome service_restart ok", "resolved"]
+    assert [c for c in windows.calls() if c != "Get-Process"] == [
+        "Get-Service VVAULT", "Restart-Service VVAULT"]  # state read for the journal, then one restart
+    assert windows.service_status("VVAULT") == "Running" and windows.ssh.calls() == []
