@@ -16,7 +16,7 @@ import zoneinfo
 from monitord.clock import Clock
 from monitord.config import Config
 from monitord.metrics import Metrics
-from monitord.oncall import Severity, resolve_targets, route
+from monitord.oncall import Severity, matching_route, resolve_targets
 from monitord.outbox import Outbox
 from monitord.state import JournalEntry, PageRecord, Store, StoreFault
 from remediation.pagers import Message
@@ -52,6 +52,19 @@ NOTICES = {
 }
 
 
+VENDOR_TEXT = {
+    "ja": ("【エスカレーション】{host}: {summary}",
+           "ご担当者様\n\n弊社管理対象 {host}（{address}、契約番号 {reference}）で障害が発生しております。\n"
+           "貴社側の設備・サービスの確認をお願いいたします。\n\n発生: {when}\n内容: {summary}\n"
+           "確認結果: {findings}\n実施済みの対応:\n{tried}\n"),
+    "en": ("[Escalation] {host}: {summary}",
+           "Dear support team,\n\nOur managed host {host} ({address}, contract {reference}) is failing and we "
+           "ask you to check your side.\n\nSince: {when}\nProblem: {summary}\nFindings: {findings}\n"
+           "What we tried:\n{tried}\n"),
+}
+"""What a vendor receives (subject, body): the incident's findings and what was tried."""
+
+
 class Notifier:
     """Pages people through policies, and customers through their notice addresses."""
 
@@ -66,18 +79,49 @@ class Notifier:
         now = self.clock.time()
         severity: Severity = SEVERITY.get(kind, "error")  # type: ignore[assignment]
         paging = self.config.paging
+        vendors: list[str] = []
         if targets is None:
             h = self.config.hosts.get(host) if host else None
-            policy = route(paging.routes, h.groups if h else [], h.tags if h else [], kind, severity)
-            if policy is None:
+            chosen = matching_route(paging.routes, h.groups if h else [], h.tags if h else [], kind, severity)
+            if chosen is None:
                 self._journal("page_unrouted", host, incident_id, kind, f"no route matches: {summary}")
                 log.error("PAGE (no route configured) %s %s: %s", host or "-", kind, summary)
                 return None
+            policy, vendors = chosen.policy, chosen.vendors
         else:
             policy = ""
         page_id = self.store.open_page(incident_id, host, kind, severity, policy, summary, now)
         self._send(self._page(page_id), 0, targets, details or {})
+        for vendor in vendors:
+            self._escalate_to_vendor(vendor, host, kind, severity, summary, incident_id, page_id, details or {})
         return page_id
+
+    def _escalate_to_vendor(self, name: str, host: str | None, kind: str, severity: str, summary: str,
+                            incident_id: int | None, page_id: int, details: dict) -> None:
+        """Send vendor ``name`` the incident's findings and what was tried, once per incident,
+        and journal it (the incident report shows it)."""
+        vendor = self.config.paging.vendors[name]
+        h = self.config.hosts.get(host) if host else None
+        tried = list(details.get("tried") or [])
+        facts = {"vendor": name, "role": vendor.role, "reference": vendor.reference, "incident": incident_id,
+                 "kind": kind, "host": host, "address": h.address if h else None, "findings": details.get("bmc"),
+                 "tried": tried}
+        subject, body = VENDOR_TEXT[vendor.language]
+        fields = {"host": host or "-", "summary": summary, "reference": vendor.reference or "-",
+                  "address": facts["address"] or "-", "tried": "\n".join(f"- {t}" for t in tried) or "-",
+                  "findings": details.get("bmc") or "-", "when": self.format_time(self.clock.time())}
+        key = f"monitord-vendor-{name}-" + (f"incident-{incident_id}" if incident_id is not None else f"page-{page_id}")
+        with self.store.transaction(durable=True):
+            sent = [integration for integration in vendor.notify if self.outbox.enqueue(integration, Message(
+                dedup_key=key, summary=subject.format(**fields), body=body.format(**fields), source=host or "monitord",
+                severity=severity, details=facts, to=tuple(vendor.emails), at=self.clock.time(),
+                incident_id=incident_id))]
+            if sent:
+                self._journal("vendor_escalated", host, incident_id, name,
+                              f"{vendor.name or name} ({vendor.role}): {summary}",
+                              {"integrations": sent, "to": vendor.emails, "tried": tried})
+        if sent:
+            log.warning("%s: escalated to vendor %s through %s", host or "-", name, ", ".join(sent))
 
     def _page(self, page_id: int) -> PageRecord:
         return next(p for p in self.store.pages(open_only=False) if p.id == page_id)

@@ -79,10 +79,24 @@ class Policy(StrictModel):
         return self.tiers[step % len(self.tiers)]
 
 
+class Vendor(StrictModel):
+    """A vendor to escalate to (contract 004: the network carrier, the IaaS provider): who they
+    are and how to reach them (e-mail or webhook integrations)."""
+
+    name: str = Field(default="", description="as the vendor's support desk knows it")
+    role: Literal["network", "iaas", "hardware", "software"]
+    notify: list[str] = Field(min_length=1, description="pager integrations that reach the vendor (email, webhook)")
+    emails: list[str] = Field(default_factory=list, description="the vendor's support addresses, for e-mail integrations")
+    reference: str | None = Field(default=None, description="our contract or customer number with the vendor")
+    language: Literal["ja", "en"] = "ja"
+
+
 class Route(StrictModel):
-    """Send pages matching ``groups``/``tags``/``min_severity``/``kinds`` to ``policy``."""
+    """Send pages matching ``groups``/``tags``/``min_severity``/``kinds`` to ``policy``, and
+    escalate to ``vendors`` (once per incident) with the findings and what was tried."""
 
     policy: str
+    vendors: list[str] = Field(default_factory=list, description="vendors paged too, e.g. on kinds: [dispatch] (level 3)")
     groups: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=list, description="page kinds, e.g. dispatch, service_failed")
@@ -96,9 +110,16 @@ class Route(StrictModel):
                 and SEVERITY_ORDER[severity] >= SEVERITY_ORDER[self.min_severity])
 
 
+def matching_route(routes: list[Route], groups: list[str], tags: list[str], kind: str,
+                   severity: Severity) -> Route | None:
+    """The first matching route, or None."""
+    return next((r for r in routes if r.matches(groups, tags, kind, severity)), None)
+
+
 def route(routes: list[Route], groups: list[str], tags: list[str], kind: str, severity: Severity) -> str | None:
     """The policy name of the first matching route, or None."""
-    return next((r.policy for r in routes if r.matches(groups, tags, kind, severity)), None)
+    chosen = matching_route(routes, groups, tags, kind, severity)
+    return chosen.policy if chosen else None
 
 
 def resolve_targets(targets: list[str], when: float, people: dict[str, Person], schedules: dict[str, Schedule],
@@ -135,6 +156,7 @@ class PagingSection(PagingConfig):
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     policies: dict[str, Policy] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list, description="first match wins")
+    vendors: dict[str, Vendor] = Field(default_factory=dict, description="vendors routes can escalate to")
     sla: SlaTargets = SlaTargets()
 
     def problems(self) -> list[tuple[tuple, str]]:
@@ -156,5 +178,10 @@ class PagingSection(PagingConfig):
                         for i, target in enumerate(tier.targets) if target not in known]
         out += [(("paging", "routes", i, "policy"), f"unknown policy {r.policy!r}")
                 for i, r in enumerate(self.routes) if r.policy not in self.policies]
+        out += [(("paging", "routes", i, "vendors", j), f"unknown vendor {v!r}")
+                for i, r in enumerate(self.routes) for j, v in enumerate(r.vendors) if v not in self.vendors]
+        for name, vendor in self.vendors.items():
+            out += [(("paging", "vendors", name, "notify", i), f"unknown integration {n!r}")
+                    for i, n in enumerate(vendor.notify) if n not in self.integrations]
         return out
 

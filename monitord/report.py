@@ -504,7 +504,8 @@ _EVENTS = {
            "blocked": "安全装置により保留", "page": "担当者を呼出し", "ack": "呼出しに応答",
            "sla_started": "SLA 計時開始", "sla_stop": "SLA 計時停止（到着）", "sla_breached": "SLA 超過",
            "resolved": "対応完了", "deferred": "再評価を延期", "note": "記録", "approval": "緊急連絡先の回答",
-           "quarantine": "隔離", "maintenance": "メンテナンス", "page_delivery": "呼出しの送信"},
+           "quarantine": "隔離", "maintenance": "メンテナンス", "page_delivery": "呼出しの送信",
+           "vendor_escalated": "関連ベンダーへエスカレーション"},
     "en": {"detected": "Problem detected (unconfirmed)", "confirmed": "Problem confirmed", "changed": "Status changed",
            "soft_recovery": "Recovered before confirmation", "recovered": "Recovered", "withdrawn": "Check withdrawn",
            "decided": "Action decided", "outcome": "Action outcome", "reconciled": "Reconciled after a restart",
@@ -512,7 +513,7 @@ _EVENTS = {
            "sla_started": "SLA timer started", "sla_stop": "SLA timer stopped (arrival)", "sla_breached": "SLA breached",
            "resolved": "Escalation resolved", "deferred": "Re-evaluation deferred", "note": "Note",
            "approval": "Emergency contact answered", "quarantine": "Quarantine", "maintenance": "Maintenance",
-           "page_delivery": "Page delivery"},
+           "page_delivery": "Page delivery", "vendor_escalated": "Escalated to the vendor"},
 }
 
 _NAMES = {  # page kinds, guards, SLA timers

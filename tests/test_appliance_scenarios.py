@@ -23,7 +23,7 @@ import pytest
 
 from tests.daemon_proc import wait_for
 from tests.powershell_peer import WindowsHost
-from tests.test_scenarios import HOST, fleet, ladder, loop  # noqa: F401 - shared scenario fixtures
+from tests.test_scenarios import HOST, HttpCapture, fleet, ladder, loop, mailbox  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +148,37 @@ def test_windows_service_is_restarted_with_restart_service_once(fleet, HOST, mak
     assert [c for c in windows.calls() if c != "Get-Process"] == [
         "Get-Service VVAULT", "Restart-Service VVAULT"]  # state read for the journal, then one restart
     assert windows.service_status("VVAULT") == "Running" and windows.ssh.calls() == []
+
+
+def test_level_3_escalates_to_the_iaas_vendor_through_real_receivers(fleet, loop, HOST, appliance_vm, mailbox):
+    hook = HttpCapture()
+    try:
+        fleet.add("nas1", HOST, vm={"uri": appliance_vm.uri, "domain": "gone"}, customer="acme")
+        fleet.top["paging"] = {
+            "integrations": {
+                "mail": {"type": "email", "host": "127.0.0.1", "port": mailbox.port, "tls": "none",
+                         "from": "noc@example.jp", "to": ["ops@example.jp"]},
+                "iaas-hook": {"type": "webhook", "url": hook.url, "secret": fleet.secret("hook", "h" * 32)},
+            },
+            "people": {"aoki": {"notify": ["mail"]}},
+            "policies": {"ops": {"tiers": [{"targets": ["aoki"]}]}},
+            "vendors": {"iaas": {"name": "Example Cloud", "role": "iaas", "notify": ["iaas-hook", "mail"],
+                                 "emails": ["support@iaas.example"], "reference": "C-1234"}},
+            "routes": [{"policy": "ops", "kinds": ["dispatch"], "vendors": ["iaas"]}, {"policy": "ops"}],
+        }
+        fleet.top["customers"] = {"acme": {}}
+        daemon = fleet.start(remediation=ONOFF)
+        wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
+        loop.down(HOST)
+        wait_for(lambda: hook.bodies and len(mailbox.messages) >= 2, 60, "the vendor escalation")
+        time.sleep(2)  # nothing more arrives
+        [body] = hook.bodies
+        [(incident_id, *_)] = daemon.incidents()
+        assert body["dedup_key"] == f"monitord-vendor-iaas-incident-{incident_id}"
+        assert body["details"]["tried"] == ["power_reset: failed (error)"] and body["details"]["reference"] == "C-1234"
+        to = sorted(m["To"] for m in mailbox.messages)
+        assert to == ["ops@example.jp", "support@iaas.example"]  # the on-call page, and the vendor once
+        assert [e["decision"] for e in journal(daemon) if e["event"] == "vendor_escalated"] == ["iaas"]
+        assert "関連ベンダーへエスカレーション" in daemon.cli("report", "show", str(incident_id))
+    finally:
+        hook.close()
