@@ -65,25 +65,33 @@ def test_vm_host_down_is_cycled_through_libvirt_once_and_resolved(fleet, loop, H
     assert daemon.value("monitord_actions_total", kind="power_reset", outcome="ok") == 1
 
 
-def test_dry_run_never_touches_the_vm(fleet, loop, HOST, appliance_vm):
-    fleet.add("nas1", HOST, vm=vm_block(appliance_vm))
-    daemon = fleet.start("--dry-run", remediation=ONOFF)
+@pytest.mark.parametrize("guard", ["dry_run", "maintenance", "parent_down"])
+def test_guards_hold_vm_power(fleet, loop, HOST, appliance_vm, guard):
+    hypervisor_host = loop.address(3)
+    fleet.add("hv1", hypervisor_host)
+    fleet.add("nas1", HOST, vm=vm_block(appliance_vm), parents=["hv1"])
+    daemon = fleet.start(*(["--dry-run"] if guard == "dry_run" else []), remediation=ONOFF)
+    if guard == "maintenance":
+        daemon.cli("maintenance", "add", "--host", "nas1", "--duration", "1h", "--reason", "hypervisor patching")
     wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
-    loop.down(HOST)
-    wait_for(lambda: "blocked dry_run" in ladder(daemon, "nas1"), 30, "the dry-run decision")
+    loop.down(HOST, *([hypervisor_host] if guard == "parent_down" else []))
+    wait_for(lambda: f"blocked {guard}" in ladder(daemon, "nas1"), 30, f"the {guard} guard")
     time.sleep(2)
     assert appliance_vm.lifecycle("nas1") == []
+    assert "outcome power_reset ok" not in ladder(daemon, "nas1")
 
 
-def test_maintenance_blocks_vm_power(fleet, loop, HOST, appliance_vm):
-    fleet.add("nas1", HOST, vm=vm_block(appliance_vm))
-    daemon = fleet.start(remediation=ONOFF)
-    daemon.cli("maintenance", "add", "--host", "nas1", "--duration", "1h", "--reason", "hypervisor patching")
+def test_a_vm_that_keeps_failing_stops_at_the_reset_limit(fleet, loop, HOST, hypervisor):
+    hypervisor.add_domain("nas1", UUID)
+    # every start brings the host back for a few seconds only
+    hypervisor.on("nas1", "started", f"(sleep 1; {loop.up_cmd(HOST)}; sleep 4; {loop.down_cmd(HOST)}) &")
+    fleet.add("nas1", HOST, vm=vm_block(hypervisor))
+    daemon = fleet.start(remediation=ONOFF | {"max_resets": 1})
     wait_for(lambda: daemon.value("monitord_probe_success", host="nas1", check="ping") == 1, 20, "host up")
     loop.down(HOST)
-    wait_for(lambda: "blocked maintenance" in ladder(daemon, "nas1"), 30, "the maintenance guard")
-    time.sleep(2)
-    assert appliance_vm.lifecycle("nas1") == []
+    wait_for(lambda: "page dispatch" in ladder(daemon, "nas1"), 90, "level 3")
+    assert hypervisor.lifecycle("nas1") == ["stopped:destroyed", "started"]  # one cycle, no more
+    assert "blocked limit" in ladder(daemon, "nas1")
 
 
 def test_unknown_domain_falls_back_to_a_page(fleet, loop, HOST, appliance_vm):
