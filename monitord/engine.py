@@ -542,7 +542,8 @@ class Engine:
             await client.login_check()
         except ActionError as exc:
             return esc.Done(esc.Step.SERVICE_RESTART, False, str(exc.reason), {"login": False, "error": exc.summary})
-        was_active = await client.service_active(method.unit or "", status_command=method.status_command)
+        was_active = (await client.service_active(method.unit or "", status_command=method.status_command)
+                      if method.unit or method.status_command else None)  # a bare process has no unit to ask
         await client.restart(method)
         await self.clock.sleep_until(self.clock.time() + method.grace)
         result = await self.scheduler.run_now(self._specs[(host, check)].id)

@@ -138,7 +138,8 @@ def test_dead_process_is_killed_restarted_and_verified(fleet, HOST, program):
     assert ladder(daemon, "nas1") == ["decided service_restart", "outcome service_restart ok", "resolved"]
     assert len((ssh.state / "started").read_text().split()) == 2  # ours, then exactly one restart
     outcome = next(e for e in journal(daemon) if e["event"] == "outcome")
-    assert outcome["detail"]["probe"] == f"process {name}: 1 running"
+    assert outcome["detail"]["probe"] == f"process {name}: 1 running" and outcome["detail"]["was_active"] is None
+    assert ssh.calls() == []  # no systemctl: a bare process is killed and started
 
 
 def test_windows_service_is_restarted_with_restart_service_once(fleet, HOST, make_ssh_host):
