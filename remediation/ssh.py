@@ -22,7 +22,6 @@ import errno
 import io
 import re
 import select
-import shlex
 import socket
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
