@@ -24,6 +24,7 @@ the journal or an error; the SSH key file is passed as ``keyfile=`` (a path, not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
@@ -107,7 +108,7 @@ class VmDriver:
         except Exception as exc:  # noqa: BLE001 - libvirtError and friends become typed failures
             raise _error(exc, f"{self._where}: {what}") from None
 
-    def _open(self) -> Any:
+    def _open(self, password: str | None) -> Any:
         libvirt = _libvirt()
         c = self.config
 
@@ -115,11 +116,8 @@ class VmDriver:
             for cred in credentials:
                 if cred[0] == libvirt.VIR_CRED_AUTHNAME and c.username is not None:
                     cred[4] = c.username
-                elif cred[0] == libvirt.VIR_CRED_PASSPHRASE and c.password is not None:
-                    try:
-                        cred[4] = c.password.read()
-                    except LookupError as exc:
-                        raise ActionError(Reason.ERROR, f"{self._where}: password: {exc}") from None
+                elif cred[0] == libvirt.VIR_CRED_PASSPHRASE and password is not None:
+                    cred[4] = password
                 else:
                     return -1  # asked for something we do not have: fail the login, do not hang
             return 0
@@ -138,13 +136,18 @@ class VmDriver:
             raise
 
     async def __aenter__(self) -> "VmDriver":
-        self._conn, self._domain = await self._call(self._open, "connect")
+        try:
+            password = self.config.password.read() if self.config.password is not None else None
+        except LookupError as exc:
+            raise ActionError(Reason.ERROR, f"{self._where}: password: {exc}") from None
+        self._conn, self._domain = await self._call(lambda: self._open(password), "connect")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         conn, self._conn, self._domain = self._conn, None, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(_EXECUTOR, conn.close)
+            with contextlib.suppress(ActionError):  # a failed close must not hide what the action did
+                await self._call(conn.close, "close")
 
     async def status(self) -> PowerState:
         """ON while the domain is active (running, paused, shutting down), else OFF."""

@@ -154,6 +154,15 @@ async def test_wrong_password_is_auth_and_never_shown(tmp_path):
     assert caught.value.reason is Reason.AUTH and "wrong-pw" not in caught.value.summary
 
 
+async def test_an_unreadable_password_file_is_a_typed_error(tmp_path):
+    config = VmConfig(uri=auth_node(tmp_path), domain="appliance", username="admin",
+                      password={"file": tmp_path / "absent.secret"})
+    with pytest.raises(ActionError) as caught:
+        async with VmDriver(config):
+            pass
+    assert caught.value.reason is Reason.ERROR and "absent.secret" in caught.value.summary
+
+
 async def test_missing_credentials_fail_at_once(tmp_path):
     with pytest.raises(ActionError) as caught:
         async with VmDriver(VmConfig(uri=auth_node(tmp_path), domain="appliance")):
