@@ -5,10 +5,12 @@ time; 2 bad usage or an invalid configuration; 3 the state store is unusable (da
 monitord's, newer than this monitord, disk full, no permission); 4 another daemon already
 runs on the state store (``run``).
 
-Only ``run`` takes the store's daemon lock. The other verbs read, or write small records
-(maintenance windows, quarantine, approvals, acks, SLA stops, report texts) in short
-transactions that SQLite's locking serialises with the running daemon; the daemon picks
-them up on its next look.
+Only ``run`` takes the store's daemon lock (with ``--dry-run`` too: its incidents and
+journal would double as well). The other verbs read, or write small records (maintenance
+windows, quarantine, approvals, acks, SLA stops, report texts) in short transactions that
+SQLite's locking serialises with the running daemon; the daemon picks them up on its next
+look. ``quarantine`` also powers the host off: the operator's explicit act, recorded first,
+which the daemon's guards then respect.
 """
 
 from __future__ import annotations
