@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from monitord import yamlsrc
 from monitord.oncall import PagingSection
-from monitord.fields import TimeWindow, ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, TimeZoneName, format_duration
+from monitord.fields import (ClockTime, ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, TimeWindow,
+                             TimeZoneName, format_duration)
 from probes import REGISTRY
 from probes.backup import PlanName
 from probes.base import CheckParams, ProbeCall, ProbeKind
@@ -320,20 +321,6 @@ class EscalationConfig(StrictModel):
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-def _clock_time(value: Any) -> Any:
-    """``H:MM`` or ``HH:MM[:SS]`` as a time of day; numbers are refused, since YAML reads an
-    unquoted 10:00 as the number 600."""
-    if isinstance(value, (int, float)):
-        raise ValueError(f'quote the time, like "10:00": YAML reads an unquoted time such as 10:00 as a number (got {value})')
-    if isinstance(value, str):
-        match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", value.strip())
-        if match is None:
-            raise ValueError(f"invalid time {value!r}: write it like 9:00, 17:30 or 23:59:59")
-        return dt.time(*(int(part) for part in match.groups(default="0")))
-    return value
-
-
-ClockTime = Annotated[dt.time, BeforeValidator(_clock_time)]
 
 
 class BusinessHoursConfig(StrictModel):
@@ -412,6 +399,14 @@ class DaemonConfig(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     ping: PingSettings = PingSettings()
     api_token: SecretRef | None = Field(default=None, description="bearer token for the HTTP API (acks); unset: API off")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        port = int(value.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range 1-65535")
+        return value
 
     @property
     def metrics_address(self) -> tuple[str, int]:
@@ -527,9 +522,11 @@ def load_config(path: str | Path) -> Config:
     """Read, parse and validate ``path``; raise :class:`ConfigError` listing every problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"cannot read file: {getattr(exc, 'strerror', None) or exc}"]) from None
+        text = yamlsrc.read(path)
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    except yamlsrc.YamlError as exc:
+        raise ConfigError(source, [_format(loc, msg, line) for loc, msg, line in exc.problems]) from None
     return parse_config(text, source, base_dir=Path(path).resolve().parent)
 
 
@@ -577,17 +574,22 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
         problems += [(("customers", name, "emergency_contact", i), f"unknown target {t!r}")
                      for i, t in enumerate(customer.emergency_contact) if t not in targets]
     for host_name, host in config.hosts.items():
-        if host.customer is not None and config.customers and host.customer not in config.customers:
+        if host.customer is not None and host.customer not in config.customers:
             problems.append((("hosts", host_name, "customer"),
                              f"unknown customer {host.customer!r}{_did_you_mean(host.customer, config.customers)}"))
     for i, canary in enumerate(config.escalation.blast_radius.canaries):
         if canary not in config.hosts:
             problems.append((("escalation", "blast_radius", "canaries", i), f"unknown host {canary!r}{_did_you_mean(canary, config.hosts)}"))
-    for name, window in config.maintenance.items():
-        for field, known in (("hosts", config.hosts), ("groups", config.groups)):
-            for i, target in enumerate(getattr(window, field)):
+    tags = {tag for host in config.hosts.values() for tag in host.tags}
+    selectors = [(("maintenance", name), window, ("hosts", "groups", "tags")) for name, window in config.maintenance.items()]
+    selectors += [(("paging", "routes", i), r, ("groups", "tags")) for i, r in enumerate(config.paging.routes)]
+    for loc, selector, fields in selectors:
+        for field in fields:
+            known = {"hosts": config.hosts, "groups": config.groups, "tags": tags}[field]
+            for i, target in enumerate(getattr(selector, field)):
                 if target not in known:
-                    problems.append((("maintenance", name, field, i), f"unknown {field[:-1]} {target!r}{_did_you_mean(target, known)}"))
+                    hint = _did_you_mean(target, known) or (" (no host has it)" if field == "tags" else "")
+                    problems.append((loc + (field, i), f"unknown {field[:-1]} {target!r}{hint}"))
     for cycle_host in _parent_cycles(config):
         problems.append((("hosts", cycle_host, "parents"), "parents form a cycle through this host"))
     for spec in config._all_checks():

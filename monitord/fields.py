@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import zoneinfo
@@ -15,6 +16,8 @@ from monitord import redact
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 3650 * 86400.0
+"""The longest duration a setting may have (ten years): longer is a typo, and overflows dates."""
 
 
 def parse_duration(value: Any) -> float:
@@ -22,7 +25,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 10m or 90s, not a boolean")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond the float range
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip()
         pos, seconds = 0, 0.0
@@ -35,8 +41,12 @@ def parse_duration(value: Any) -> float:
             raise ValueError(f"invalid duration {value!r}: write it like 10m, 90s or 1h30m")
     else:
         raise ValueError(f"expected a duration like 10m or 90s, got {type(value).__name__}")
+    if math.isnan(seconds):
+        raise ValueError("expected a duration like 10m or 90s, not NaN")
     if seconds <= 0:
         raise ValueError("duration must be greater than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration must be at most {format_duration(MAX_DURATION)}")
     return seconds
 
 
@@ -70,6 +80,35 @@ Duration = Annotated[
     ),
 ]
 
+def _clock_time(value: Any) -> Any:
+    """``H:MM`` or ``HH:MM[:SS]`` as a time of day; numbers (seconds since midnight?) are refused."""
+    if isinstance(value, (str, int, float)):
+        pattern = r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?"
+        match = re.fullmatch(pattern, value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"invalid time {value!r}: write it like 9:00, 17:30 or 23:59:59")
+        return dt.time(*(int(part) for part in match.groups(default="0")))
+    return value
+
+
+ClockTime = Annotated[dt.time, BeforeValidator(_clock_time)]
+"""A time of day; the YAML loader reads an unquoted ``10:00`` as the text "10:00"."""
+
+
+def _known_zone(value: str) -> str:
+    try:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+){0,2}", value):
+            raise ValueError
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name, e.g. ``Asia/Tokyo``, checked when the config is loaded."""
+
+
 def _resolve_path(path: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     return path if path.is_absolute() or base is None else Path(base) / path
@@ -90,18 +129,6 @@ Regex = Annotated[str, AfterValidator(_valid_regex)]
 """A Python regular expression, checked when the config is loaded."""
 
 Percent = Annotated[float, Field(ge=0, le=100)]
-
-
-def _known_zone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
-
-
-TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
-"""An IANA time zone name, e.g. ``Asia/Tokyo``."""
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

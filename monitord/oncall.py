@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from monitord.fields import Duration, StrictModel, TimeWindow
+from monitord.fields import ClockTime, Duration, StrictModel, TimeWindow, TimeZoneName
 from remediation.pagers import PagingConfig
 
 Severity = Literal["critical", "error", "warning", "info"]
@@ -41,8 +41,8 @@ class Schedule(StrictModel):
 
     members: list[str] = Field(min_length=1)
     start: dt.date = Field(description="the date the first member's first week begins")
-    handoff: dt.time = dt.time(10, 0)
-    timezone: str = "Asia/Tokyo"
+    handoff: ClockTime = dt.time(10, 0)
+    timezone: TimeZoneName = "Asia/Tokyo"
     rotation: Duration = Field(default=7 * 86400.0, description="how long each turn lasts (default 1 week)")
     overrides: list[Override] = Field(default_factory=list)
 

@@ -273,12 +273,16 @@ def test_config_with_contract_004_hours_and_closed_days():
     assert not BusinessCalendar(hours).is_business_time(jst(2026, 8, 13, 12, 0))
 
 
+def test_an_unquoted_time_is_read_as_written_not_as_sexagesimal_seconds():
+    hours = parse_config("business_hours:\n  start: 9:00\n  end: 17:30:30\n").business_hours
+    assert (hours.start, hours.end) == (dt.time(9, 0), dt.time(17, 30, 30))
+
+
 INVALID = {
     'start: "18:00"\n  end: "10:00"': ["business_hours.end: end 10:00 must be after start 18:00 (line 3)"],
     'start: "10:00"\n  end: "10:00"': ["business_hours.end: end 10:00 must be after start 10:00 (line 3)"],
     'end: "9:00"': ["business_hours.end: end 09:00 must be after start 10:00 (line 2)"],
-    "start: 9:00": ['business_hours.start: quote the time, like "10:00": YAML reads an unquoted time such as '
-                    '10:00 as a number (got 540) (line 2)'],
+    "start: 540": ["business_hours.start: invalid time 540: write it like 9:00, 17:30 or 23:59:59 (line 2)"],
     'start: "25:00"': ["business_hours.start: invalid time '25:00': write it like 9:00, 17:30 or 23:59:59 (line 2)"],
     "holidays: us": ["business_hours.holidays: input should be 'jp' or 'none' (line 2)"],
     "holiday: none": ["business_hours.holiday: unknown key (did you mean 'holidays'?) (line 2)"],
