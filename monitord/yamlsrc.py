@@ -23,6 +23,7 @@ MAX_ALIAS_VALUES = 100_000
 MAX_INT_CHARS = 20
 """Longest integer literal: anything longer is not a setting (and would not fit 64 bits)."""
 
+_SHOWN_STEPS = 8  # a too deep node is named by its first steps: the rest is the nesting itself
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _INT_TAG, _FLOAT_TAG, _STR_TAG = (f"tag:yaml.org,2002:{name}" for name in ("int", "float", "str"))
@@ -96,7 +97,7 @@ class _Loader(yaml.SafeLoader):
         step = index.value if isinstance(index, yaml.Node) else index
         path = self._steps + ((step,) if parent is not None else ())
         if len(path) > MAX_DEPTH:
-            raise _Problem(path, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            raise _Problem(path[:_SHOWN_STEPS], f"nests deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
         outer, self._steps = self._steps, path
         try:
             return self._checked(self._compose(parent, index, path), path)
@@ -115,7 +116,7 @@ class _Loader(yaml.SafeLoader):
                 raise _Problem(path, f"aliases repeat more than {MAX_ALIAS_VALUES} values (a YAML alias bomb?)",
                                event.start_mark)
             if len(path) + height - 1 > MAX_DEPTH:
-                raise _Problem(path, f"alias *{event.anchor} nests deeper than {MAX_DEPTH} levels", event.start_mark)
+                raise _Problem(path[:_SHOWN_STEPS], f"alias *{event.anchor} nests deeper than {MAX_DEPTH} levels", event.start_mark)
             return node
         if event.anchor is not None:
             self._open.add(event.anchor)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import zoneinfo
 from pathlib import Path
 
 import pytest
 
-from monitord import cli
+from monitord import cli, yamlsrc
 from monitord.config import ConfigError, load_config, parse_config
 from monitord.fields import format_duration, parse_duration
 
@@ -38,6 +40,28 @@ INVALID = {
     "unknown-interval-kind": ["defaults.intervals: unknown check kind 'pnig' (did you mean 'ping'?) (line 2)"],
     "pdu-without-community": ["hosts.web1.pdu: snmp_version 2c needs community (a file, env or credential reference) (line 4)"],
     "not-a-mapping": ["the top level must be a mapping of keys (line 1)"],
+    "undecodable-bytes": ["not UTF-8 text: byte 0xe9 cannot be decoded (line 4)"],
+    "control-character": ["invalid YAML: character U+0001 is not allowed (line 4)"],
+    "control-character-escaped": ["hosts.web1.address: control character U+0000 is not allowed (line 3)"],
+    "alias-bomb": ["x-lol.l4[7]: aliases repeat more than 100000 values (a YAML alias bomb?) (line 6)"],
+    "alias-self-reference": ["groups.web.defaults: alias *web refers to the node that defines it (line 4)"],
+    "alias-nesting-too-deep": ["x-deep.a2[0][0][0][0][0][0]: alias *a1 nests deeper than 64 levels (line 4)"],
+    "nesting-too-deep": ["hosts.web1.description[0][0][0][0][0]: nests deeper than 64 levels (line 4)"],
+    "complex-key": ["hosts: a key must be a plain value, not a list or mapping (line 2)"],
+    "duration-inf": ["hosts.web1.checks.ping.interval: .inf is not a finite number (quote it if it is text) (line 6)"],
+    "duration-nan": ["hosts.web1.checks.ping.timeout: .nan is not a finite number (quote it if it is text) (line 6)"],
+    "duration-400-digits": ["defaults.timeout: number too large (400 digits) (line 2)"],
+    "duration-too-long": ["defaults.remediation.reset_window: duration must be at most 3650d (line 3)"],
+    "duration-sexagesimal": ["hosts.web1.checks.ping.interval: invalid duration '1:30': write it like 10m, 90s or 1h30m (line 6)"],
+    "metrics-port-out-of-range": ["daemon.metrics_listen: port 99999 is out of range 1-65535 (line 2)"],
+    "maintenance-unknown-tag": ["maintenance.firmware.tags[0]: unknown tag 'glod' (did you mean 'gold'?) (line 5)"],
+    "route-unknown-group-and-tag": [
+        "paging.routes[0].groups[0]: unknown group 'wbe' (did you mean 'web'?) (line 9)",
+        "paging.routes[1].tags[0]: unknown tag 'platinum' (no host has it) (line 10)",
+    ],
+    "schedule-unknown-timezone": ["paging.schedules.primary.timezone: unknown time zone 'Asia/Tokio' (line 7)"],
+    "schedule-handoff-number": ["paging.schedules.primary.handoff: invalid time 600: write it like 9:00, 17:30 or 23:59:59 (line 7)"],
+    "unknown-customer": ["hosts.web1.customer: unknown customer 'acme' (line 4)"],
     "several-errors": [
         "daemon.max_concurency: unknown key (did you mean 'max_concurrency'?) (line 2)",
         "hosts.web1.checks.ping.max_attempts: input should be greater than or equal to 1 (line 8)",
@@ -57,13 +81,59 @@ def test_invalid_config_message(name):
     assert info.value.problems == INVALID[name]
 
 
-@pytest.mark.parametrize("name", ["unknown-key-typo", "several-errors"])
+@pytest.mark.parametrize("name", ["unknown-key-typo", "several-errors", "undecodable-bytes", "alias-bomb"])
 def test_check_config_exit_code_and_output(name, capsys):
     path = DATA / "invalid" / f"{name}.yaml"
     assert cli.main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [f"{path}: invalid config:"] + [f"  {p}" for p in INVALID[name]]
     assert "Traceback" not in err
+
+
+def test_a_file_over_the_size_cap_is_refused_at_the_line_where_it_crosses_it(tmp_path):
+    path = tmp_path / "huge.yaml"
+    line = "# " + "x" * 1021 + "\n"  # 1 KiB a line
+    path.write_text("hosts: {}\n" + line * (yamlsrc.MAX_BYTES // len(line)))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"the file is larger than 8 MiB (line {yamlsrc.MAX_BYTES // len(line) + 1})"]
+
+
+def test_a_file_of_exactly_the_cap_loads_and_a_byte_order_mark_is_fine(tmp_path, monkeypatch):
+    monkeypatch.setattr(yamlsrc, "MAX_BYTES", 4096)  # parsing 8 MiB would take a while
+    path = tmp_path / "big.yaml"
+    body = "\ufeffhosts:\n  web1: {address: 127.0.0.1}\n"
+    path.write_text(body + "#" * (yamlsrc.MAX_BYTES - len(body.encode()) - 1) + "\n")
+    assert path.stat().st_size == yamlsrc.MAX_BYTES
+    assert list(load_config(path).hosts) == ["web1"]
+
+
+def test_aliases_within_the_bounds_still_work():
+    config = parse_config("""
+groups:
+  web: &web {description: web servers}
+  web-old: *web
+hosts:
+  web1: &host {address: 127.0.0.1, groups: [web], checks: {ping: {}}}
+  web2: {<<: *host, address: 127.0.0.2}
+""")
+    assert config.groups["web-old"].description == "web servers"
+    assert (config.hosts["web2"].address, config.hosts["web2"].groups) == ("127.0.0.2", ["web"])
+
+
+def test_unquoted_times_are_read_as_written():
+    config = parse_config("""
+paging:
+  integrations: {slack: {type: slack, webhook_url: {env: SLACK_URL}}}
+  people: {aoki: {notify: [slack]}, baba: {notify: [slack]}}
+  schedules:
+    primary: {members: [aoki, baba], start: 2026-11-16, handoff: 10:00, timezone: Asia/Tokyo}
+""")
+    schedule = config.paging.schedules["primary"]
+    assert schedule.handoff == dt.time(10, 0)
+    monday = dt.datetime(2026, 11, 23, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo"))
+    assert schedule.on_call((monday + dt.timedelta(hours=9, minutes=59)).timestamp()) == "aoki"
+    assert schedule.on_call((monday + dt.timedelta(hours=10)).timestamp()) == "baba"
 
 
 def test_unreadable_file_is_a_clear_error(tmp_path, capsys):
@@ -133,6 +203,20 @@ def test_durations(text, seconds):
 def test_bad_durations(bad):
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (float("inf"), "duration must be at most 3650d"),
+    (10**400, "duration must be at most 3650d"),
+    ("9" * 400 + "s", "duration must be at most 3650d"),
+    ("3651d", "duration must be at most 3650d"),
+    (float("nan"), "expected a duration like 10m or 90s, not NaN"),
+])
+def test_durations_are_finite_and_at_most_ten_years(bad, message):
+    with pytest.raises(ValueError) as info:
+        parse_duration(bad)
+    assert str(info.value) == message
+    assert parse_duration("3650d") == 3650 * 86400
 
 
 @pytest.mark.parametrize("seconds,text", [(600, "10m"), (90, "1m30s"), (0.5, "500ms"), (5400, "1h30m"), (10, "10s")])
