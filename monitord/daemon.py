@@ -69,6 +69,7 @@ class Daemon:
                                      recovered=self.engine.store_recovered)
         self._stopping = asyncio.Event()
         self.listener = Listener(self.metrics)
+        self._reload_lock = asyncio.Lock()
 
     async def run(self) -> None:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
@@ -132,31 +133,53 @@ class Daemon:
         self._stopping.set()
 
     async def reload(self) -> bool:
-        """Re-read the config file; on any problem keep the running config and say why."""
-        sdnotify.reloading()
+        """Re-read the config file; on any problem keep the running config whole and say why.
+
+        The file is parsed on a worker thread, so a slow or hostile file never stalls probes.
+        Reloads run one at a time, in the order the signals came.
+        """
+        async with self._reload_lock:
+            sdnotify.reloading()
+            try:
+                new = await asyncio.to_thread(load_config, self.config_path)
+                await ping.configure(self.ctx, new.daemon.ping.privileged, needed=self._uses_ping(new))
+                if new.daemon != self.config.daemon:
+                    log.warning("reload: changes under 'daemon:' take effect only after a restart")
+                self._apply(new.model_copy(update={"daemon": self.config.daemon}))
+            except Exception as exc:
+                self.metrics.reload_successful.set(0)
+                reason = str(exc) if isinstance(exc, (ConfigError, PermissionError)) else ": ".join(
+                    filter(None, (type(exc).__name__, str(exc))))
+                lines = [line.strip() for line in reason.splitlines()]
+                for line in lines:
+                    log.error("reload failed, keeping the running config: %s", line)
+                self._journal("reload_failed", lines[-1])
+                return False
+            finally:
+                if not self._stopping.is_set():
+                    sdnotify.notify("READY=1")
+            self.metrics.reload_successful.set(1)
+            self.metrics.reload_timestamp.set(self.clock.time())
+            log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
+            self._journal("reloaded", f"{len(new.checks())} checks")
+            return True
+
+    def _apply(self, config: Config) -> None:
+        """Hand ``config`` to every part; if one refuses it, hand them all the running one again."""
+        running = self.config
         try:
-            new = load_config(self.config_path)
-            await ping.configure(self.ctx, new.daemon.ping.privileged, needed=self._uses_ping(new))
-            if new.daemon != self.config.daemon:
-                log.warning("reload: changes under 'daemon:' take effect only after a restart")
-        except (ConfigError, PermissionError) as exc:
-            self.metrics.reload_successful.set(0)
-            for line in str(exc).splitlines():
-                log.error("reload failed, keeping the running config: %s", line.strip())
-            self._journal("reload_failed", str(exc).splitlines()[-1].strip())
-            sdnotify.notify("READY=1")
-            return False
-        self.config = new.model_copy(update={"daemon": self.config.daemon})
-        self.scheduler.load(new.checks())
-        self.engine.apply_config(self.config)
-        self.notifier.config = self.config
-        self.dispatcher.configure(self.config.paging)
-        self.metrics.reload_successful.set(1)
-        self.metrics.reload_timestamp.set(self.clock.time())
-        log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
-        self._journal("reloaded", f"{len(new.checks())} checks")
-        sdnotify.notify("READY=1")
-        return True
+            self._use(config)
+        except Exception:
+            self._use(running)
+            raise
+
+    def _use(self, config: Config) -> None:
+        checks = config.checks()
+        self.engine.apply_config(config)
+        self.notifier.config = config
+        self.dispatcher.configure(config.paging)
+        self.scheduler.load(checks)
+        self.config = config
 
     async def _report_metrics(self) -> None:
         """Keep the incident-report gauges (due, overdue) current."""
