@@ -573,6 +573,12 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
                      for i, n in enumerate(customer.notify) if n not in config.paging.integrations]
         problems += [(("customers", name, "emergency_contact", i), f"unknown target {t!r}")
                      for i, t in enumerate(customer.emergency_contact) if t not in targets]
+        integrations = [config.paging.integrations.get(n) for n in customer.notify]
+        problems += [(("customers", name, "notify", i), f"integration {n!r} is of type {item.type}: notices are e-mails")
+                     for i, (n, item) in enumerate(zip(customer.notify, integrations)) if item and item.type != "email"]
+        if bool(customer.notify) != bool(customer.emails):
+            missing = "emails" if customer.notify else "notify"
+            problems.append((("customers", name, missing), "notices need both notify (an e-mail integration) and emails"))
     for host_name, host in config.hosts.items():
         if host.customer is not None and host.customer not in config.customers:
             problems.append((("hosts", host_name, "customer"),

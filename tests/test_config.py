@@ -62,6 +62,10 @@ INVALID = {
     "schedule-unknown-timezone": ["paging.schedules.primary.timezone: unknown time zone 'Asia/Tokio' (line 7)"],
     "schedule-handoff-number": ["paging.schedules.primary.handoff: invalid time 600: write it like 9:00, 17:30 or 23:59:59 (line 7)"],
     "unknown-customer": ["hosts.web1.customer: unknown customer 'acme' (line 4)"],
+    "customer-notices-not-by-email": [
+        "customers.acme.notify[0]: integration 'slack' is of type slack: notices are e-mails (line 6)",
+        "customers.globex.emails: notices need both notify (an e-mail integration) and emails (line 7)",
+    ],
     "several-errors": [
         "daemon.max_concurency: unknown key (did you mean 'max_concurrency'?) (line 2)",
         "hosts.web1.checks.ping.max_attempts: input should be greater than or equal to 1 (line 8)",
