@@ -1,6 +1,7 @@
 """Config fuzz benchmark: the fuzz test's generated bad configs through ``monitord check-config``.
 
-Counts, per outcome: accepted (exit 0), rejected (exit 2 with a well-formed error), any other
+Counts, per outcome: accepted (exit 0) and usable as ``run`` uses a config, accepted but then
+failing at run time, rejected (exit 2 with a well-formed error), any other
 exit code, tracebacks (by exception type), error lines without ``(line N)``, and timeouts
 (a case still loading after --timeout seconds), plus the slowest cases. Run it against
 another checkout (e.g. main, for a before/after table) with --code:
@@ -44,6 +45,7 @@ def main() -> None:
     spec.loader.exec_module(fuzzconfig)
     sys.path.insert(0, str(args.code.resolve()))
     from monitord import cli
+    from monitord.config import load_config
 
     def expire(*_: object) -> None:
         raise Timeout
@@ -62,6 +64,13 @@ def main() -> None:
             try:
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
                     code = cli.main(["check-config", str(path)])
+                if code == 0:
+                    try:
+                        fuzzconfig.use(load_config(path))
+                    except (Exception, RecursionError) as exc:
+                        outcomes["accepted, then failed at run time"] += 1
+                        failures[(f"run: {type(exc).__name__}", _family(name))] += 1
+                        continue
             except Timeout:
                 outcomes["timeout"] += 1
                 failures[("timeout", _family(name))] += 1

@@ -85,6 +85,13 @@ class _Loader(yaml.SafeLoader):
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values in it, nesting height)
         self._aliased = 0  # values repeated by aliases so far
 
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:
+        # The scanner looks ahead over nested [ and { at a cost growing with the square of
+        # the depth, so deep flow nesting is refused here, named by where the composer is.
+        if self.flow_level >= MAX_DEPTH:
+            raise _Problem(self._steps[:_SHOWN_STEPS], f"nests deeper than {MAX_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if isinstance(parent, yaml.MappingNode) and index is None:  # a key, found at its mapping's path
             path = self._steps

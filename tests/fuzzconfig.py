@@ -37,6 +37,31 @@ BAD_BYTES = [b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\
 """Byte sequences that are not UTF-8."""
 
 
+WHEN = 1_798_759_800.0
+"""2026-12-31 23:30 UTC: the year-end break, a time for calendars and rotations to get wrong."""
+
+
+def use(config: Any) -> None:
+    """What ``run`` does with a loaded config before and while serving; raises if a part fails.
+
+    monitord is imported here, at the call, so that a benchmark measures the checkout it chose.
+    """
+    from monitord.business_calendar import Calendars
+
+    host, port = config.daemon.metrics_address
+    assert host and 1 <= port <= 65535, config.daemon.metrics_listen
+    for spec in config.checks():
+        assert 0 < spec.timeout < spec.interval <= 3650 * 86400 and spec.fingerprint, spec.id
+    calendars = Calendars(config)
+    for name in config.hosts:
+        config.remediation(name)
+        calendar = calendars.for_host(name)
+        calendar.is_business_time(WHEN)
+        calendar.add_business_days(WHEN, 2)
+    for schedule in config.paging.schedules.values():
+        assert schedule.on_call(WHEN) in schedule.members + [o.person for o in schedule.overrides]
+
+
 def cases(seed: int, count: int) -> list[tuple[str, bytes]]:
     """``count`` (name, file content) pairs; the name says how the case was made."""
     rng = random.Random(seed)

@@ -46,7 +46,7 @@ INVALID = {
     "alias-bomb": ["x-lol.l4[7]: aliases repeat more than 100000 values (a YAML alias bomb?) (line 6)"],
     "alias-self-reference": ["groups.web.defaults: alias *web refers to the node that defines it (line 4)"],
     "alias-nesting-too-deep": ["x-deep.a2[0][0][0][0][0][0]: alias *a1 nests deeper than 64 levels (line 4)"],
-    "nesting-too-deep": ["hosts.web1.description[0][0][0][0][0]: nests deeper than 64 levels (line 4)"],
+    "nesting-too-deep": ["hosts.web1.description: nests deeper than 64 levels (line 4)"],
     "complex-key": ["hosts: a key must be a plain value, not a list or mapping (line 2)"],
     "duration-inf": ["hosts.web1.checks.ping.interval: .inf is not a finite number (quote it if it is text) (line 6)"],
     "duration-nan": ["hosts.web1.checks.ping.timeout: .nan is not a finite number (quote it if it is text) (line 6)"],

@@ -4,7 +4,6 @@ is refused with ``path: problem (line N)`` lines naming the file, or accepted an
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import signal
@@ -15,14 +14,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from monitord.business_calendar import Calendars
-from monitord.config import Config, ConfigError, load_config
+from monitord.config import ConfigError, load_config
 from tests import fuzzconfig
 
 SEED, COUNT = 20261126, 1100
 CASES = fuzzconfig.cases(SEED, COUNT)
 PROBLEM = re.compile(r".+ \(line [1-9][0-9]*\)")
-WHEN = dt.datetime(2026, 12, 31, 23, 30, tzinfo=dt.timezone.utc).timestamp()
 HANG = 120
 """Seconds after which one case counts as a hang: no load comes near it (benchmarks/config_fuzz.py)."""
 
@@ -46,22 +43,6 @@ def watchdog(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def use(config: Config) -> None:
-    """What ``run`` does with a config before and while serving: every part must work."""
-    host, port = config.daemon.metrics_address
-    assert host and 1 <= port <= 65535
-    for spec in config.checks():
-        assert 0 < spec.timeout < spec.interval <= 3650 * 86400 and spec.fingerprint
-    calendars = Calendars(config)
-    for name in config.hosts:
-        config.remediation(name)
-        calendar = calendars.for_host(name)
-        calendar.is_business_time(WHEN)
-        calendar.add_business_days(WHEN, 2)
-    for schedule in config.paging.schedules.values():
-        assert schedule.on_call(WHEN) in schedule.members + [o.person for o in schedule.overrides]
-
-
 def test_the_cases_are_many_varied_and_the_same_every_time():
     assert len(CASES) == COUNT and len({data for _, data in CASES}) > 0.85 * COUNT
     families = Counter(name.split("-")[1] for name, _ in CASES)
@@ -77,8 +58,7 @@ def test_no_generated_config_crashes_or_hangs_the_loader(tmp_path):
         path.write_bytes(data)
         try:
             with watchdog(HANG):
-                config = load_config(path)
-                use(config)
+                fuzzconfig.use(load_config(path))
         except ConfigError as exc:
             lines = str(exc).splitlines()
             assert lines[0] == f"{path}: invalid config:", name
@@ -91,9 +71,10 @@ def test_no_generated_config_crashes_or_hangs_the_loader(tmp_path):
     assert outcomes["refused"] >= 1000 and outcomes["accepted"] > 0, outcomes
 
 
-def test_check_config_processes_exit_0_or_2_with_path_problem_lines(tmp_path):
-    """One case of each family, as ``monitord check-config`` processes run side by side."""
-    sample = {name.split("-")[1]: (name, data) for name, data in reversed(CASES)}
+def test_check_config_processes_exit_2_with_path_problem_lines(tmp_path):
+    """A case of each family that used to crash, as ``monitord check-config`` processes side by side."""
+    sample = {name.split("-")[1]: (name, data) for name, data in reversed(CASES)
+              if name.split("-")[1] in ("alias", "bytes", "deep", "key")}
     env = {**os.environ, "PYTHONPATH": str(fuzzconfig.REPO)}
     running = []
     for family, (name, data) in sorted(sample.items()):
@@ -101,16 +82,10 @@ def test_check_config_processes_exit_0_or_2_with_path_problem_lines(tmp_path):
         path.write_bytes(data)
         running.append((name, path, subprocess.Popen([sys.executable, "-m", "monitord", "check-config", str(path)],
                                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)))
-    codes = Counter()
     for name, path, proc in running:
-        out, err = proc.communicate(timeout=HANG)
+        _, err = proc.communicate(timeout=HANG)
         text = err.decode()
-        assert proc.returncode in (0, 2) and "Traceback" not in text, (name, proc.returncode, text)
-        if proc.returncode == 2:
-            lines = text.splitlines()
-            assert lines[0] == f"{path}: invalid config:" and len(lines) > 1, (name, text)
-            assert all(PROBLEM.fullmatch(line.strip()) for line in lines[1:]), (name, text)
-        else:
-            assert out.decode().startswith(f"{path}: OK"), name
-        codes[proc.returncode] += 1
-    assert codes[2] >= 6, codes
+        assert proc.returncode == 2 and "Traceback" not in text, (name, proc.returncode, text)
+        lines = text.splitlines()
+        assert lines[0] == f"{path}: invalid config:" and len(lines) > 1, (name, text)
+        assert all(PROBLEM.fullmatch(line.strip()) for line in lines[1:]), (name, text)
