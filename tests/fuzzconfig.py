@@ -49,7 +49,7 @@ def use(config: Any) -> None:
     from monitord.business_calendar import Calendars
 
     host, port = config.daemon.metrics_address
-    assert host and 1 <= port <= 65535, config.daemon.metrics_listen
+    assert host and 0 <= port <= 65535, config.daemon.metrics_listen
     for spec in config.checks():
         assert 0 < spec.timeout < spec.interval <= 3650 * 86400 and spec.fingerprint, spec.id
     calendars = Calendars(config)

@@ -53,7 +53,7 @@ INVALID = {
     "duration-400-digits": ["defaults.timeout: number too large (400 digits) (line 2)"],
     "duration-too-long": ["defaults.remediation.reset_window: duration must be at most 3650d (line 3)"],
     "duration-sexagesimal": ["hosts.web1.checks.ping.interval: invalid duration '1:30': write it like 10m, 90s or 1h30m (line 6)"],
-    "metrics-port-out-of-range": ["daemon.metrics_listen: port 99999 is out of range 1-65535 (line 2)"],
+    "metrics-port-out-of-range": ["daemon.metrics_listen: port 99999 is out of range 0-65535 (line 2)"],
     "maintenance-unknown-tag": ["maintenance.firmware.tags[0]: unknown tag 'glod' (did you mean 'gold'?) (line 5)"],
     "route-unknown-group-and-tag": [
         "paging.routes[0].groups[0]: unknown group 'wbe' (did you mean 'web'?) (line 9)",
