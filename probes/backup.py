@@ -110,6 +110,7 @@ class BackupServer(StrictModel):
     username: str = "root"
     key: SecretRef = Field(description="private key (file, env or credential)")
     known_hosts: ConfigPath = Path("/etc/monitord/known_hosts")
+    os: Literal["linux"] = Field(default="linux", description="the listing runs in a POSIX shell there")
 
 
 class BackupParams(CheckParams):
