@@ -62,12 +62,14 @@ class Limits:
 
     @property
     def backlog(self) -> int:
-        """Connections the kernel queues, and the event loop accepts in one go: half the cap.
+        """Connections the kernel queues, and the event loop accepts in one go: an eighth of the cap.
 
-        Sockets accepted in one go hold descriptors until the cap closes them a few loop turns
-        later, so a flood takes at most about the cap once more, never the descriptor limit.
+        asyncio accepts up to this many sockets each loop turn, and each reaches the cap's check
+        (``connection_made``) only a few turns later; meanwhile they hold descriptors. An eighth
+        keeps a flood's overshoot to about half the cap, far inside the descriptor limit (the cap
+        is a quarter of it), so probes and pagers never meet "Too many open files".
         """
-        return max(4, min(128, self.max_connections // 2))
+        return max(4, min(128, self.max_connections // 8))
 
 
 LIMITS = web.AppKey("limits", Limits)
