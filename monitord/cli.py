@@ -203,6 +203,7 @@ def _setup_logging(level: str) -> None:
     sys.excepthook = lambda kind, value, tb: logging.getLogger("monitord").critical(
         "uncaught exception", exc_info=(kind, value, tb))
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    logging.getLogger("paramiko").setLevel(logging.WARNING)  # its INFO is a line per SSH connection
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

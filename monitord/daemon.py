@@ -63,6 +63,7 @@ class Daemon:
         self.engine = Engine(config=config, store=self.store, metrics=self.metrics, clock=self.clock, ctx=self.ctx,
                              scheduler=self.scheduler, notifier=self.notifier, dry_run=dry_run)
         self.scheduler.listener = self.engine.notify
+        self.scheduler.episode = self.engine.episode
         self.heartbeats = heartbeat.Receiver(self.store, self.clock, lambda: self.config)
         self.storewatch = StoreWatch(store=self.store, clock=self.clock, metrics=self.metrics,
                                      config=lambda: self.config, pagers=lambda: self.dispatcher.pagers,

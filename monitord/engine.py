@@ -5,6 +5,14 @@ remediation drivers, and feeds their outcomes back.
 One host at a time: a per-host lock serialises everything done to a host, so there is
 never more than one action per target. On start-up an action that was in flight when the
 daemon died is reconciled by reading state (power status, a re-probe), never re-issued.
+
+A host's episode is the incident its open ladder owns: a second failing check of the host
+joins it (the scheduler asks :meth:`Engine.episode`), a check that recovers only feeds the
+ladder, and the incident closes (pages resolved, the customer told) when the ladder's own
+verification passes. A decision that waited (queued behind the host's lock, deferred to the
+end of a grace period) re-reads the check's state when it runs, and a destructive action
+decided on a check event re-probes the check first; a check that recovered meanwhile
+cancels it, journaled.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 from monitord import escalation as esc
 from monitord import lastbackup
+from monitord.blastradius import BlastGuard
 from monitord.business_calendar import Calendars
 from monitord.checkstate import Event as CheckEvent
 from monitord.clock import Clock
@@ -38,7 +47,6 @@ THRESHOLD_KINDS = {"disk", "postgres", "mysql", "snmp", "logs", "bmc", "backup"}
 """Kinds whose threshold results are notices to the customer, never a ladder (contact first)."""
 TICKETS = ("hardware_ticket", "backup_ticket")
 """Result values that make a confirmed problem business-hours work (a page of that kind), not a ladder."""
-SWEEP_CACHE = 30.0
 APPROVAL_POLL = 2.0
 
 
@@ -52,10 +60,11 @@ def state_from_dict(data: dict) -> esc.HostState:
     """Inverse of :func:`state_to_dict`; unknown keys (from a newer version) are ignored."""
     fields = {f.name for f in dataclasses.fields(esc.HostState)}
     values = {k: v for k, v in data.items() if k in fields}
-    for name, kind in (("phase", esc.Phase), ("ladder", esc.Ladder), ("step", esc.Step), ("pending", esc.Step)):
+    for name, kind in (("phase", esc.Phase), ("ladder", esc.Ladder), ("step", esc.Step), ("pending", esc.Step),
+                       ("resume", esc.Phase)):
         if values.get(name) is not None:
             values[name] = kind(values[name])
-    for name in ("power_actions", "restarts", "drivers_failed", "tried"):
+    for name in ("power_actions", "restarts", "drivers_failed", "tried", "causes"):
         if name in values:
             values[name] = tuple(values[name])
     return esc.HostState(**values)
@@ -75,12 +84,12 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._states = store.escalation_states(state_from_dict)
         self._held: set[str] = set()  # hosts whose events were dropped while the store could not be written
-        self._confirmed_at: dict[str, float] = {}
-        self._sweep: tuple[float, set[str]] | None = None
-        self._blast_paged = False
         self._active_windows: set[str] = set()
         self.last_pass = clock.time()
         self.apply_config(config)
+        self.blast = BlastGuard(config=lambda: (self.config.escalation.blast_radius, len(self.config.hosts)),
+                                store=store, notifier=notifier, metrics=metrics, clock=clock,
+                                failing=self._failing_hosts, probe=self._host_answers, on_clear=self._reevaluate)
 
     def apply_config(self, config: Config) -> None:
         """Use a (re)loaded configuration."""
@@ -100,6 +109,12 @@ class Engine:
         """Whether a confirmed failure of ``spec`` means its host is down."""
         return spec.kind is ping.KIND or spec.params.host_critical
 
+    def episode(self, host: str) -> int | None:
+        """The incident of ``host``'s open ladder: other checks of the host join it, and only
+        the ladder's verification closes it."""
+        state = self.state(host)
+        return state.incident_id if state.ladder is not None and state.phase is not esc.Phase.IDLE else None
+
     def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         """Called by the scheduler when a check is confirmed down, changes status while down
         (e.g. partial loss became total loss), or recovers."""
@@ -111,6 +126,7 @@ class Engine:
     def _on_check_event(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         host_down = self.is_host_down_check(spec)
         notice = _notice_kind(spec, result)
+        joined = incident_id is not None and incident_id == self.episode(spec.host)
         if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
             ticket = next((k for k in TICKETS if result.values.get(k)), None)
             if ticket is not None:
@@ -121,20 +137,66 @@ class Engine:
                                      result.started_at)
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
-                self.notifier.page(spec.host, "check_warning", f"{spec.host}/{spec.name}: {result.summary}",
-                                   incident_id)
+                self._warning(spec, result, incident_id)
             else:
-                if host_down:
-                    self._confirmed_at[spec.host] = self.clock.time()
-                self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
-                                     result.started_at)
-                self.submit(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary))
+                confirmed = esc.Confirmed(spec.name, host_down, incident_id, result.summary)
+                self._spawn(self._intake(spec.host, confirmed, result.started_at, notice=not joined),
+                            f"escalation {spec.host}")
         elif event is CheckEvent.RECOVERED:
-            if incident_id is not None:
-                self.notifier.resolve(incident_id)
-                if notice != "threshold":
-                    self.notifier.notice(spec.host, "recovery", spec.name, incident_id, result.started_at)
+            if incident_id is not None and not joined:
+                self._close_incident(spec.host, incident_id, result.started_at, notice != "threshold")
             self.submit(spec.host, esc.Recovered(spec.name, host_down))
+            if host_down and self.blast.active:
+                self._spawn(self.blast.evaluate(), "blast radius")  # it may clear now
+
+    def _warning(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+        """A warning pages people, unless the host's ladder (or the grace after its last action)
+        is in progress: then it is part of that incident, journaled there."""
+        summary = f"{spec.host}/{spec.name}: {result.summary}"
+        state = self.state(spec.host)
+        episode = self.episode(spec.host)
+        if episode is not None or self.clock.time() < state.grace_until:
+            with self.store.transaction():
+                self.store.append(JournalEntry(
+                    ts=self.clock.time(), event="note", host=spec.host, check=spec.name,
+                    incident_id=episode or incident_id, reason=f"warning folded into the ladder in progress: {summary}"))
+        elif not self.blast.hold(spec.host, "check_warning", summary):
+            self.notifier.page(spec.host, "check_warning", summary, incident_id)
+
+    async def _intake(self, host: str, event: esc.Confirmed, when: float, notice: bool = True) -> None:
+        """A confirmed failure: a host down is first seen through the blast-radius guard (is the
+        monitor's side broken? does the host answer its fresh probe?); then the customer is told
+        (unless the guard holds notices, or this incident was announced already) and the ladder runs."""
+        try:
+            await self._announce(host, event, when, notice)
+        except StoreFault:
+            self._held.add(host)
+            return
+        await self._drive(host, event)
+
+    async def _announce(self, host: str, event: esc.Confirmed, when: float, notice: bool) -> None:
+        if event.host_down:
+            await self.blast.evaluate()
+            if self.blast.answered.get(host, False):
+                self._cancelled(host, event, f"{host} answers now: the confirmation of {event.check} is stale")
+                return
+        if notice and event.incident_id is not None and not self._noticed(event.incident_id):
+            summary = f"{event.check}: {event.summary}"
+            if not self.blast.hold(host, "failure", summary):
+                self.notifier.notice(host, "failure", summary, event.incident_id, when)
+
+    def _noticed(self, incident_id: int, what: str = "failure") -> bool:
+        """Whether the customer was sent the ``what`` notice of ``incident_id``."""
+        return any(e.event == "notice" and e.decision == what for e in self.store.journal(incident_id=incident_id))
+
+    def _close_incident(self, host: str, incident_id: int, when: float, recovery_notice: bool = True) -> None:
+        """The incident is over: close it, resolve its open pages, and tell the customer who
+        was told of the failure (once; the ladder's verification may have done all this already)."""
+        with self.store.transaction(durable=True):
+            self.store.close_incident(incident_id, when)
+        self.notifier.resolve(incident_id)
+        if recovery_notice and self._noticed(incident_id) and not self._noticed(incident_id, "recovery"):
+            self.notifier.notice(host, "recovery", host, incident_id, when)
 
     def _ticket(self, kind: str, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A failed drive or part, a backup failed twice in a row: schedule the work into the next
@@ -146,7 +208,10 @@ class Engine:
 
     def submit(self, host: str, event: esc.Event) -> None:
         """Handle ``event`` for ``host`` in the background (serialised per host)."""
-        task = asyncio.create_task(self._drive(host, event), name=f"escalation {host}")
+        self._spawn(self._drive(host, event), f"escalation {host}")
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -160,8 +225,10 @@ class Engine:
                 self.last_pass = self.clock.time()
                 try:
                     self._log_maintenance_changes()
+                    if self.blast.active:
+                        await self.blast.evaluate()  # quietly: journaled and paged once per episode
                 except StoreFault:
-                    pass  # the store reports its fault once; windows are looked at again next round
+                    pass  # the store reports its fault once; looked at again next round
                 self._reevaluate()
                 await self.clock.sleep_until(self.clock.time() + REEVALUATE_EVERY)
         finally:
@@ -182,10 +249,13 @@ class Engine:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _reevaluate(self) -> None:
-        """Hosts still failing but idle (blocked, deferred) get another look: guards may have lifted."""
+        """Hosts still failing but idle (blocked, deferred) get another look: guards may have lifted.
+        Hosts blocked by the blast-radius guard wait quietly until it clears."""
         for (host, name), spec in self._specs.items():
             state = self.state(host)
             if state.phase is not esc.Phase.IDLE or state.ladder is not None:
+                continue
+            if state.blocked == "blast_radius" and self.blast.active:
                 continue
             try:
                 check = self.scheduler.state_of(spec.id)
@@ -194,8 +264,9 @@ class Engine:
             if (check.level == 2 and check.last_result is not None and actionable(check.last_result)
                     and _notice_kind(spec, check.last_result) != "threshold"
                     and (self.is_host_down_check(spec) or spec.params.restart is not None)):
-                self.submit(host, esc.Confirmed(name, self.is_host_down_check(spec),
-                                                self.scheduler.incident_of(spec.id), "still failing"))
+                confirmed = esc.Confirmed(name, self.is_host_down_check(spec), self.scheduler.incident_of(spec.id),
+                                          check.last_result.summary)
+                self._spawn(self._intake(host, confirmed, check.last_result.started_at), f"escalation {host}")
 
     # -- the loop: decide, journal, act, feed back -------------------------------------------
 
@@ -206,9 +277,12 @@ class Engine:
             await self._advance_all(host, event)
 
     async def _advance_all(self, host: str, event: esc.Event | None) -> None:
-        """Feed ``event`` and the outcomes it leads to; while the store cannot be written
-        (journal-first cannot be honoured) nothing is decided or done: the host is held."""
+        """Feed ``event`` (unless it went stale while it waited) and the outcomes it leads to;
+        while the store cannot be written (journal-first cannot be honoured) nothing is decided
+        or done: the host is held."""
         try:
+            if event is not None and self._cancelled(host, event, self._stale(host, event)):
+                return
             while event is not None:
                 if self.store.fault is not None:
                     self._held.add(host)
@@ -221,7 +295,7 @@ class Engine:
         """The store can be written again: catch up with what happened meanwhile, from the
         current check states, never from stale events. An action whose outcome could not be
         journaled is reconciled as after a restart (read, never redo); a ladder whose check
-        recovered meanwhile ends; hosts still failing are taken up by :meth:`_reevaluate`."""
+        recovered meanwhile is verified; hosts still failing are taken up by :meth:`_reevaluate`."""
         held, self._held = sorted(self._held), set()
         for host in held:
             state = self.state(host)
@@ -240,25 +314,62 @@ class Engine:
             except StoreFault:
                 self._held.add(host)
 
-        task = asyncio.create_task(resume(), name=f"resume {host}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(resume(), f"resume {host}")
 
     def _check_ok(self, host: str, check: str) -> bool:
+        check_state = self._check_state(host, check)
+        return check_state is not None and check_state.level == 0
+
+    def _stale(self, host: str, event: esc.Event) -> str | None:
+        """Why a check event no longer holds now that it is handled (it waited for the host's
+        lock, or for the end of a grace period), or None."""
+        if isinstance(event, esc.Done) or (isinstance(event, esc.Recovered) and self.state(host).ladder is None):
+            return None  # an action's outcome is fresh; a recovery with no ladder to feed changes nothing
+        check = self._check_state(host, event.check)
+        if check is None:
+            return None
+        if isinstance(event, esc.Confirmed) and not (check.level == 2 and check.last_result is not None
+                                                     and actionable(check.last_result)):
+            return f"{event.check} is no longer confirmed down ({check.status})"
+        if isinstance(event, esc.Confirmed) and event.incident_id is not None and not any(
+                i.id == event.incident_id for i in self.store.incidents(open_only=True)):
+            return f"incident {event.incident_id} of {event.check} is over already"
+        if isinstance(event, esc.Recovered) and check.status is not Status.OK:
+            return f"{event.check} failed again ({check.status})"
+        return None
+
+    def _check_state(self, host: str, check: str) -> Any:
         spec = self._specs.get((host, check))
         try:
-            return spec is not None and self.scheduler.state_of(spec.id).level == 0
+            return self.scheduler.state_of(spec.id) if spec is not None else None
         except KeyError:
+            return None
+
+    def _cancelled(self, host: str, event: esc.Event, why: str | None) -> bool:
+        """Journal that ``event``'s decision is cancelled because ``why`` (None: it is not)."""
+        if why is None:
             return False
+        with self.store.transaction(durable=True):
+            self.store.append(JournalEntry(ts=self.clock.time(), event="cancelled", host=host,
+                                           check=getattr(event, "check", None), incident_id=self.state(host).incident_id,
+                                           decision=type(event).__name__.lower(), reason=why))
+        log.info("%s: cancelled: %s", host, why)
+        return True
 
     async def _advance(self, host: str, event: esc.Event) -> esc.Event | None:
-        now = self.clock.time()
         policy = self.policy(host)
+        before = self.state(host)
+        now = self.clock.time()
         guards = self._cheap_guards(host, now)
-        state, decisions = esc.step(self.state(host), event, policy, guards, now)
+        state, decisions = esc.step(before, event, policy, guards, now)
         if any(isinstance(d, esc.Act) and d.step in esc.DESTRUCTIVE for d in decisions):
-            guards = await self._full_guards(host, guards, now)
-            state, decisions = esc.step(self.state(host), event, policy, guards, now)
+            # the ladder's first destructive action: the check may have recovered since it was confirmed
+            first = isinstance(event, esc.Confirmed) or (isinstance(event, esc.Done) and event.step is esc.Step.BMC_READ)
+            guards, answers = await asyncio.gather(self._full_guards(host, guards),
+                                                   self._answers_now(host, state.check or "") if first else _no())
+            guards = dataclasses.replace(guards, answers=answers)
+            now = self.clock.time()  # the decision is taken (and journaled) now, after the guards' probes
+            state, decisions = esc.step(before, event, policy, guards, now)
         ids = self._commit(host, state, decisions, event, now)
         follow: esc.Event | None = None
         for decision, entry_id in zip(decisions, ids):
@@ -267,10 +378,26 @@ class Engine:
                 self._journal_outcome(host, decision, done, entry_id)
                 follow = done
             elif isinstance(decision, esc.Resolved):
+                if before.incident_id is not None:
+                    self._close_incident(host, before.incident_id, self.clock.time())
+                    self._tell_fixed(host, before)
                 self._reprobe(host)
             elif isinstance(decision, esc.Retry):
-                self._later(host, decision.at, event)
+                self._later(host, decision.at, decision.event or event)
         return follow
+
+    async def _answers_now(self, host: str, check: str) -> bool:
+        """Re-probe ``check`` before the first destructive action decided on it (recorded as usual)."""
+        spec = self._specs.get((host, check))
+        return spec is not None and (await self.scheduler.run_now(spec.id)).ok
+
+    def _tell_fixed(self, host: str, ladder: esc.HostState) -> None:
+        """On-call hears (severity info, no escalation) of a host fixed automatically by a level-1
+        power action, so people know a customer's server was reset."""
+        if ladder.ladder is esc.Ladder.HOST and ladder.level == 1 and any(
+                t.split(":")[0] in esc.POWER_STEPS for t in ladder.tried):
+            self.notifier.inform(host, "auto_fixed", f"{host}: reset automatically at level 1 and verified "
+                                                     f"(ping and SSH login); no action needed", ladder.incident_id)
 
     def _commit(self, host: str, state: esc.HostState, decisions: list, event: esc.Event, now: float) -> list[int]:
         """Persist the new state and journal the decisions in one durable transaction."""
@@ -289,7 +416,8 @@ class Engine:
             elif isinstance(d, esc.Page):
                 self.metrics.escalation_pages.labels(d.kind).inc()
                 log.warning("%s: PAGE %s (level %d): %s", host, d.kind, d.level, d.summary)
-                self.notifier.page(host, d.kind, f"{host}: {d.summary}", incident, self._page_details(host, d))
+                if not self.blast.hold(host, d.kind, d.summary):
+                    self.notifier.page(host, d.kind, f"{host}: {d.summary}", incident, self._page_details(host, d))
             elif isinstance(d, esc.Act):
                 log.warning("%s: level %d: %s (%s)", host, d.level, d.step, d.why)
                 if d.step is esc.Step.REQUEST_APPROVAL:
@@ -310,6 +438,7 @@ class Engine:
         backups = lastbackup.for_host(self.config, self.ctx.state_dir, host) if h.instructions.backup_contract else []
         zone = self.calendars.for_host(host).zone
         return {"level": page.level, "tried": page.detail.get("tried", []), "bmc": findings[-1] if findings else None,
+                "causes": page.detail.get("causes", []),
                 "customer": h.customer, "backup_contract": h.instructions.backup_contract,
                 "restore": "restore the last backup" if h.instructions.backup_contract else None,
                 "last_backup": ([b.describe(zone) for b in backups] or ["no backup check configured: last backup unknown"])
@@ -361,6 +490,7 @@ class Engine:
             contact_first=frozenset(esc.Step(a) for a in r["contact_first"]), on_no_answer=r["on_no_answer"],
             dry_run=r["dry_run"],
             restartable=frozenset(name for name, check in h.checks.items() if check.restart is not None),
+            name=host, verify_interval=max(r["verify_interval"], 5.0),
         )
 
     def _cheap_guards(self, host: str, now: float) -> esc.Guards:
@@ -370,12 +500,13 @@ class Engine:
             quarantined=host in self.store.quarantined(),
             off_hours=not self.calendars.for_host(host).is_business_time(now),
             dry_run=self.dry_run,
+            blast_radius=self.blast.active,
         )
 
-    async def _full_guards(self, host: str, guards: esc.Guards, now: float) -> esc.Guards:
+    async def _full_guards(self, host: str, guards: esc.Guards) -> esc.Guards:
         """Guards that need probes, checked right before a destructive action."""
         parent = guards.parent_down or await self._parent_down_now(host)
-        return dataclasses.replace(guards, parent_down=parent, blast_radius=await self._blast_radius(now))
+        return dataclasses.replace(guards, parent_down=parent, blast_radius=await self.blast.evaluate())
 
     def maintenance_for(self, host: str, now: float) -> str | None:
         """The name of a maintenance window covering ``host`` now, if any."""
@@ -424,36 +555,20 @@ class Engine:
     async def _probe(self, spec: CheckSpec) -> Result:
         return await run_probe(spec.kind, self.ctx, spec.call(), spec.params, self.clock.time())
 
-    async def _blast_radius(self, now: float) -> str | None:
-        """Is the monitor's own side broken? Canaries, then a sweep of every host-down check."""
-        br = self.config.escalation.blast_radius
-        for canary in br.canaries:
-            results = await asyncio.gather(*(self._probe(s) for s in self._host_down_specs(canary)))
-            if any(not r.ok for r in results):
-                return self._blast(f"reference target {canary} is not answering")
-        if self._sweep is None or now - self._sweep[0] > SWEEP_CACHE:
-            specs = [s for (h, _), s in self._specs.items() if self.is_host_down_check(s)]
-            results = await asyncio.gather(*(self._probe(s) for s in specs))
-            self._sweep = (now, {s.host for s, r in zip(specs, results) if not r.ok})
-        recent = {h for h, t in self._confirmed_at.items() if now - t <= br.window}
-        down = self._sweep[1] | recent
-        total = max(1, len(self.config.hosts))
-        if len(down) > br.max_down_hosts or (len(down) >= 2 and 100 * len(down) / total > br.max_down_percent):
-            return self._blast(f"{len(down)} of {total} hosts down within {br.window:g}s")
-        self._blast_paged = False
-        return None
+    def _failing_hosts(self) -> dict[str, float]:
+        """Hosts whose host-down checks fail now (soft or hard), with when the failure began."""
+        failing: dict[str, float] = {}
+        for (host, _), spec in self._specs.items():
+            if self.is_host_down_check(spec):
+                check = self._check_state(host, spec.name)
+                if check is not None and check.status is not Status.OK:
+                    failing[host] = min(failing.get(host, check.problem_since or 0.0), check.problem_since or 0.0)
+        return failing
 
-    def _blast(self, why: str) -> str:
-        """Page once per episode; every blocked host journals its own block."""
-        if not self._blast_paged:
-            self._blast_paged = True
-            self.metrics.escalation_pages.labels("blast_radius").inc()
-            with self.store.transaction(durable=True):
-                self.store.append(JournalEntry(ts=self.clock.time(), event="page", decision="blast_radius",
-                                               reason=why, detail={"level": 0}))
-            log.error("PAGE blast_radius: %s: no power actions until it clears", why)
-            self.notifier.page(None, "blast_radius", f"monitor-side failure suspected: {why}; power actions stopped")
-        return why
+    async def _host_answers(self, host: str) -> bool:
+        """Probe ``host``'s host-down checks now: True when they all pass."""
+        specs = self._host_down_specs(host)
+        return all(r.ok for r in await asyncio.gather(*(self._probe(s) for s in specs)))
 
     def _log_maintenance_changes(self) -> None:
         """Journal windows that started or ended since the last look (expiry is logged)."""
@@ -506,32 +621,51 @@ class Engine:
             return await self._restart(host, act.args["check"])
         if act.step is esc.Step.REQUEST_APPROVAL:
             return await self._approval(host, self.clock.time() + r["approval_timeout"])
+        if act.step is esc.Step.VERIFY:
+            return await self._verify(host)
         raise AssertionError(f"unknown step {act.step}")
 
     async def _wait_boot(self, host: str, timeout: float) -> esc.Done:
         """Poll ping and an SSH login until both work or ``timeout``; then read the boot log."""
-        h, r = self.config.hosts[host], self.config.remediation(host)
+        r = self.config.remediation(host)
         deadline = self.clock.time() + timeout
-        ping_specs = [s for s in self._host_down_specs(host) if s.kind is ping.KIND] or self._host_down_specs(host)
         while True:
-            ping_ok = bool(ping_specs) and all(r_.ok for r_ in await asyncio.gather(*(self._probe(s) for s in ping_specs)))
-            login_ok, login_error, fs_errors = False, "", []
-            if ping_ok and h.ssh is not None:
-                client = self.drivers.ssh(h)
-                try:
-                    await client.login_check()
-                    login_ok = True
-                    fs_errors = await client.boot_errors()
-                except ActionError as exc:
-                    login_error = exc.summary
-            elif ping_ok:
-                login_ok, login_error = True, "no SSH access configured: verified by ping only"
-            detail = {"ping": ping_ok, "login": login_ok, "fs_errors": fs_errors, "note": login_error}
-            if ping_ok and login_ok:
-                return esc.Done(esc.Step.WAIT_BOOT, not fs_errors, detail=detail)
+            detail = await self._boot_check(host)
+            if detail["ping"] and detail["login"]:
+                return esc.Done(esc.Step.WAIT_BOOT, not detail["fs_errors"], detail=detail)
             if self.clock.time() >= deadline:
                 return esc.Done(esc.Step.WAIT_BOOT, False, "timeout", detail)
             await self.clock.sleep_until(min(deadline, self.clock.time() + r["verify_interval"]))
+
+    async def _boot_check(self, host: str) -> dict:
+        """One look: does the host answer ping, does an SSH login work, what does the boot log say."""
+        h = self.config.hosts[host]
+        ping_specs = [s for s in self._host_down_specs(host) if s.kind is ping.KIND] or self._host_down_specs(host)
+        ping_ok = bool(ping_specs) and all(r_.ok for r_ in await asyncio.gather(*(self._probe(s) for s in ping_specs)))
+        login_ok, login_error, fs_errors = False, "", []
+        if ping_ok and h.ssh is not None:
+            client = self.drivers.ssh(h)
+            try:
+                await client.login_check()
+                login_ok = True
+                fs_errors = await client.boot_errors()
+            except ActionError as exc:
+                login_error = exc.summary
+        elif ping_ok:
+            login_ok, login_error = True, "no SSH access configured: verified by ping only"
+        return {"ping": ping_ok, "login": login_ok, "fs_errors": fs_errors, "note": login_error}
+
+    async def _verify(self, host: str) -> esc.Done:
+        """The ladder's verification, once: ping AND an SSH login, plus the service probe for a
+        service ladder."""
+        state = self.state(host)
+        detail = await self._boot_check(host)
+        ok = bool(detail["ping"] and detail["login"])
+        summary = "ping ok, login ok" if ok else f"ping {'ok' if detail['ping'] else 'failed'}, login failed"
+        if ok and state.ladder is esc.Ladder.SERVICE and (host, state.check) in self._specs:
+            result = await self.scheduler.run_now(self._specs[(host, state.check)].id)
+            ok, summary = result.ok, f"{summary}, {state.check}: {result.summary}"
+        return esc.Done(esc.Step.VERIFY, ok, "" if ok else "not verified", {**detail, "summary": summary})
 
     async def _restart(self, host: str, check: str) -> esc.Done:
         """Log in, restart the service, wait its grace, re-probe at once."""
@@ -596,6 +730,10 @@ class Engine:
                                                detail=_jsonable(done.detail)))
             log.warning("%s: %s", host, note)
             await self._advance_all(host, done)
+
+
+async def _no() -> bool:
+    return False
 
 
 def actionable(result: Result) -> bool:

@@ -16,6 +16,10 @@ Service-down ladder (a confirmed port or database check failure):
   L1  SSH login, check the service, restart it, wait the grace period, re-probe at once.
   L2  login fails: hand over to the host-down ladder.
   A restart that does not bring the service back pages a human.
+Recovery: an open ladder ends only when its own verification passes (ping AND an SSH login,
+plus the service probe for a service ladder). A check that recovers while an action is in
+flight is left to that action's verification; one that recovers while the ladder waits for
+humans (dispatched, held) starts a verification, repeated until ``boot_timeout`` has passed.
 
 Guards are checked before every action decision, never after: maintenance, parent down
 (the host is unreachable, not down), blast radius (the monitor's side is broken),
@@ -55,6 +59,7 @@ class Step(enum.StrEnum):
     FSCK = "fsck"
     SERVICE_RESTART = "service_restart"
     REQUEST_APPROVAL = "request_approval"
+    VERIFY = "verify"  # one pass of the ladder's verification, after a check recovered by itself
 
 
 DESTRUCTIVE = {Step.POWER_RESET, Step.POWER_CYCLE, Step.FSCK, Step.SERVICE_RESTART}
@@ -81,6 +86,8 @@ class Policy:
     on_no_answer: Literal["hold", "proceed"] = "hold"
     dry_run: bool = False
     restartable: frozenset[str] = frozenset()  # checks with a restart method configured
+    name: str = ""  # the host's name, for pages that must name it
+    verify_interval: float = 30.0  # how often a recovered check is verified again while verification fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,7 @@ class Guards:
     quarantined: bool = False
     off_hours: bool = False
     dry_run: bool = False  # global --dry-run
+    answers: bool = False  # the ladder's check passed when probed just now, before its first destructive action
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +194,11 @@ class Note:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Re-evaluate at ``at`` (grace period still running)."""
+    """Re-evaluate at ``at`` (grace period still running): replay ``event``, or the event that led here."""
 
     at: float
     why: str
+    event: "Event | None" = None
 
 
 Decision = Act | Blocked | Page | StartSla | Resolved | Note | Retry
@@ -217,15 +226,27 @@ class HostState:
     drivers_failed: tuple[str, ...] = ()  # power drivers that failed during this step
     blocked: str | None = None  # the last guard that blocked, to journal each block once
     tried: tuple[str, ...] = ()  # what was done in this ladder, for the dispatch page
+    causes: tuple[str, ...] = ()  # what humans must fix (e.g. the BMC's credentials), for the dispatch page
+    resume: Phase | None = None  # while verifying a recovery: the phase to return to if it fails
+    verifying_since: float = 0.0  # when verification of a recovery began (0: not verifying)
 
 
 def step(state: HostState, event: Event, policy: Policy, guards: Guards, now: float) -> tuple[HostState, list[Decision]]:
     """Advance one host's escalation by one event."""
     if isinstance(event, Confirmed):
-        return _on_confirmed(state, event, policy, guards, now)
-    if isinstance(event, Recovered):
-        return _on_recovered(state, event, now)
-    return _on_done(state, event, policy, guards, now)
+        new, decisions = _on_confirmed(state, event, policy, guards, now)
+    elif isinstance(event, Recovered):
+        new, decisions = _on_recovered(state, event, now)
+    else:
+        new, decisions = _on_done(state, event, policy, guards, now)
+    if guards.blast_radius and new.phase in (Phase.DISPATCHED, Phase.HELD) and state.phase not in (
+            Phase.DISPATCHED, Phase.HELD):
+        # no host is handed to humans while the monitor's side looks broken: the ladder ends
+        # blocked and starts again when the guard clears, if the host is still down
+        kept = [d for d in decisions if not isinstance(d, (Page, StartSla, Blocked))]
+        block = Blocked("blast_radius", f"monitor-side failure suspected ({guards.blast_radius}): host page held")
+        return _end(new, blocked="blast_radius"), kept + ([block] if state.blocked != "blast_radius" else [])
+    return new, decisions
 
 
 def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
@@ -238,7 +259,7 @@ def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) 
         return s, [Retry(s.grace_until, f"{e.check} failed within the grace period after the last action")]
     ladder = Ladder.HOST if e.host_down else Ladder.SERVICE
     fresh = replace(s, ladder=ladder, level=1, check=e.check, incident_id=e.incident_id, started_at=now,
-                    tried=(), drivers_failed=(), pending=None, step=None)
+                    tried=(), causes=(), drivers_failed=(), pending=None, step=None, resume=None, verifying_since=0.0)
     if ladder is Ladder.SERVICE:
         if e.check not in p.restartable:
             return _page_held(fresh, "service_failed", 1, f"{e.check} is down and has no restart method configured")
@@ -256,12 +277,39 @@ def _on_recovered(s: HostState, e: Recovered, now: float) -> tuple[HostState, li
         return replace(s, blocked=None) if s.phase is Phase.IDLE else s, []  # the action's own verification decides
     if e.check != s.check and not (e.host_down and s.ladder is Ladder.HOST):
         return s, []
-    return _end(s), [Resolved(f"{e.check} recovered")]
+    # dispatched, held or awaiting an answer: a check answering is not the contract's "recovered"
+    verifying = replace(s, phase=Phase.ACTING, step=Step.VERIFY, resume=s.phase,
+                        verifying_since=s.verifying_since or now)
+    what = "ping and SSH login" + (f" and {s.check}" if s.ladder is Ladder.SERVICE else "")
+    return verifying, [Act(Step.VERIFY, s.level, f"{e.check} answers again: verify {what}")]
+
+
+def _on_verified(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
+    if e.ok:
+        return _end(s), [Resolved(f"verified after {s.check} recovered: {e.detail.get('summary', 'ok')}")]
+    if s.resume is None:  # it answered right before an action: not verified, so the action goes ahead
+        return _pending(replace(s, phase=Phase.IDLE, step=None, pending=None, verifying_since=0.0), s.pending,
+                        f"{s.check} answered but the host is not verified ({e.detail.get('summary', e.reason)})",
+                        p, g, now)
+    back = replace(s, phase=s.resume, resume=None,
+                   step=Step.REQUEST_APPROVAL if s.resume is Phase.AWAITING_APPROVAL else None)
+    why = f"recovery not verified ({e.reason or 'failed'}): level {s.level} stays"
+    if now - s.verifying_since < p.boot_timeout:
+        again = now + p.verify_interval
+        return back, [Retry(again, why + "; verifying again", Recovered(s.check or "", s.ladder is Ladder.HOST))]
+    return replace(back, verifying_since=0.0), [Note(why + f"; gave up verifying after {p.boot_timeout:g}s")]
 
 
 def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
     if s.phase not in (Phase.ACTING, Phase.AWAITING_APPROVAL) or e.step is not s.step:
         return s, [Note(f"outcome of {e.step} ignored: not the step in flight")]
+    if e.step is Step.VERIFY:
+        return _on_verified(s, e, p, g, now)
+    if _bmc_auth_failed(e):
+        cause = f"BMC authentication failed for {p.name or 'the host'} — fix the credentials or reset it by hand"
+        if cause not in s.causes:
+            state, decisions = _on_done(replace(s, causes=s.causes + (cause,)), e, p, g, now)
+            return state, [Page("bmc_auth", s.level, cause, {"tried": list(s.tried)}), *decisions]
     s = replace(s, phase=Phase.IDLE, step=None, tried=s.tried + (f"{e.step}: {'ok' if e.ok else 'failed'}"
                                                                   + (f" ({e.reason})" if e.reason else ""),))
     if e.step is Step.REQUEST_APPROVAL:
@@ -305,6 +353,11 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
     return s, [Note(f"unexpected outcome {e.step}")]
 
 
+def _bmc_auth_failed(e: Done) -> bool:
+    """The BMC rejected the credentials (RAKP HMAC invalid): no retry fixes that, humans must."""
+    return not e.ok and e.reason == "auth" and (e.step is Step.BMC_READ or e.detail.get("driver") == "ipmi")
+
+
 def _on_boot(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
     ping, login, fs_errors = e.detail.get("ping"), e.detail.get("login"), e.detail.get("fs_errors") or []
     if ping and login and not fs_errors:
@@ -326,10 +379,7 @@ def _on_approval(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tup
     s = replace(s, pending=None)
     if answer == "granted" or (answer is None and p.on_no_answer == "proceed"):
         why = "approved by the emergency contact" if answer else "no answer from the emergency contact; policy: proceed"
-        if pending in POWER_STEPS:
-            return _power(s, pending, s.level, why, p, g, now, approved=True)
-        args = {"check": s.check} if pending is Step.SERVICE_RESTART else None
-        return _decide(s, pending, s.level, why, p, g, now, args=args, approved=True)
+        return _pending(s, pending, why, p, g, now, approved=True)
     guard = "denied" if answer == "denied" else "no_answer"
     why = "the emergency contact declined" if answer == "denied" else "no answer from the emergency contact; policy: hold"
     held = replace(s, phase=Phase.HELD)
@@ -338,6 +388,17 @@ def _on_approval(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tup
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _pending(s: HostState, what: Step | None, why: str, p: Policy, g: Guards, now: float,
+             approved: bool = False) -> tuple[HostState, list[Decision]]:
+    """Decide the action that waited (for an answer, for a verification)."""
+    if what in POWER_STEPS:
+        return _power(s, what, s.level, why, p, g, now, approved=approved)
+    if what is None:
+        return s, [Note(f"nothing was pending: {why}")]
+    args = {"check": s.check} if what is Step.SERVICE_RESTART else None
+    return _decide(s, what, s.level, why, p, g, now, args=args, approved=approved)
 
 
 def _power(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards, now: float,
@@ -366,6 +427,10 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
                 if block.guard == "dry_run":
                     decisions.append(Note(f"dry run: would {what} ({why})"))
             return _end(s, blocked=block.guard), decisions
+    if what in DESTRUCTIVE and g.answers:  # recovered meanwhile: verify by the contract's definition instead
+        checking = replace(s, phase=Phase.ACTING, step=Step.VERIFY, pending=what, level=level, resume=None,
+                           verifying_since=now, blocked=None)
+        return checking, [Act(Step.VERIFY, level, f"{s.check} answers again: verify before any {what}")]
     if what in DESTRUCTIVE and what in p.contact_first and g.off_hours and not approved:
         asked = replace(s, phase=Phase.AWAITING_APPROVAL, step=Step.REQUEST_APPROVAL, pending=what, level=level,
                         blocked=None)
@@ -402,7 +467,9 @@ def _dispatch(s: HostState, why: str, now: float, blocked: Blocked | None = None
     """Level 3: page for on-site dispatch and start the engineer-on-site timer."""
     s = replace(s, phase=Phase.DISPATCHED, level=3, step=None, blocked=None)
     decisions: list[Decision] = [blocked] if blocked else []
-    decisions += [Page("dispatch", 3, f"level 3: dispatch an engineer on site: {why}", {"tried": list(s.tried)}),
+    why = "; ".join((why, *s.causes))
+    decisions += [Page("dispatch", 3, f"level 3: dispatch an engineer on site: {why}",
+                       {"tried": list(s.tried), "causes": list(s.causes)}),
                   StartSla("engineer_on_site", now + 120 * 60)]
     return s, decisions
 

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 TICK = 5.0
 SEVERITY = {"dispatch": "critical", "blast_radius": "critical", "sla_breach": "critical", "approval": "critical",
-            "service_failed": "error", "action_held": "warning", "hardware_ticket": "warning", "backup_ticket": "warning",
-            "check_warning": "warning"}
+            "bmc_auth": "critical", "service_failed": "error", "action_held": "warning", "hardware_ticket": "warning",
+            "backup_ticket": "warning", "check_warning": "warning", "auto_fixed": "info"}
 
 NOTICES = {
     "ja": {
@@ -74,8 +74,9 @@ class Notifier:
     # -- pages ----------------------------------------------------------------------------
 
     def page(self, host: str | None, kind: str, summary: str, incident_id: int | None = None,
-             details: dict | None = None, targets: list[str] | None = None) -> int | None:
-        """Open a page and send its first tier; ``targets`` skips routing (e.g. an approval request)."""
+             details: dict | None = None, targets: list[str] | None = None, escalate: bool = True) -> int | None:
+        """Open a page and send its first tier; ``targets`` skips routing (e.g. an approval request);
+        ``escalate=False`` sends the first tier only (an information)."""
         now = self.clock.time()
         severity: Severity = SEVERITY.get(kind, "error")  # type: ignore[assignment]
         paging = self.config.paging
@@ -91,8 +92,8 @@ class Notifier:
         else:
             policy = ""
         page_id = self.store.open_page(incident_id, host, kind, severity, policy, summary, now)
-        self._send(self._page(page_id), 0, targets, details or {})
-        for vendor in vendors:
+        self._send(self._page(page_id), 0, targets, details or {}, escalate)
+        for vendor in vendors if escalate else ():  # an information is not escalated, to vendors neither
             self._escalate_to_vendor(vendor, host, kind, severity, summary, incident_id, page_id, details or {})
         return page_id
 
@@ -123,10 +124,18 @@ class Notifier:
         if sent:
             log.warning("%s: escalated to vendor %s through %s", host or "-", name, ", ".join(sent))
 
+    def inform(self, host: str, kind: str, summary: str, incident_id: int | None) -> None:
+        """Tell the first tier about something already over (e.g. a host reset and verified):
+        triggered and resolved at once under the same key, never escalated."""
+        page_id = self.page(host, kind, summary, incident_id, escalate=False)
+        if page_id is not None:
+            self._close(self._page(page_id))
+
     def _page(self, page_id: int) -> PageRecord:
         return next(p for p in self.store.pages(open_only=False) if p.id == page_id)
 
-    def _send(self, page: PageRecord, step: int, targets: list[str] | None, details: dict) -> None:
+    def _send(self, page: PageRecord, step: int, targets: list[str] | None, details: dict,
+              escalate: bool = True) -> None:
         """Page tier ``step`` (or ``targets``) and set the ack deadline."""
         now = self.clock.time()
         paging = self.config.paging
@@ -146,7 +155,7 @@ class Notifier:
                     at=now, incident_id=page.incident_id))
                 if [integration, key] not in paged:
                     paged.append([integration, key])
-            next_at = now + tier.ack_timeout if policy else None  # the last tier's timeout ends the ladder
+            next_at = now + tier.ack_timeout if policy and escalate else None  # the last tier's timeout ends the ladder
             self.store.update_page(page.id, step=step, next_at=next_at, paged=paged)
             self._journal("page_sent", page.host, page.incident_id, page.kind,
                           f"tier {step + 1}: {', '.join(sorted({i for _, i in pairs})) or 'nobody'}",
@@ -163,12 +172,15 @@ class Notifier:
 
     def resolve(self, incident_id: int) -> None:
         """The incident recovered: resolve its open pages."""
-        now = self.clock.time()
         with self.store.transaction(durable=True):
             for page in self.store.pages(incident_id=incident_id):
-                self._follow_up(page, "resolve")
-                self.store.update_page(page.id, closed_at=now, next_at=None)
-                self._journal("page_resolved", page.host, incident_id, page.kind, page.summary, {"page": page.id})
+                self._close(page)
+
+    def _close(self, page: PageRecord) -> None:
+        with self.store.transaction(durable=True):
+            self._follow_up(page, "resolve")
+            self.store.update_page(page.id, closed_at=self.clock.time(), next_at=None)
+            self._journal("page_resolved", page.host, page.incident_id, page.kind, page.summary, {"page": page.id})
 
     def escalate(self, page: PageRecord, why: str) -> None:
         """Page the next tier now."""
@@ -239,18 +251,23 @@ class Notifier:
     # -- customer notices ----------------------------------------------------------------
 
     def notice(self, host: str, what: str, summary: str, incident_id: int | None, when: float | None = None) -> None:
-        """Send the host's customer a ``failure``, ``recovery``, ``threshold`` or ``work`` notice."""
+        """Send the host's customer a ``failure``, ``recovery``, ``threshold`` or ``work`` notice.
+
+        A recovery resolves the failure notice's key: integrations with alerts close the alert,
+        e-mail sends the recovery mail (its own Message-ID, since the action differs)."""
         h = self.config.hosts.get(host)
         customer = self.config.customers.get(h.customer) if h and h.customer else None
         if customer is None or not customer.notify or not customer.emails:
             return
         subject, body = NOTICES[customer.language][what]
         fields = {"host": host, "summary": summary, "when": self.format_time(when or self.clock.time())}
-        key = f"monitord-notice-{host}-{what}-{incident_id if incident_id is not None else int(self.clock.time())}"
+        kind = "failure" if what == "recovery" else what
+        key = f"monitord-notice-{host}-{kind}-{incident_id if incident_id is not None else int(self.clock.time())}"
         with self.store.transaction(durable=True):
             for integration in customer.notify:
                 self.outbox.enqueue(integration, Message(
                     dedup_key=key, summary=subject.format(**fields), body=body.format(**fields), source=host,
+                    action="resolve" if what == "recovery" else "trigger",
                     severity="warning" if what in ("threshold", "work") else "critical",
                     to=tuple(customer.emails), at=self.clock.time(), incident_id=incident_id))
             self._journal("notice", host, incident_id, what, subject.format(**fields), {"to": customer.emails})

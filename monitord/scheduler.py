@@ -85,6 +85,9 @@ class Scheduler:
         self._tasks: set[asyncio.Task] = set()
         self.listener: Callable[[CheckSpec, Event, Result, int | None], None] | None = None
         """Told when a check is confirmed down, changes status while down, or recovers (the engine)."""
+        self.episode: Callable[[str], int | None] = lambda host: None
+        """The incident a host's open ladder owns (the engine): a check confirmed meanwhile joins
+        it instead of opening its own, and a check recovering meanwhile does not close it."""
 
     # -- configuration -------------------------------------------------------------------
 
@@ -246,8 +249,9 @@ class Scheduler:
         incident_id = entry.incident_id
         now = result.started_at
         with self.store.transaction(durable=event in (Event.CONFIRMED, Event.RECOVERED)):
+            episode = self.episode(spec.host) if event in (Event.CONFIRMED, Event.RECOVERED) else None
             if event is Event.CONFIRMED:
-                incident_id = self.store.open_incident(
+                incident_id = episode if episode is not None else self.store.open_incident(
                     spec.host, spec.name, spec.kind.name, now, state.problem_since or now, result.summary)
             if event in _JOURNALED:
                 self.store.append(JournalEntry(
@@ -256,7 +260,8 @@ class Scheduler:
                     detail={"summary": result.summary, "attempt": state.attempt, "max_attempts": spec.max_attempts},
                 ))
             if event is Event.RECOVERED and incident_id is not None:
-                self.store.close_incident(incident_id, now)
+                if incident_id != episode:
+                    self.store.close_incident(incident_id, now)
                 incident_id = None
             self.store.put_check_state(spec.id, state, incident_id)
         event_incident = entry.incident_id if event is Event.RECOVERED else incident_id

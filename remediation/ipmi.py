@@ -112,6 +112,17 @@ def classify_failure(stderr: str) -> Reason | None:
     return None
 
 
+_COMPLAINT = re.compile(r"^(Err\b|Error\b|Unable to)", re.IGNORECASE)
+
+
+def complaints(stderr: str) -> str | None:
+    """The error lines ipmitool printed although it exited 0 (e.g. ``Err in cmd get sensor sdr
+    info`` for a sensor it could not read), on one line; None when there are none."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    hit = [line for line in lines if _COMPLAINT.match(line) and not _NOISE.match(line)]
+    return _failure_detail("\n".join(hit)) if hit else None
+
+
 def _failure_detail(stderr: str, limit: int = 300) -> str:
     """The informative lines of ipmitool's stderr, on one line."""
     lines = [line.strip().lstrip("> ").strip() for line in stderr.splitlines()]
@@ -198,6 +209,7 @@ class BmcHealth:
     problems: tuple[SensorReading, ...] | None
     sel_requested: int = 20
     errors: tuple[str, ...] = ()
+    sensors_complete: bool = True  # False when ipmitool complained while listing them
 
     def _sel_part(self) -> str | None:
         if self.sel is None:
@@ -216,7 +228,9 @@ class BmcHealth:
             hit = [sensor.describe() for sensor in self.problems if sensor.status is status]
             if hit:
                 groups.append(f"{len(hit)} {_STATUS_WORDS[status]} ({', '.join(hit)})")
-        return "sensors: " + ", ".join(groups) if groups else "sensors ok"
+        if groups:
+            return "sensors: " + ", ".join(groups)
+        return "sensors ok" if self.sensors_complete else None
 
     def summary(self) -> str:
         """One line for the journal: ``power on; 2 SEL events (last: ...); sensors: 1 critical (Temp 149 C)``."""
@@ -382,7 +396,12 @@ class IpmiDriver:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "IPMI_PASSWORD": self._password}
 
     async def _run(self, command: Sequence[str], *, verbose: bool = False, once: bool = False) -> str:
-        """Run ipmitool once and return its stdout; raise :class:`ActionError` on failure.
+        """Run ipmitool once and return its stdout; raise :class:`ActionError` on failure."""
+        return (await self._run_full(command, verbose=verbose, once=once))[0]
+
+    async def _run_full(self, command: Sequence[str], *, verbose: bool = False,
+                        once: bool = False) -> tuple[str, str]:
+        """Run ipmitool once and return its stdout and stderr; raise :class:`ActionError` on failure.
 
         The process gets its own process group, which is SIGKILLed on timeout or cancellation;
         the process is always waited for.
@@ -414,7 +433,7 @@ class IpmiDriver:
         out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
         if proc.returncode != 0:
             raise await self._failure(what, err, verbose, once)
-        return out
+        return out, err
 
     async def _failure(self, what: str, stderr: str, verbose: bool, once: bool) -> ActionError:
         """The :class:`ActionError` for a failed run; asks ``chassis power status -v`` when a
@@ -460,7 +479,12 @@ class IpmiDriver:
 
     async def sensors(self) -> list[SensorReading]:
         """Every sensor with its reading, status and thresholds (``ipmitool sensor``)."""
-        return parse_sensors(await self._run(["sensor"]))
+        return (await self.sensor_report())[0]
+
+    async def sensor_report(self) -> tuple[list[SensorReading], str | None]:
+        """:meth:`sensors`, and what ipmitool complained about while listing them (exit 0)."""
+        out, err = await self._run_full(["sensor"])
+        return parse_sensors(out), complaints(err)
 
     async def health(self, sel_last: int = 20) -> BmcHealth:
         """Power state, the last ``sel_last`` SEL records and the sensors not ok, for the journal.
@@ -477,8 +501,12 @@ class IpmiDriver:
             entries = tuple(await self.sel(sel_last))
         except ActionError as exc:
             errors.append(f"SEL unreadable ({exc.reason}: {exc.summary})")
+        complaint = None
         try:
-            problems = tuple(sensor for sensor in await self.sensors() if sensor.status.problem)
+            readings, complaint = await self.sensor_report()
+            problems = tuple(sensor for sensor in readings if sensor.status.problem)
         except ActionError as exc:
             errors.append(f"sensors unreadable ({exc.reason}: {exc.summary})")
-        return BmcHealth(power, entries, problems, sel_last, tuple(errors))
+        if complaint:
+            errors.append(f"sensors incomplete (ipmitool: {complaint})")
+        return BmcHealth(power, entries, problems, sel_last, tuple(errors), sensors_complete=complaint is None)

@@ -102,6 +102,7 @@ hosts:
   web1:
     address: 127.0.0.1
     bmc: {address: 127.0.0.1, username: admin, password: {env: NOPE}}
+    ssh: {key: {env: NOPE}}
     checks:
       ping: {}
       https: {restart: {unit: nginx}}
@@ -136,3 +137,131 @@ async def test_a_host_that_degrades_from_loss_to_down_starts_the_ladder(ping_eng
     await asyncio.sleep(0)
     await engine.idle()
     assert [e.decision for e in store.journal() if e.event == "decided"][:1] == ["bmc_read"]
+
+
+# -- the lifecycle of an episode, on the fake clock ------------------------------------------------
+
+from monitord import escalation as esc  # noqa: E402
+from monitord.checkstate import CheckState  # noqa: E402
+
+
+
+class StateScheduler(IdleScheduler):
+    """Check states a test sets."""
+
+    def __init__(self):
+        self.states: dict[str, CheckState] = {}
+
+    def state_of(self, check_id):
+        return self.states[check_id]
+
+    def incident_of(self, check_id):
+        return None
+
+
+def hard(result: Result) -> CheckState:
+    return CheckState(status=result.status, hard=True, attempt=2, last_result=result, problem_since=result.started_at)
+
+
+@pytest.fixture
+def lifecycle(tmp_path):
+    engine, store, specs = make_engine(tmp_path, PING_CONFIG)
+    engine.scheduler = StateScheduler()
+    yield engine, store, specs
+    store.close()
+
+
+async def test_a_deferred_restart_is_cancelled_when_the_check_recovered_meanwhile(lifecycle):
+    engine, store, specs = lifecycle
+    https = specs["https"]
+    clock = engine.clock
+    engine._states["web1"] = esc.HostState(grace_until=clock.time() + 60)  # a reset just happened
+    down = Result(Status.CRITICAL, Reason.REFUSED, "connection refused", 0.1, clock.time())
+    engine.scheduler.states[https.id] = hard(down)
+    incident = store.open_incident("web1", "https", "https", clock.time(), clock.time(), "refused")
+    engine.submit("web1", esc.Confirmed("https", False, incident, "connection refused"))
+    await clock.advance(1)
+    assert [e.event for e in store.journal() if e.host == "web1"] == ["deferred"]
+    engine.scheduler.states[https.id] = CheckState()  # https answers again before the grace period ends
+    await clock.advance(60)
+    await engine.idle()
+    events = [(e.event, e.reason) for e in store.journal() if e.host == "web1"]
+    assert events[-1][0] == "cancelled" and "no longer confirmed down" in events[-1][1]
+    assert not [e for e in store.journal() if e.event == "decided"]
+
+
+async def test_warnings_fold_into_the_ladder_in_progress(lifecycle):
+    engine, store, specs = lifecycle
+    engine._states["web1"] = esc.HostState(phase=esc.Phase.ACTING, ladder=esc.Ladder.HOST, level=1,
+                                           step=esc.Step.WAIT_BOOT, check="ping", incident_id=9)
+    loss = Result(Status.WARNING, Reason.THRESHOLD, "33% loss (1 of 3 lost)", 0.1, 1000.0)
+    for _ in range(3):
+        engine.notify(specs["ping"], Event.CHANGED, loss, incident_id=9)
+    assert not [e for e in store.journal() if e.event == "page_sent"]
+    assert [e.incident_id for e in store.journal() if e.event == "note"] == [9, 9, 9]
+
+
+async def test_a_check_recovering_during_a_ladder_leaves_the_incident_to_the_ladder(lifecycle):
+    engine, store, specs = lifecycle
+    clock = engine.clock
+    incident = store.open_incident("web1", "ping", "ping", clock.time(), clock.time(), "down")
+    engine._states["web1"] = esc.HostState(phase=esc.Phase.DISPATCHED, ladder=esc.Ladder.HOST, level=3,
+                                           check="ping", incident_id=incident)
+    assert engine.episode("web1") == incident
+    engine.notifier.page("web1", "dispatch", "web1: level 3", incident)
+    engine.notify(specs["ping"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "ok", 0.1, clock.time()),
+                  incident_id=incident)
+    assert store.incidents()[0].closed_at is None and len(store.pages()) == 1  # not resolved by the check
+
+
+async def test_a_recovery_without_a_ladder_resolves_pages_and_tells_the_customer_once(tmp_path):
+    engine, store, specs = make_engine(tmp_path, CONFIG.replace("      bmc: {}\n", "      bmc: {}\n      ping: {}\n"))
+    clock = engine.clock
+    incident = store.open_incident("db1", "ping", "ping", clock.time(), clock.time(), "down")
+    engine.notifier.notice("db1", "failure", "ping: no reply", incident)
+    engine.notifier.page("db1", "check_warning", "db1/ping: 33% loss", incident)
+    store.close_incident(incident, clock.time())  # what the scheduler does before telling the engine
+    ok = Result(Status.OK, Reason.NONE, "ok", 0.1, clock.time())
+    for _ in range(2):
+        engine.notify(specs["ping"], Event.RECOVERED, ok, incident_id=incident)
+    await asyncio.sleep(0)
+    await engine.idle()
+    assert [(i.action, i.dedup_key) for i in store.outbox()] == [
+        ("trigger", f"monitord-notice-db1-failure-{incident}"), ("trigger", "monitord-page-1"),
+        ("resolve", "monitord-page-1"), ("resolve", f"monitord-notice-db1-failure-{incident}")]
+    assert store.pages() == []
+
+
+async def test_a_confirmation_of_an_incident_that_is_over_is_not_acted_on(lifecycle):
+    # e.g. queued twice; the first ladder reset the host and closed the incident before the
+    # check's own state caught up
+    engine, store, specs = lifecycle
+    clock = engine.clock
+    ping = specs["ping"]
+    engine.scheduler.states[ping.id] = hard(Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply", 0.1, clock.time()))
+    incident = store.open_incident("web1", "ping", "ping", clock.time(), clock.time(), "no reply")
+    store.close_incident(incident, clock.time())
+    engine.submit("web1", esc.Confirmed("ping", True, incident, "no reply"))
+    await asyncio.sleep(0)
+    await engine.idle()
+    [entry] = [e for e in store.journal() if e.host == "web1"]
+    assert (entry.event, entry.reason) == ("cancelled", f"incident {incident} of ping is over already")
+
+
+async def test_hosts_blocked_by_the_blast_radius_guard_wait_quietly_until_it_clears(lifecycle, caplog):
+    engine, store, specs = lifecycle
+    clock = engine.clock
+    ping = specs["ping"]
+    engine.scheduler.states[ping.id] = hard(Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply", 0.1, clock.time()))
+    engine._states["web1"] = esc.HostState(blocked="blast_radius")
+    engine.blast.episode.update("3 of 3 hosts down now", clock.time())
+    for _ in range(3):  # what the daemon does every 30 s
+        engine._reevaluate()
+        await clock.advance(30)
+    assert not engine._tasks and store.journal() == []  # no BMC read, no journal row
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # no log line
+    engine.blast.episode.update(None, clock.time())
+    engine._reevaluate()
+    assert [t.get_name() for t in engine._tasks] == ["escalation web1"]  # the guard cleared: its ladder runs
+    for task in engine._tasks:
+        task.cancel()

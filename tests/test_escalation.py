@@ -23,6 +23,10 @@ def boot(ping: bool, login: bool, fs_errors=()) -> Done:
                 detail={"ping": ping, "login": login, "fs_errors": list(fs_errors)})
 
 
+def verified(ok: bool) -> Done:
+    return Done(Step.VERIFY, ok, "" if ok else "not verified", {"ping": True, "login": ok})
+
+
 def short(decisions) -> list[str]:
     """Decisions as compact strings, for readable tables."""
     out = []
@@ -85,8 +89,9 @@ LADDERS = {
     "IPMI fails: falls back to the PDU": (
         [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "auth", {"driver": "ipmi"}),
          Done(Step.POWER_RESET, True, detail={"driver": "pdu"}), boot(True, True)],
-        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"], ["act wait_boot L1"],
-         ["resolved"]],
+        # the BMC rejected the credentials: humans hear of it at once (issue #8 item 5)
+        [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["page bmc_auth L1", "act power_reset via pdu L1"],
+         ["act wait_boot L1"], ["resolved"]],
     ),
     "a power command whose outcome is unknown is verified, not resent through the PDU": (
         [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi", "maybe_done": True}),
@@ -111,11 +116,12 @@ LADDERS = {
         [HTTP_DOWN, Done(Step.SERVICE_RESTART, False, "timeout", {"login": False}), Done(Step.BMC_READ, True)],
         [["act service_restart L1"], ["act bmc_read L1"], ["act power_reset via ipmi L1"]],
     ),
-    "recovered while dispatched: resolved": (
+    # a check answering is not the contract's recovery: the ladder verifies first (issue #8 item 1)
+    "recovered while dispatched: verified, then resolved": (
         [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", {"driver": "ipmi"}),
-         Done(Step.POWER_RESET, False, "x", {"driver": "pdu"}), Recovered("ping", True)],
+         Done(Step.POWER_RESET, False, "x", {"driver": "pdu"}), Recovered("ping", True), verified(True)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"],
-         ["page dispatch L3", "sla engineer_on_site"], ["resolved"]],
+         ["page dispatch L3", "sla engineer_on_site"], ["act verify L3"], ["resolved"]],
     ),
     "a stale outcome is ignored": (
         [DOWN, Done(Step.WAIT_BOOT, True)],
@@ -262,10 +268,10 @@ def test_business_hours_needs_no_approval():
     assert trace[1] == ["act power_reset via ipmi L1"]
 
 
-def test_recovery_while_awaiting_approval_resolves():
-    state, trace = play([DOWN, Done(Step.BMC_READ, True), Recovered("ping", True)], policy=OFF_HOURS,
+def test_recovery_while_awaiting_approval_is_verified_then_resolves():
+    state, trace = play([DOWN, Done(Step.BMC_READ, True), Recovered("ping", True), verified(True)], policy=OFF_HOURS,
                         guards=Guards(off_hours=True))
-    assert trace[2] == ["resolved"] and state.phase is Phase.IDLE
+    assert trace[2:] == [["act verify L1"], ["resolved"]] and state.phase is Phase.IDLE
 
 
 def test_recovery_clears_a_block_so_the_next_one_is_journaled_again():
@@ -278,3 +284,102 @@ def test_power_action_counts_once_even_with_fallback():
     state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", {"driver": "ipmi"}),
                      Done(Step.POWER_RESET, True, detail={"driver": "pdu"})])
     assert len(state.power_actions) == 1
+
+
+DISPATCHED_EVENTS = [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+                     boot(False, False), Done(Step.POWER_CYCLE, True, detail={"driver": "ipmi"}), boot(True, False)]
+
+
+def test_a_check_answering_while_an_action_is_in_flight_is_left_to_its_verification():
+    state, trace = play([DOWN, Done(Step.BMC_READ, True), Recovered("ping", True)])
+    assert trace[2] == [] and state.phase is Phase.ACTING and state.step is Step.POWER_RESET
+
+
+def test_unverified_recovery_keeps_the_dispatch_and_verifies_again_until_boot_timeout():
+    policy = replace(FULL, boot_timeout=100, verify_interval=30)
+    state, trace = play(DISPATCHED_EVENTS, policy=policy)
+    assert trace[-1] == ["page dispatch L3", "sla engineer_on_site"]
+    t = 2000.0
+    state, decisions = step(state, Recovered("ping", True), policy, OK, t)
+    assert short(decisions) == ["act verify L3"] and state.verifying_since == t
+    state, decisions = step(state, verified(False), policy, OK, t + 1)  # ping answers, login refused
+    [retry] = decisions
+    assert (retry.at, retry.event) == (t + 31, Recovered("ping", True))
+    assert (state.phase, state.level, state.incident_id) == (Phase.DISPATCHED, 3, 7)
+    state, decisions = step(state, retry.event, policy, OK, retry.at)
+    state, decisions = step(state, verified(False), policy, OK, t + 101)
+    assert short(decisions) == ["note"] and "gave up" in decisions[0].text
+    assert state.phase is Phase.DISPATCHED and state.verifying_since == 0.0
+    state, decisions = step(state, Recovered("ping", True), policy, OK, t + 500)  # a later recovery: verify again
+    state, decisions = step(state, verified(True), policy, OK, t + 501)
+    assert short(decisions) == ["resolved"] and state == HostState(power_actions=state.power_actions,
+                                                                  grace_until=state.grace_until)
+
+
+def test_recovery_of_another_check_does_not_verify_a_service_ladder():
+    policy = replace(FULL, restartable=frozenset())
+    state, trace = play([HTTP_DOWN, Recovered("imap", False), Recovered("http", False)], policy=policy)
+    assert trace == [["page service_failed L1"], [], ["act verify L1"]]
+    assert "http" in state.check and "verify ping and SSH login and http" in "".join(
+        d.why for d in step(replace(state, phase=Phase.HELD, step=None), Recovered("http", False), policy, OK, 0)[1])
+
+
+def test_unverified_recovery_while_awaiting_approval_goes_back_to_waiting():
+    state, _ = play([DOWN, Done(Step.BMC_READ, True), Recovered("ping", True), verified(False)], policy=OFF_HOURS,
+                    guards=Guards(off_hours=True))
+    assert (state.phase, state.step, state.pending) == (Phase.AWAITING_APPROVAL, Step.REQUEST_APPROVAL,
+                                                        Step.POWER_RESET)
+
+
+def test_bmc_authentication_failure_pages_at_once_and_once_per_ladder():
+    policy = replace(FULL, name="web1")
+    state = HostState()
+    events = [DOWN, Done(Step.BMC_READ, False, "auth"), Done(Step.POWER_RESET, False, "auth", {"driver": "ipmi"}),
+              Done(Step.POWER_RESET, False, "timeout", {"driver": "pdu"})]
+    trace, pages = [], []
+    for i, event in enumerate(events):
+        state, decisions = step(state, event, policy, OK, i)
+        trace.append(short(decisions))
+        pages += [d for d in decisions if isinstance(d, Page)]
+    assert trace == [["act bmc_read L1"], ["page bmc_auth L1", "act power_reset via ipmi L1"],
+                     ["act power_reset via pdu L1"], ["page dispatch L3", "sla engineer_on_site"]]
+    cause = "BMC authentication failed for web1 — fix the credentials or reset it by hand"
+    assert pages[0].summary == cause
+    assert cause in pages[1].summary and pages[1].detail["causes"] == [cause]
+
+
+@pytest.mark.parametrize("reason,driver,paged", [("timeout", "ipmi", False), ("auth", "pdu", False),
+                                                 ("auth", "ipmi", True)])
+def test_only_the_bmc_rejecting_credentials_is_a_bmc_auth_page(reason, driver, paged):
+    _, trace = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, reason, {"driver": driver})],
+                    policy=replace(FULL, power_drivers=("ipmi", "pdu") if driver == "ipmi" else ("pdu",)))
+    assert ("page bmc_auth L1" in trace[2]) is paged
+
+
+@pytest.mark.parametrize("events,first", [
+    ([HTTP_DOWN], "act service_restart L1"),
+    ([DOWN, Done(Step.BMC_READ, True)], "act power_reset via ipmi L1"),
+])
+def test_a_check_that_answers_right_before_the_first_destructive_action_is_verified_instead(events, first):
+    answers = Guards(answers=True)
+    state, trace = play(events, guards=[OK] * (len(events) - 1) + [answers])
+    assert trace[-1] == ["act verify L1"] and state.pending is not None
+    _, decisions = step(state, verified(True), FULL, OK, 2000)
+    assert short(decisions) == ["resolved"]
+    _, decisions = step(state, verified(False), FULL, OK, 2000)  # answers, but no login: the action goes ahead
+    assert short(decisions) == [first]
+    _, decisions = step(state, verified(False), FULL, Guards(dry_run=True), 2000)  # with the guards of that moment
+    assert short(decisions) == ["blocked dry_run", "note"]
+
+
+@pytest.mark.parametrize("events,policy", [
+    ([DOWN], Policy(has_ssh=True)),  # no power control: would dispatch
+    ([HTTP_DOWN], replace(FULL, restartable=frozenset())),  # no restart method: would page
+])
+def test_no_host_is_handed_to_humans_during_a_blast_radius_episode(events, policy):
+    blast = Guards(blast_radius="3 of 3 hosts down now")
+    state, trace = play(events + events, policy=policy, guards=blast)
+    assert trace == [["blocked blast_radius"], []]  # journaled once, quietly after
+    assert state.phase is Phase.IDLE and state.blocked == "blast_radius"
+    _, trace = play(events, policy=policy, state=state)  # the guard cleared: the host's ladder runs
+    assert trace[0][0].startswith("page")

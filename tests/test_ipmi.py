@@ -25,6 +25,7 @@ from remediation.ipmi import (
     SensorReading,
     SensorStatus,
     classify_failure,
+    complaints,
     parse_power_status,
     parse_sel,
     parse_sensors,
@@ -191,6 +192,18 @@ def test_health_summary() -> None:
     assert BmcHealth(PowerState.ON, sel[:2], (), 2).summary().startswith("power on; 2+ SEL events")
     unreadable = BmcHealth(PowerState.ON, None, (), 20, ("SEL unreadable (error: ipmitool sel elist: x)",))
     assert unreadable.summary() == "power on; sensors ok; SEL unreadable (error: ipmitool sel elist: x)"
+
+
+def test_an_error_printed_with_exit_0_never_reads_as_sensors_ok() -> None:
+    stderr = "Loading IANA PEN Registry...\nErr in cmd get sensor sdr info\nError: sensor 0x1f not present\n"
+    assert complaints(stderr) == "Err in cmd get sensor sdr info; Error: sensor 0x1f not present"
+    assert complaints("Loading IANA PEN Registry...\n") is None
+    complained = BmcHealth(PowerState.ON, (), (), 20, ("sensors incomplete (ipmitool: Err in cmd get sensor sdr info)",),
+                           sensors_complete=False)
+    assert complained.summary() == "power on; SEL empty; sensors incomplete (ipmitool: Err in cmd get sensor sdr info)"
+    problems = tuple(s for s in parse_sensors(SENSOR_OUTPUT) if s.status.problem)
+    partial = BmcHealth(PowerState.ON, (), problems, 20, sensors_complete=False)
+    assert "sensors: 1 critical (Temp 149 C)" in partial.summary() and "sensors ok" not in partial.summary()
 
 
 def test_from_config_reads_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -224,3 +224,23 @@ async def test_http_api_acknowledges_with_a_token(env, tmp_path):
         assert store.pages()[0].acked_at is None  # nothing happened so far
         assert await post(url) == (200, {"incident": incident, "acknowledged": 1})
     assert store.pages()[0].acked_by == "aoki"
+
+
+def test_a_recovery_notice_resolves_the_failure_notice_key(env):
+    clock, store, notifier, _ = env
+    notifier.notice("web2", "failure", "ping: no reply", incident_id=3)
+    notifier.notice("web2", "recovery", "web2", incident_id=3)
+    failure, recovery = store.outbox()
+    assert (failure.action, recovery.action) == ("trigger", "resolve")
+    assert failure.dedup_key == recovery.dedup_key == "monitord-notice-web2-failure-3"
+    assert json.loads(recovery.message)["summary"] == "[Recovered] web2"  # e-mail sends the recovery mail
+
+
+def test_an_information_is_sent_once_and_resolved_never_escalated(env):
+    clock, store, notifier, _ = env
+    notifier.inform("web1", "auto_fixed", "web1: reset automatically at level 1 and verified", incident_id=7)
+    assert queued(store) == [("slack-noc", "trigger", "monitord-page-1"), ("slack-noc", "resolve", "monitord-page-1")]
+    assert json.loads(store.outbox()[0].message)["severity"] == "info"
+    clock._now += 86400
+    notifier.tick()
+    assert len(queued(store)) == 2 and store.pages() == []

@@ -379,6 +379,20 @@ def mailbox():
     controller.stop()
 
 
+def paging(fleet, pagerduty, mailbox, sender: str = "noc@example.jp", language: str = "en") -> None:
+    """Route every page to PagerDuty (one person, one tier) and customer acme's notices to the mailbox."""
+    fleet.top["paging"] = {
+        "integrations": {
+            "pd": {"type": "pagerduty", "url": pagerduty.url, "routing_key": fleet.secret("pd", "R" * 32)},
+            "mail": {"type": "email", "host": "127.0.0.1", "port": mailbox.port, "tls": "none", "from": sender},
+        },
+        "people": {"aoki": {"notify": ["pd"]}},
+        "policies": {"ops": {"tiers": [{"targets": ["aoki"], "ack_timeout": "15m"}]}},
+        "routes": [{"policy": "ops"}],
+    }
+    fleet.top["customers"] = {"acme": {"notify": ["mail"], "emails": ["it@acme.example"], "language": language}}
+
+
 def test_incident_paged_acknowledged_and_resolved_through_real_receivers(
         fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty, mailbox):
     import email.header
@@ -386,17 +400,7 @@ def test_incident_paged_acknowledged_and_resolved_through_real_receivers(
     bmc = make_ipmi_sim()
     ssh = make_ssh_host(HOST)
     fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme")
-    fleet.top["paging"] = {
-        "integrations": {
-            "pd": {"type": "pagerduty", "url": pagerduty.url, "routing_key": fleet.secret("pd", "R" * 32)},
-            "mail": {"type": "email", "host": "127.0.0.1", "port": mailbox.port, "tls": "none",
-                     "from": "監視センター <noc@example.jp>"},
-        },
-        "people": {"aoki": {"notify": ["pd"]}},
-        "policies": {"ops": {"tiers": [{"targets": ["aoki"], "ack_timeout": "15m"}]}},
-        "routes": [{"policy": "ops"}],
-    }
-    fleet.top["customers"] = {"acme": {"notify": ["mail"], "emails": ["it@acme.example"]}}
+    paging(fleet, pagerduty, mailbox, sender="監視センター <noc@example.jp>", language="ja")
     daemon = fleet.start()
     wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
     loop.down(HOST)
@@ -426,3 +430,186 @@ def test_incident_paged_acknowledged_and_resolved_through_real_receivers(
     wait_for(lambda: daemon.incidents()[0][3] is not None, 20, "the incident to close")
     report = daemon.cli("report", "show", str(incident_id))
     assert "障害報告書" in report and "web1" in report
+
+
+# -- the incident lifecycle at its edges (issue #8) ------------------------------------------------
+
+
+def pd_events(pagerduty) -> list[tuple[str, str, str]]:
+    """(action, dedup_key, kind) of every PagerDuty event, in arrival order."""
+    return [(b["event_action"], b["dedup_key"], (b.get("payload") or {}).get("custom_details", {}).get("kind", ""))
+            for b in pagerduty.bodies]
+
+
+def subjects(mailbox) -> list[str]:
+    import email.header
+
+    return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for m in mailbox.messages]
+
+
+def crash_a_customer_host(fleet, loop, HOST, bmc, ssh, pagerduty, mailbox):  # noqa: N803
+    """web1 of customer acme, whose BMC reset brings it back on the network a second later; crash it."""
+    bmc.set_hook("reset", f"(sleep 1; {loop.up_cmd(HOST)}) &")
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme")
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    return daemon, bmc
+
+
+def test_ping_back_but_no_login_is_not_a_recovery(fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty,
+                                                   mailbox):
+    ssh = make_ssh_host(HOST)
+    ssh.stop()  # the host comes back on ping, but every SSH login is refused
+    daemon, bmc = crash_a_customer_host(fleet, loop, HOST, make_ipmi_sim(), ssh, pagerduty, mailbox)
+    wait_for(lambda: "page dispatch" in ladder(daemon), 60, "the dispatch")
+    # the ping check recovered long ago; its recovery is verified (login refused), retried, then given up
+    wait_for(lambda: any(r[0] == "note" and "gave up verifying" in (r[3] or "") for r in daemon.journal("web1")),
+             60, "the recovery's verification to give up")
+    assert bmc.commands() == ["reset", "off", "on"]
+    assert "resolved" not in ladder(daemon)
+    [(incident_id, _, check, closed_at)] = daemon.incidents()  # one incident for the whole episode
+    assert (check, closed_at) == ("ping", None)
+    assert "decided verify" in ladder(daemon) and "outcome verify failed" in ladder(daemon)
+    wait_for(lambda: [e[0] for e in pd_events(pagerduty)] == ["trigger"], 20, "the dispatch page")
+    time.sleep(2)  # nothing else follows: no resolve, no recovery notice
+    assert [(a, k) for a, _, k in pd_events(pagerduty)] == [("trigger", "dispatch")]
+    [failure] = subjects(mailbox)  # the failure notice, and no "[Recovered]"
+    assert failure.startswith("[Failure] web1")
+
+
+def test_host_reset_at_level_1_is_resolved_everywhere_and_on_call_informed(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty, mailbox):
+    daemon, bmc = crash_a_customer_host(fleet, loop, HOST, make_ipmi_sim(), make_ssh_host(HOST), pagerduty, mailbox)
+    wait_for(lambda: "resolved" in ladder(daemon), 40, "the ladder to resolve")
+    wait_for(lambda: len(pagerduty.bodies) == 2 and len(mailbox.messages) == 2, 30, "the info page and the notices")
+    time.sleep(2)
+    assert bmc.commands() == ["reset"]
+    events = pd_events(pagerduty)
+    assert [(a, k) for a, _, k in events] == [("trigger", "auto_fixed"), ("resolve", "")]
+    assert events[0][1] == events[1][1]  # resolved under the key it was triggered with
+    assert pagerduty.bodies[0]["payload"]["severity"] == "info"
+    failure, recovery = mailbox.messages
+    assert subjects(mailbox)[0].startswith("[Failure] web1") and subjects(mailbox)[1] == "[Recovered] web1"
+    assert failure["X-Monitord-Dedup-Key"] == recovery["X-Monitord-Dedup-Key"]
+    assert (failure["X-Monitord-Action"], recovery["X-Monitord-Action"]) == ("trigger", "resolve")
+    [(_, _, _, closed_at)] = daemon.incidents()
+    assert closed_at is not None
+    assert "paramiko" not in (fleet.tmp / "daemon.log").read_text()  # its INFO chatter is off, even at debug
+
+
+def test_bmc_rejecting_the_credentials_pages_at_once_and_the_dispatch_says_why(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty, mailbox):
+    bmc = make_ipmi_sim()
+    fleet.add("web1", HOST, bmc=bmc, bmc_password="wrong", ssh=make_ssh_host(HOST), customer="acme")
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: len(pagerduty.bodies) == 2, 60, "the BMC page and the dispatch page")
+    cause = "BMC authentication failed for web1 — fix the credentials or reset it by hand"
+    (_, auth_key, auth_kind), (_, dispatch_key, dispatch_kind) = pd_events(pagerduty)
+    assert (auth_kind, dispatch_kind) == ("bmc_auth", "dispatch")
+    assert pagerduty.bodies[0]["payload"]["summary"] == f"web1: {cause}"
+    assert cause in pagerduty.bodies[1]["payload"]["summary"]
+    assert pagerduty.bodies[1]["payload"]["custom_details"]["causes"] == [cause]
+    steps = ladder(daemon)
+    assert steps[:3] == ["decided bmc_read", "outcome bmc_read failed", "page bmc_auth"]  # journaled, then paged
+    assert steps.count("page bmc_auth") == 1 and bmc.commands() == []
+    loop.up(HOST)  # someone reset it by hand
+    wait_for(lambda: "resolved" in ladder(daemon), 40, "the recovery to be verified")
+    wait_for(lambda: len(pagerduty.bodies) == 4, 20, "both pages to resolve")
+    assert sorted((a, k) for a, k, _ in pd_events(pagerduty)[2:]) == sorted(
+        [("resolve", auth_key), ("resolve", dispatch_key)])
+    wait_for(lambda: len(mailbox.messages) == 2, 20, "the recovery notice")
+    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
+
+
+def test_a_restart_deferred_past_a_reboot_is_cancelled_when_the_service_recovered(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    port = free_port()
+    ssh.add_unit("web", f"exec python3 -m http.server {port} --bind {HOST}")
+    ssh.start_unit("web")
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, checks={
+        "ping": {"count": 1, "reply_timeout": "1s"},
+        "http": {"port": port, "restart": {"unit": "web", "grace": "1s"}},
+    })
+    daemon = fleet.start(remediation={"grace": "8s"})
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="http") == 1, 20, "service up")
+    loop.down(HOST)  # the whole host: ping and http fail; ping starts the host ladder, http joins it
+    # http's confirmation waited behind the host's ladder (queued, or deferred to the end of the grace period)
+    wait_for(lambda: "cancelled confirmed" in daemon.events("web1"), 60, "the stale restart to be cancelled")
+    time.sleep(1)
+    assert bmc.commands() == ["reset"]
+    assert [c for c in ssh.calls() if "restart" in c] == []  # http answered again: never restarted
+    assert "decided service_restart" not in ladder(daemon)
+    assert [check for _, _, check, _ in daemon.incidents()] == ["ping"]  # http joined the host's incident
+
+
+def test_blast_radius_counts_hosts_down_now(fleet, loop, make_ipmi_sim, make_ssh_host):
+    a, b, c = loop.address(20), loop.address(21), loop.address(22)
+    bmc_a = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(a)}) &"})
+    bmc_b = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(b)}) &"})
+    fleet.add("a", a, bmc=bmc_a, ssh=make_ssh_host(a))
+    fleet.add("b", b, bmc=bmc_b, ssh=make_ssh_host(b))
+    fleet.add("c", c)
+    daemon = fleet.start(remediation={"grace": "1s"})
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host=h, check="ping") == 1 for h in "abc"), 20,
+             "hosts up")
+    loop.down(a)
+    wait_for(lambda: "resolved" in ladder(daemon, "a"), 40, "a to be reset and verified")
+    wait_for(lambda: daemon.value("monitord_probe_success", host="a", check="ping") == 1, 20, "a's ping to recover")
+    loop.down(b)  # one host down now, a second within the window: a host problem, not the monitor's
+    wait_for(lambda: "resolved" in ladder(daemon, "b"), 40, "b to be reset and verified")
+    assert (bmc_a.commands(), bmc_b.commands()) == (["reset"], ["reset"])
+    assert "blocked blast_radius" not in daemon.events()
+    assert not [r for r in daemon.journal() if r[1] == "blast_radius"]
+
+
+def test_monitor_side_outages_are_incidents_paged_once_and_resolved(fleet, loop, make_ipmi_sim, make_ssh_host,
+                                                                      pagerduty, mailbox):
+    addresses = [loop.address(i) for i in (30, 31, 32)]
+    bmcs = [make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(a)}) &"}) for a in addresses]
+    for i, (address, bmc) in enumerate(zip(addresses, bmcs)):
+        fleet.add(f"h{i}", address, bmc=bmc, ssh=make_ssh_host(address), customer="acme",
+                  checks={"ping": {"count": 1, "reply_timeout": "1s", "max_attempts": 3}})
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start(remediation={"grace": "1s"})
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host=f"h{i}", check="ping") == 1 for i in range(3)),
+             20, "hosts up")
+
+    def blast_events():
+        return [(a, k) for a, key, k in pd_events(pagerduty) if key in blast_keys()]
+
+    def blast_keys():
+        return {key for a, key, k in pd_events(pagerduty) if k == "blast_radius"}
+
+    loop.down(*addresses)  # the bridge to every host is cut
+    wait_for(lambda: sum(1 for e in daemon.events() if e == "blocked blast_radius") == 3, 60, "3 hosts held")
+    wait_for(lambda: blast_events() == [("trigger", "blast_radius")], 20, "the monitor-side page")
+    loop.up(*addresses[:2])  # two come back; h2 is really down: after the guard clears, its ladder resets it
+    wait_for(lambda: "resolved" in ladder(daemon, "h2"), 60, "h2's ladder after the guard cleared")
+    wait_for(lambda: ("resolve", "") in blast_events(), 20, "the monitor-side page to resolve")
+    assert [b.commands() for b in bmcs] == [[], [], ["reset"]]
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host=f"h{i}", check="ping") == 1 for i in range(3)),
+             20, "hosts up again")
+    loop.down(*addresses)  # a second outage of the monitor's side: paged again
+    wait_for(lambda: len([e for e in blast_events() if e[0] == "trigger"]) == 2, 60, "the second episode's page")
+    wait_for(lambda: sum(1 for e in daemon.events() if e == "blocked blast_radius") == 6, 60, "3 hosts held again")
+    loop.up(*addresses)
+    wait_for(lambda: len([e for e in blast_events() if e[0] == "resolve"]) == 2, 60, "the second episode to clear")
+    time.sleep(2)
+    assert [b.commands() for b in bmcs] == [[], [], ["reset"]]
+    assert len(blast_keys()) == 2 and sorted(blast_events()) == sorted(
+        [("trigger", "blast_radius"), ("resolve", "")] * 2)
+    monitor = [i for i in daemon.incidents() if i[1] == "(monitor)"]
+    assert len(monitor) == 2 and all(closed for *_, closed in monitor)
+    # customers heard only of h2, which was really down: one failure notice, one recovery
+    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] h2", "[Recovered] h2"]
+    # on-call heard only of the episodes and of h2's automatic reset (info, resolved)
+    others = [(a, k) for a, key, k in pd_events(pagerduty) if key not in blast_keys()]
+    assert others == [("trigger", "auto_fixed"), ("resolve", "")]
+    assert daemon.events().count("page blast_radius") == 2
