@@ -331,12 +331,17 @@ class Engine:
         if isinstance(event, esc.Confirmed) and not (check.level == 2 and check.last_result is not None
                                                      and actionable(check.last_result)):
             return f"{event.check} is no longer confirmed down ({check.status})"
-        if isinstance(event, esc.Confirmed) and event.incident_id is not None and not any(
-                i.id == event.incident_id for i in self.store.incidents(open_only=True)):
+        if isinstance(event, esc.Confirmed) and event.incident_id is not None and self._over(event.incident_id):
             return f"incident {event.incident_id} of {event.check} is over already"
         if isinstance(event, esc.Recovered) and check.status is not Status.OK:
             return f"{event.check} failed again ({check.status})"
         return None
+
+    def _over(self, incident_id: int) -> bool:
+        """Whether incident ``incident_id`` was closed (e.g. by a ladder's verification)."""
+        if any(i.id == incident_id for i in self.store.incidents(open_only=True)):
+            return False
+        return any(i.id == incident_id and i.closed_at is not None for i in self.store.incidents())
 
     def _check_state(self, host: str, check: str) -> Any:
         spec = self._specs.get((host, check))
