@@ -395,8 +395,6 @@ def _pending(s: HostState, what: Step | None, why: str, p: Policy, g: Guards, no
     """Decide the action that waited (for an answer, for a verification)."""
     if what in POWER_STEPS:
         return _power(s, what, s.level, why, p, g, now, approved=approved)
-    if what is None:
-        return s, [Note(f"nothing was pending: {why}")]
     args = {"check": s.check} if what is Step.SERVICE_RESTART else None
     return _decide(s, what, s.level, why, p, g, now, args=args, approved=approved)
 
