@@ -11,7 +11,7 @@ import time
 
 from monitord.business_calendar import Calendars
 from monitord.clock import SystemClock
-from monitord.config import Config
+from monitord.config import Config, HostConfig
 from monitord.metrics import Metrics
 from monitord.notify import Notifier
 from monitord.outbox import Outbox
@@ -23,7 +23,7 @@ from remediation.drivers import Drivers
 async def quarantine(config: Config, host: str, reason: str, by: str | None,
                      drivers: Drivers | None = None) -> tuple[bool, str]:
     """Record the quarantine, then power ``host`` off; return (powered off, summary)."""
-    h = config.hosts[host]
+    h = _emergency(config.hosts[host])
     drivers = drivers or Drivers()
     r = config.remediation(host)
     timings = PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"], retries=r["power_retries"])
@@ -59,6 +59,14 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
         return False, f"{host} quarantined but NOT powered off: {'; '.join(failures)}"
     finally:
         store.close()
+
+
+def _emergency(h: HostConfig) -> HostConfig:
+    """The host as quarantine powers it off: at once (the contract's emergency power-off of a
+    compromised server), never through a guest's graceful shutdown, which runs its code on."""
+    if h.vm is None or h.vm.shutdown_timeout is None:
+        return h
+    return h.model_copy(update={"vm": h.vm.model_copy(update={"shutdown_timeout": None})})
 
 
 def _announce_reinstall(config: Config, store: SQLiteStore, host: str) -> str:

@@ -227,3 +227,21 @@ def test_bad_vm_uri_is_a_config_error(uri, problem):
     assert caught.value.problems == [f"hosts.nas1.vm.uri: {problem}" + (
         ": give password as {file: ...}, {env: ...} or {credential: ...}" if "password" in problem
         else f": {uri!r} (e.g. qemu+ssh://root@hv1/system)") + " (line 4)"]
+
+
+@integration
+async def test_quarantine_pulls_the_plug_even_with_a_shutdown_deadline(appliance, tmp_path):
+    """A compromised guest is powered off at once (emergency power-off), never asked to shut down."""
+    from monitord.quarantine import quarantine
+
+    config = parse_config(f"""
+daemon: {{state_path: {tmp_path / 'state.db'}}}
+hosts:
+  nas1:
+    address: 127.0.0.1
+    vm: {{uri: "{appliance.uri}", domain: appliance, shutdown_timeout: 5m}}
+""")
+    powered_off, summary = await quarantine(config, "nas1", "intrusion", "test")
+    assert powered_off, summary
+    assert await settle(appliance, "appliance", 1) == ["stopped:destroyed"]
+    assert not appliance.active("appliance")
