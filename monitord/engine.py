@@ -133,8 +133,10 @@ class Engine:
                 self._ticket(ticket, spec, result, incident_id)
                 return  # business-hours work, announced; never a reset
             if notice == "threshold":
+                # contact the customer first; operations hear of it too (a warning, routed by policy)
                 self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
                                      result.started_at)
+                self.notifier.page(spec.host, "threshold", f"{spec.host}/{spec.name}: {result.summary}", incident_id)
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
                 self._warning(spec, result, incident_id)

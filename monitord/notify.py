@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 TICK = 5.0
 SEVERITY = {"dispatch": "critical", "blast_radius": "critical", "sla_breach": "critical", "approval": "critical",
             "bmc_auth": "critical", "service_failed": "error", "action_held": "warning", "hardware_ticket": "warning",
-            "backup_ticket": "warning", "check_warning": "warning", "auto_fixed": "info"}
+            "backup_ticket": "warning", "check_warning": "warning", "threshold": "warning", "auto_fixed": "info"}
 
 NOTICES = {
     "ja": {

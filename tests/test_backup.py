@@ -583,7 +583,7 @@ async def notify(engine, spec, event, result, incident_id):
     await engine.idle()
 
 
-async def test_a_late_backup_is_a_customer_notice_and_twice_a_business_hours_ticket(engine):
+async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice_a_business_hours_ticket(engine):
     from monitord.checkstate import Event
     from monitord.results import Result
 
@@ -591,11 +591,13 @@ async def test_a_late_backup_is_a_customer_notice_and_twice_a_business_hours_tic
     spec = next(s for s in engine.config.checks() if s.id == "web1/backup")
     late = Result(Status.WARNING, Reason.THRESHOLD, "late or failed; newest good web1-24", 0.1, jst(25, 7, 5))
     await notify(engine, spec, Event.CONFIRMED, late, 7)
-    assert [m["summary"] for m in messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24"]
+    assert [m["summary"] for m in messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24",
+                                                       "web1/backup: late or failed; newest good web1-24"]
+    assert messages(store)[1]["severity"] == "warning"  # operations hear of it too
     twice = Result(Status.CRITICAL, Reason.THRESHOLD, "failed twice in a row; newest good web1-24", 0.1,
                    jst(26, 7, 5), {"backup_ticket": 1.0})
     await notify(engine, spec, Event.CHANGED, twice, 7)
-    sent = messages(store)[1:]
+    sent = messages(store)[2:]
     assert [m["summary"] for m in sent] == ["web1: failed twice in a row; newest good web1-24",
                                             "【作業予定】web1: failed twice in a row; newest good web1-24"]
     assert sent[0]["details"]["kind"] == "backup_ticket" and sent[0]["severity"] == "warning"

@@ -70,14 +70,20 @@ def subjects(store) -> list[str]:
     return [json.loads(item.message)["summary"] for item in store.outbox()]
 
 
-async def test_disk_threshold_is_a_customer_notice_not_a_ladder(engine):
+async def test_disk_threshold_is_a_customer_notice_and_an_operator_warning_not_a_ladder(engine):
     engine, store, specs = engine
     result = Result(Status.CRITICAL, Reason.THRESHOLD, "/var disk 93% (>= 90%)", 0.1, 1000.0)
     engine.notify(specs["disk"], Event.CONFIRMED, result, incident_id=5)
     await asyncio.sleep(0)
     await engine.idle()
-    assert subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)"]
+    assert subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)", "db1/disk: /var disk 93% (>= 90%)"]
+    assert [(p.kind, p.severity) for p in store.pages(incident_id=5)] == [("threshold", "warning")]
     assert not [e for e in store.journal() if e.event == "decided"]
+    engine.notify(specs["disk"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "/var disk 70%", 0.1, 2000.0), 5)
+    await asyncio.sleep(0)
+    await engine.idle()
+    actions = [json.loads(item.message)["action"] for item in store.outbox()]
+    assert actions == ["trigger", "trigger", "resolve"]  # the operator's warning resolved, no customer mail
 
 
 async def test_failed_drive_is_a_business_hours_ticket_announced_to_the_customer(engine):
