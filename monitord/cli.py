@@ -38,7 +38,7 @@ from monitord.fields import format_duration, parse_duration, parse_id
 from monitord.lograte import RepeatFilter
 from monitord.notify import acknowledge
 from monitord.runner import run_probe
-from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLocked
+from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLocked, incident_of_host
 from probes.base import ProbeContext
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STORE, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -302,7 +302,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _note(store: SQLiteStore, **entry: object) -> None:
-    """Journal what a CLI command did, durably."""
+    """Journal what a CLI command did, durably; an act on a host carries the incident it belongs to."""
+    if entry.get("host") and "incident_id" not in entry:
+        entry["incident_id"] = incident_of_host(store, str(entry["host"]))
     with store.transaction(durable=True):
         store.append(JournalEntry(**entry))
 

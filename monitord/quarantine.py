@@ -15,7 +15,7 @@ from monitord.config import Config, HostConfig
 from monitord.metrics import Metrics
 from monitord.notify import Notifier
 from monitord.outbox import Outbox
-from monitord.state import JournalEntry, SQLiteStore
+from monitord.state import JournalEntry, SQLiteStore, incident_of_host
 from remediation.base import ActionError, PowerAction, PowerTimings, power_change
 from remediation.drivers import Drivers
 
@@ -31,10 +31,12 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
     store = SQLiteStore(config.daemon.state_path)
     try:
         now = time.time()
+        incident = incident_of_host(store, host)  # the quarantine is in the report of the incident it ends
         with store.transaction(durable=True):
             store.quarantine(host, now, reason, by)
-            decided = store.append(JournalEntry(ts=now, event="decided", host=host, decision="quarantine_power_off",
-                                                reason=reason, detail={"by": by, "drivers": names}))
+            decided = store.append(JournalEntry(ts=now, event="decided", host=host, incident_id=incident,
+                                                decision="quarantine_power_off", reason=reason,
+                                                detail={"by": by, "drivers": names}))
         if not names:
             return False, f"{host} quarantined, but it has no BMC, VM or PDU configured: power it off by hand"
         failures = []
@@ -45,13 +47,15 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
             except ActionError as exc:
                 failures.append(f"{name}: {exc.summary}")
                 with store.transaction(durable=True):
-                    store.append(JournalEntry(ts=time.time(), event="outcome", host=host, decision="quarantine_power_off",
-                                              outcome="failed", reason=str(exc.reason), ref=decided,
+                    store.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
+                                              decision="quarantine_power_off", outcome="failed",
+                                              reason=str(exc.reason), ref=decided,
                                               detail={"driver": name, "error": exc.summary}))
                 continue
             with store.transaction(durable=True):
-                store.append(JournalEntry(ts=time.time(), event="outcome", host=host, decision="quarantine_power_off",
-                                          outcome="ok", ref=decided, detail={"driver": name, "steps": list(outcome.steps)}))
+                store.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
+                                          decision="quarantine_power_off", outcome="ok", ref=decided,
+                                          detail={"driver": name, "steps": list(outcome.steps)}))
             done = "powered off" if outcome.acted else "was already off"
             when = _announce_reinstall(config, store, host)
             return True, (f"{host} quarantined and {done} (through {name}); reinstall announced for "

@@ -7,28 +7,37 @@ while the report is not marked submitted (``monitord report submit``). Overdue i
 against the submitted mark rather than the due date alone: otherwise every past incident
 would count as overdue forever and the metric could never go back to zero.
 
-What a report is built from (:func:`incident_entries`, the only place that decides it):
+What a report is built from (:func:`incident_entries`, the only place that decides it), by
+incident id, never by a time window:
 
-1. every journal entry carrying the incident's id (the scheduler's ``confirmed``,
-   ``changed``, ``recovered``; the engine's decisions, outcomes, pages, SLA timers...);
-2. entries of the incident's host that carry **no** incident id, journaled from the first
-   failed probe (``incidents.detected_at``) to recovery (``closed_at``) plus
-   :data:`SPAN_TAIL`: the soft ``detected`` entry written before the incident was opened, a
-   ladder started by the engine's periodic re-evaluation (it has no incident id), approvals
-   and quarantines from the CLI. Of the check events (``detected``, ``changed``...) only
-   those of the incident's own check are taken; another check's soft problem is not this
-   incident. These entries are marked as host-level in the report's source line;
-3. nothing else: entries of other incidents or other hosts, and entries with no host at all
-   (daemon start/stop, the fleet-wide blast-radius page: the host's own ``blocked`` entry
-   says why it was held). The report's own bookkeeping (``report`` events) is left out.
+1. every journal entry carrying the incident's id: the scheduler's ``confirmed``,
+   ``changed``, ``recovered``; the engine's decisions, outcomes, pages, SLA timers (a ladder
+   started by the periodic re-evaluation carries its check's incident); acknowledgements;
+   the CLI's acts on the host while the incident is open (approvals, quarantine and
+   release, maintenance: :func:`monitord.state.incident_of_host` names it when they are
+   journaled);
+2. the soft detection that began it: the scheduler writes ``detected`` before the incident
+   exists, so it cannot carry the id; it is the incident's check's ``detected`` entry
+   journaled at the incident's own ``detected_at`` (the first failed probe, recorded on the
+   incident when it opened). This is the one entry without an id a report takes, marked as
+   such in the report's source line;
+3. nothing else: entries of other incidents or other hosts, another check's soft problem,
+   entries with no host at all (daemon start/stop, the fleet-wide blast-radius page: the
+   host's own ``blocked`` entry says why it was held), and entries journaled without an id
+   by older versions (CLI acts, ladders re-evaluated before they kept their incident). The
+   report's own bookkeeping (``report`` events) is left out.
 
 Durations are measured from the first failed probe (``incidents.detected_at``); the outage
 may have begun up to one check interval earlier, which no journal can know.
 
-Rendering: Markdown or HTML, Japanese (default) or English. Every value that comes from the
-journal goes through one escaping function per format (HTML: :func:`html.escape`; Markdown:
-table-breaking characters only), so a check summary cannot inject markup into the HTML.
-Free text from the journal (reasons, findings) is shown as journaled, in English.
+Rendering (:func:`render`): Jinja2 templates shipped as package data in
+``monitord/templates/report/``: ``body.j2`` is the report's structure, the same in every
+variant; ``markup.md.j2`` / ``markup.html.j2`` put its blocks into Markdown or HTML;
+``report.md.j2`` / ``report.html.j2`` are the documents; ``words.ja.json`` /
+``words.en.json`` hold every word (Japanese is the default). HTML is rendered with
+autoescape on, so a check summary cannot inject markup; Markdown with autoescape off, its
+headings and cells kept to one line with ``|`` escaped so a value cannot break a table. Free
+text from the journal (reasons, findings) is shown as journaled, in English.
 """
 
 from __future__ import annotations
@@ -48,7 +57,6 @@ from monitord.lastbackup import LastBackup, format_size
 from monitord.state import Incident, JournalEntry, ReportRecord, Store
 
 DUE_BUSINESS_DAYS = 2  # 障害復旧後 2 営業日以内 (contract 002)
-SPAN_TAIL = 60.0  # seconds after recovery in which host-level entries still belong to the incident
 DEFAULT_ZONE = "Asia/Tokyo"
 FORMATS = ("md", "html")
 LANGS = ("ja", "en")
@@ -192,16 +200,16 @@ def due_date(calendar: DueCalendar, incident: Incident) -> dt.datetime | None:
 
 
 def incident_entries(store: Store, incident: Incident) -> tuple[list[JournalEntry], frozenset[int]]:
-    """The journal entries a report covers, oldest first, and which were included by host and time.
+    """The journal entries a report covers, oldest first, and which carry no incident id.
 
-    See the module docstring for the rule.
+    See the module docstring for the rule: the incident's id, and its soft detection.
     """
     own = store.journal(incident_id=incident.id, limit=_SCAN)
-    until = None if incident.closed_at is None else incident.closed_at + SPAN_TAIL
-    nearby = store.journal(host=incident.host, since=incident.detected_at, until=until, limit=_SCAN)
-    extra = [e for e in nearby if e.incident_id is None and (e.event not in CHECK_EVENTS or e.check == incident.check)]
-    entries = sorted(own + extra, key=lambda e: e.id or 0)
-    return [e for e in entries if e.event not in HIDDEN_EVENTS], frozenset(e.id for e in extra if e.id is not None)
+    detection = [e for e in store.journal(host=incident.host, since=incident.detected_at, until=incident.detected_at,
+                                          limit=_SCAN)
+                 if e.event == "detected" and e.check == incident.check and e.incident_id is None]
+    entries = sorted(own + detection, key=lambda e: e.id or 0)
+    return [e for e in entries if e.event not in HIDDEN_EVENTS], frozenset(e.id for e in detection if e.id is not None)
 
 
 def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None,

@@ -447,6 +447,15 @@ class Store(Protocol):
         """Release the database."""
 
 
+def incident_of_host(store: Store, host: str) -> int | None:
+    """The incident an operator's act on ``host`` belongs to (an approval, a quarantine...): the
+    open incident its escalation ladder works on, else its newest open incident; None when none
+    is open. Journaled with the act, it puts the act in that incident's report."""
+    open_ = [i.id for i in store.incidents(open_only=True) if i.host == host]
+    ladder = (store.escalation_states().get(host) or {}).get("incident_id")
+    return ladder if ladder in open_ else next(iter(open_), None)
+
+
 def _detail(text: str | None) -> Mapping:
     """A journal entry's detail; the journal is append-only, so an unreadable one is shown, not moved."""
     try:

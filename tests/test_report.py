@@ -150,20 +150,65 @@ def test_report_covers_its_incident_and_the_hosts_entries_without_an_id(store):
     assert max(e.ts for e in entries) == jst(13, 19, 17, 5)  # not the detection at 19:40
 
 
-def test_host_level_ladder_without_an_incident_id_is_included(store):
-    """The engine's re-evaluation starts a ladder with no incident id: its entries still belong."""
+def test_entries_without_an_incident_id_are_not_taken_by_time(store):
+    """Issue #10 changed this: a report keys on incident ids, never on a time window. Entries of
+    the host and check journaled during the incident without its id (a ladder re-evaluated by an
+    older version, its outcome, a note) are not the incident's; nor is a soft detection of the
+    same check that is not the one the incident recorded as its first failed probe."""
     start = jst(13, 3, 0)
     incident = store.open_incident("web1", "ping", "ping", start + 60, start, "down")
+    add(store, start - 600, "detected", host="web1", check="ping", outcome="critical")  # an earlier flap
+    add(store, start, "detected", host="web1", check="db", outcome="critical")  # another check, same instant
+    add(store, start, "detected", host="db1", check="ping", outcome="critical")  # another host, same instant
+    add(store, start + 60, "confirmed", host="web1", check="ping", incident_id=incident, outcome="critical")
     decided = add(store, start + 90, "decided", host="web1", check="ping", decision="power_reset", reason="again",
                   detail={"level": 1, "driver": "pdu"})
     add(store, start + 95, "blocked", host="web1", check="ping", decision="maintenance", reason="window")
+    add(store, start + 120, "detected", host="web1", check="ping", outcome="critical")
     store.close_incident(incident, start + 300)
-    add(store, start + 330, "outcome", host="web1", decision="power_reset", outcome="ok", ref=decided)  # in the tail
-    add(store, start + 400, "note", host="web1", reason="after the tail")
+    add(store, start + 330, "outcome", host="web1", decision="power_reset", outcome="ok", ref=decided)
     report = load_report(store, incident, CALENDAR)
-    assert [e.event for e in report.entries] == ["decided", "blocked", "outcome"]
-    assert report.durations.to_first_action == 90
-    assert report.actions[0].outcome == "ok"
+    assert [e.event for e in report.entries] == ["confirmed"]
+    assert report.host_level == frozenset() and report.actions == () and report.durations.to_first_action is None
+    assert "without an incident id" not in render(report, "md", "en")
+
+
+async def test_report_of_an_incident_the_scheduler_journaled(tmp_path):
+    """The scheduler's own rows: an earlier flap, the streak that confirmed, recovery, a later
+    soft problem; the report takes the streak's soft detection (written before the incident
+    existed, so without its id) and the incident's rows, nothing else."""
+    from monitord.scheduler import Scheduler
+    from tests.fakeclock import FakeClock
+    from tests.test_scheduler import Script, spec, start, stop
+
+    clock, script = FakeClock(), Script()
+    script.clock = clock
+    store = SQLiteStore(tmp_path / "state.db")
+    scheduler = Scheduler(clock=clock, store=store, metrics=Metrics(), ctx=types.SimpleNamespace(), max_concurrency=10)
+    check = spec(script, "web1", attempts=3, retry=60)
+    scheduler.load([check])
+    task = await start(scheduler)
+
+    async def runs(n: int, failing: bool) -> None:
+        (script.failing.add if failing else script.failing.discard)("web1")
+        for _ in range(n):
+            await clock.advance(scheduler.due_times()[check.id] - clock.time() + 1)
+
+    await runs(1, failing=True)  # detected
+    await runs(1, failing=False)  # soft recovery: a flap, no incident
+    await runs(3, failing=True)  # detected, retried, confirmed
+    await runs(1, failing=False)  # recovered
+    await runs(1, failing=True)  # detected again: not this incident
+    await stop(task)
+    [incident] = store.incidents()
+    assert [e.event for e in store.journal()] == [
+        "detected", "soft_recovery", "detected", "confirmed", "recovered", "detected"]
+    report = load_report(store, incident.id, CALENDAR)
+    assert [(e.event, e.incident_id) for e in report.entries] == [
+        ("detected", None), ("confirmed", incident.id), ("recovered", incident.id)]
+    assert report.entries[0].ts == incident.detected_at and report.host_level == {report.entries[0].id}
+    assert report.durations.to_detect == 120
+    store.close()
 
 
 def test_due_date_skips_weekends_and_holidays():
@@ -312,6 +357,46 @@ def test_cli_edit_and_submit(cli_store, capsys):
         store.close()
     assert cli.main(["report", "submit", "--config", config, "77"]) == 2
     assert cli.main(["report", "edit", "--config", config, str(incident)]) == 2
+
+
+HOSTS_CONFIG = """daemon: {{state_path: {state}}}
+hosts:
+  web1: {{address: 192.0.2.10}}
+  web2: {{address: 192.0.2.11}}
+"""
+
+
+def test_cli_acts_on_a_host_are_journaled_with_its_incident(cli_store, capsys):
+    """Approvals, maintenance, quarantines and releases name the incident they belong to when journaled: the
+    one the host's ladder works on, else its newest open one, else none."""
+    _, closed, tmp = cli_store  # #1 web1/ping recovered, #2 web1/http open
+    config = tmp / "hosts.yaml"
+    config.write_text(HOSTS_CONFIG.format(state=tmp / "state.db"))
+    store = SQLiteStore(tmp / "state.db")
+    http, disk = closed + 1, store.open_incident("web1", "disk", "disk", jst(18, 9, 0), jst(18, 9, 0), "disk full")
+    store.put_escalation_state("web1", {"incident_id": http, "phase": "awaiting_approval"})
+    store.quarantine("web2", jst(18, 9, 0), "intrusion", "sato")
+    store.close()
+    assert cli.main(["approve", "--config", str(config), "--by", "tanaka", "web1"]) == 0  # the ladder's incident
+    store = SQLiteStore(tmp / "state.db")
+    store.put_escalation_state("web1", {"incident_id": closed, "phase": "idle"})  # a ladder of a closed incident
+    store.close()
+    assert cli.main(["deny", "--config", str(config), "web1"]) == 0  # the newest open one
+    assert cli.main(["maintenance", "add", "--config", str(config), "--host", "web1", "--duration", "1h",
+                     "--reason", "disk swap"]) == 0
+    assert cli.main(["release", "--config", str(config), "web2"]) == 0  # no incident open on web2
+    assert cli.main(["quarantine", "--config", str(config), "--yes", "web1"]) == 1  # no BMC or PDU to power off
+    capsys.readouterr()
+    store = SQLiteStore(tmp / "state.db")
+    try:
+        assert [(e.event, e.decision, e.host, e.incident_id) for e in store.journal(limit=100_000)][-5:] == [
+            ("approval", "granted", "web1", http), ("approval", "denied", "web1", disk),
+            ("maintenance", "added", "web1", disk), ("quarantine", "released", "web2", None),
+            ("decided", "quarantine_power_off", "web1", disk)]
+        text = render(load_report(store, http, CALENDAR), "md", "en")
+        assert "| Emergency contact answered | granted |" in text and "denied" not in text
+    finally:
+        store.close()
 
 
 # -- the last good backup (hosts with a backup contract) ------------------------------------------
