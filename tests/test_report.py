@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
+import shutil
+import subprocess
+import sys
 import types
+import zipfile
 import zoneinfo
 from pathlib import Path
 
@@ -281,6 +286,27 @@ def test_html_escapes_journal_text(store):
     assert "| What failed | <script>alert(\"x\")</script> & \\| pipe |" in markdown  # a pipe cannot break the table
 
 
+def test_autoescape_on_for_html_off_for_markdown(store):
+    """Hostile text wherever the journal and the engineer put it: the HTML shows it as text
+    (escaped once, not twice), the Markdown keeps it verbatim but cannot break out of a cell."""
+    hostile = '<img src=x onerror="alert(1)">&amp; | </td></table>'
+    incident = host_down_incident(store, summary=hostile)
+    add(store, jst(13, 19, 20), "note", host="web1", incident_id=incident, decision=hostile, reason=hostile)
+    store.put_report_record(ReportRecord(incident, root_cause=hostile, prevention=hostile))
+    report = load_report(store, incident, CALENDAR)
+    escaped = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;amp; | &lt;/td&gt;&lt;/table&gt;"
+    for lang in ("ja", "en"):
+        page = render(report, "html", lang)
+        assert "<img" not in page and "</td></table>" not in page and "&amp;amp;amp;" not in page
+        # what failed; the detected and confirmed rows; the note (its decision and reason); cause; prevention
+        assert page.count(escaped) == 7
+        assert page.count("<table>") == page.count("</table>") == 5
+        markdown = render(report, "md", lang)
+        assert "&lt;" not in markdown and "&quot;" not in markdown
+        assert f"| {hostile.replace('|', chr(92) + '|')} |" in markdown  # the summary row, its pipe escaped
+        assert f"\n\n{hostile}\n\n" in markdown  # the root cause paragraph as written
+
+
 def test_engineer_text_replaces_the_placeholders(store):
     incident = host_down_incident(store)
     store.put_report_record(ReportRecord(incident, root_cause="Memory fault (DIMM A2).\nReplaced on 11/16.",
@@ -456,3 +482,44 @@ def test_report_says_plainly_when_no_backup_is_known_or_it_is_stale(store, backu
     section = text.split("## Last good backup (before the incident)\n\n")[1].split("\n\n")[0]
     assert section.splitlines() == lines
     assert "Last good backup" not in render(load_report(store, incident, CALENDAR), "md", "en")  # no contract
+
+
+# -- the templates are package data -----------------------------------------------------------------
+
+
+def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tmp_path):
+    """Build the wheel as pip does, install it into an empty directory and render the golden
+    reports from there: the templates and words travel with the package."""
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "src"  # a copy: building in the checkout would leave build/ behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    for package in ("monitord", "probes", "remediation"):
+        shutil.copytree(root / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)],
+                   check=True, timeout=600)
+    [wheel] = (tmp_path / "dist").glob("monitord-*.whl")
+    templates = sorted(p.relative_to(root).as_posix() for p in (root / "monitord" / "templates").rglob("*") if p.is_file())
+    assert len(templates) == 7 and set(templates) <= set(zipfile.ZipFile(wheel).namelist())
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, timeout=600)
+
+    incident = host_down_incident(store)
+    script = f"""
+import json, monitord.report as r
+from monitord.business_calendar import BusinessCalendar
+from monitord.state import SQLiteStore
+store = SQLiteStore({str(tmp_path / "state.db")!r})
+report = r.load_report(store, {incident}, BusinessCalendar())
+print(json.dumps({{"file": r.__file__, "out": {{f"{{lang}}.{{fmt}}": r.render(report, fmt, lang)
+                                              for lang in ("ja", "en") for fmt in ("md", "html")}}}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    ran = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    found = json.loads(ran.stdout)
+    assert Path(found["file"]).is_relative_to(tmp_path / "site")  # the installed copy, not the checkout
+    for variant, text in found["out"].items():
+        assert text == (GOLDEN / f"host_down.{variant}").read_text(encoding="utf-8"), variant
