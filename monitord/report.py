@@ -438,8 +438,8 @@ def _words(lang: str) -> dict:
     """The words of one language (``templates/report/words.LANG.json``)."""
     if lang not in LANGS:
         raise ValueError(f"unknown language {lang!r} (one of {', '.join(LANGS)})")
-    source, _, _ = _environment("md").loader.get_source(_environment("md"), f"report/words.{lang}.json")
-    return json.loads(source)
+    env = _environment("md")
+    return json.loads(env.loader.get_source(env, f"report/words.{lang}.json")[0])  # type: ignore[union-attr]
 
 
 class _Words:
