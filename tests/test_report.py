@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -485,6 +486,23 @@ def test_report_says_plainly_when_no_backup_is_known_or_it_is_stale(store, backu
 
 
 # -- the templates are package data -----------------------------------------------------------------
+
+
+def test_every_language_has_every_word():
+    """A word missing from one language would only fail when a report needs it: the catalogues
+    name the same words, and every word the structure uses exists."""
+    folder = Path(__file__).resolve().parent.parent / "monitord" / "templates" / "report"
+
+    def keys(value: object, path: str = "") -> set[str]:
+        if not isinstance(value, dict):
+            return {path}
+        return {k for name, v in value.items() for k in keys(v, f"{path}.{name}")} | {path}
+
+    ja, en = (json.loads((folder / f"words.{lang}.json").read_text(encoding="utf-8")) for lang in ("ja", "en"))
+    assert keys(ja) == keys(en)
+    used = set(re.findall(r"\bt\.(\w+)", (folder / "body.j2").read_text(encoding="utf-8")))
+    used |= set(re.findall(r'\bt\["(\w+)"\]', (folder / "body.j2").read_text(encoding="utf-8")))
+    assert len(used) > 50 and used <= set(ja)
 
 
 def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tmp_path):
