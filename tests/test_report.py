@@ -505,6 +505,16 @@ def test_every_language_has_every_word():
     assert len(used) > 50 and used <= set(ja)
 
 
+def test_every_journal_event_of_an_incident_has_a_name():
+    """Each event the code journals reads as words in a report, not as its raw name; only the
+    daemon's own rows (start/stop, reloads, store faults, report edits) never join an incident."""
+    root = Path(__file__).resolve().parent.parent
+    written = {m for package in ("monitord", "probes", "remediation") for path in (root / package).rglob("*.py")
+               for m in re.findall(r'\bevent="(\w+)"', path.read_text(encoding="utf-8"))}
+    named = json.loads((root / "monitord" / "templates" / "report" / "words.en.json").read_text("utf-8"))["events"]
+    assert len(written) >= 15 and written - set(named) == {"daemon", "report", "store"}
+
+
 def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tmp_path):
     """Build the wheel as pip does, install it into an empty directory and render the golden
     reports from there: the templates and words travel with the package."""
