@@ -152,11 +152,15 @@ class Act:
     args: dict = field(default_factory=dict)
 
 
+GUARDS = ("quarantined", "maintenance", "parent_down", "blast_radius", "dry_run", "limit", "denied", "no_answer")
+"""Every guard that can block an action (the ``guard`` of :class:`Blocked`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Blocked:
     """An action was due but a guard stopped it."""
 
-    guard: str  # maintenance, parent_down, blast_radius, quarantined, dry_run, limit, no_answer, denied
+    guard: str  # one of GUARDS
     why: str
 
 

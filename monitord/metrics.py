@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import platform
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitord import __version__
 from monitord.checkstate import CheckState
+from monitord.escalation import GUARDS, Step
 from monitord.redact import redact
 from monitord.results import Result
 
@@ -16,6 +18,10 @@ CHECK_LABELS = ("host", "check", "kind")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+CLOSE_REASONS = ("idle", "evicted", "refused")
+
+# Prometheus reads no ``_created`` samples from the text format; they only doubled every counter's series.
+prometheus_client.disable_created_metrics()
 
 
 class Metrics:
@@ -99,6 +105,14 @@ class Metrics:
             "monitord_config_last_reload_success_timestamp_seconds", "When the configuration last loaded.",
             registry=r)
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        # counters of a known set of labels start at 0, so increase() sees their first event
+        for step in Step:
+            for outcome in ("ok", "failed"):
+                self.actions.labels(str(step), outcome)
+        for guard in GUARDS:
+            self.guard_blocks.labels(guard)
+        for reason in CLOSE_REASONS:
+            self.http_closed.labels(reason)
 
     def observe(self, host: str, check: str, kind: str, result: Result, state: CheckState) -> None:
         """Record a finished run and the state it left the check in."""
