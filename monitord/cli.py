@@ -31,11 +31,10 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from monitord import __version__, redact
+from monitord import __version__, logsetup
 from monitord.caps import keep_capabilities_to_ourselves
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration, parse_id
-from monitord.lograte import RepeatFilter
 from monitord.notify import acknowledge
 from monitord.runner import run_probe
 from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLocked, incident_of_host
@@ -80,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     run.add_argument("--dry-run", action="store_true", help="decide and journal, never act")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override daemon.log_level")
+    run.add_argument("--log-format", choices=logsetup.FORMATS, default="text",
+                     help="text (LEVEL logger: message) or json (one object a line); under systemd either gets "
+                          "journald priority prefixes")
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and summarise it")
@@ -194,23 +196,15 @@ def _id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} {exc}") from None
 
 
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(redact.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RepeatFilter())
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-    # an exception nobody caught is logged too (its text may quote a secret), not printed raw
-    sys.excepthook = lambda kind, value, tb: logging.getLogger("monitord").critical(
-        "uncaught exception", exc_info=(kind, value, tb))
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
-    logging.getLogger("paramiko").setLevel(logging.WARNING)  # its INFO is a line per SSH connection
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    logsetup.configure(level, fmt)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from monitord.daemon import Daemon  # the daemon's imports are not needed by the other commands
 
     config = load_config(args.config)
-    _setup_logging(args.log_level or config.daemon.log_level)
+    _setup_logging(args.log_level or config.daemon.log_level, args.log_format)
     faulthandler.enable()  # systemd's watchdog kills a hung daemon with SIGABRT: say where each thread was
 
     async def serve() -> None:
