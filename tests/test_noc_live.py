@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
