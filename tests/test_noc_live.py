@@ -143,8 +143,8 @@ def noc(tmp_path_factory):
                  "prometheus to scrape the daemon")
         failing.close()
         wait_for(lambda: daemon.value("monitord_escalation_level", host="db") == 3, 60, "db at level 3")
-        wait_for(lambda: daemon.value("monitord_guard_blocks_total", guard="blast_radius") >= 1, 60, "a blast-radius block")
-        wait_for(lambda: daemon.value("monitord_guard_blocks_total", guard="maintenance") >= 1, 60, "a maintenance block")
+        for guard in ("blast_radius", "maintenance"):
+            wait_for(lambda: daemon.value("monitord_guard_blocks_total", guard=guard) >= 1, 60, f"a {guard} block")
         wait_for(lambda: daemon.value("monitord_actions_total", kind="bmc_read", outcome="failed") >= 1, 60,
                  "the BMC read to fail")
         wait_for(lambda: daemon.value("monitord_sla_timers_breached") >= 1, 30, "the on-site timer to breach")

@@ -38,7 +38,8 @@ def test_promtool_checks_the_rules_and_the_scrape_example(tmp_path):
     assert f"SUCCESS: {len(rules())} rules found" in done.stdout
     for name in ("prometheus.yml", "monitord.rules.yml"):  # the config names its rules file relatively
         shutil.copy(DEPLOY / name, tmp_path / name)
-    done = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True)
+    done = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

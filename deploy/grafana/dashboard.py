@@ -21,8 +21,27 @@ from grafana_foundation_sdk.models.dashboard import (
 
 UID = "monitord-noc"
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
-I = 'instance=~"$instance"'  # noqa: E741 - reads as the selector it is
-H = f'{I}, host=~"$host"'
+INSTANCE = 'instance=~"$instance"'
+
+
+def fleet(metric: str) -> str:
+    """``metric`` of the chosen monitord instances."""
+    return f"{metric}{{{INSTANCE}}}"
+
+
+def on_host(metric: str) -> str:
+    """``metric`` of the chosen hosts."""
+    return f'{metric}{{{INSTANCE}, host=~"$host"}}'
+
+
+def increase_by(labels: str, metric: str, function: str = "increase", window: str = "$__rate_interval") -> str:
+    """A counter's increase (or rate) over ``window``, summed by ``labels``."""
+    return f"sum by ({labels}) ({function}({fleet(metric)}[{window}]))"
+
+
+def quantile(q: float, histogram: str, function: str = "rate", window: str = "$__rate_interval") -> str:
+    """The ``q`` quantile of a histogram over ``window``."""
+    return f"histogram_quantile({q}, {increase_by('le', histogram + '_bucket', function, window)})"
 
 
 def query(expr: str, legend: str = "", instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
@@ -35,11 +54,15 @@ def steps(*pairs: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
         [Threshold(value=value, color=color) for value, color in pairs])
 
 
-def number(title: str, expr: str, description: str, bad: float | None = None, unit: str = "none",
-           good_below: bool = True, w: int = 4) -> stat.Panel:
-    """A single big number, red from ``bad`` on (or below it when ``good_below`` is False)."""
-    colours = (((None, "green"), (bad, "red")) if good_below else ((None, "red"), (bad, "green"))) \
-        if bad is not None else ((None, "blue"),)
+def number(title: str, expr: str, description: str, unit: str = "none", red_from: float | None = None,
+           red_below: float | None = None, w: int = 4) -> stat.Panel:
+    """A single big number: red from ``red_from`` up, or below ``red_below``; blue if neither."""
+    if red_from is not None:
+        colours = ((None, "green"), (red_from, "red"))
+    elif red_below is not None:
+        colours = ((None, "red"), (red_below, "green"))
+    else:
+        colours = ((None, "blue"),)
     return (stat.Panel().title(title).description(description).datasource(DS).with_target(query(expr))
             .unit(unit).thresholds(steps(*colours)).height(4).span(w))
 
@@ -66,7 +89,8 @@ def variables() -> list:
         .query("label_values(monitord_build_info, instance)").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .multi(True).include_all(True).all_value(".*").sort(VariableSort.ALPHABETICAL_ASC),
         dashboard.QueryVariable("host").label("Host").datasource(DS)
-        .query(f"label_values(monitord_escalation_level{{{I}}}, host)").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .query(f"label_values({fleet('monitord_escalation_level')}, host)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .multi(True).include_all(True).all_value(".*").sort(VariableSort.ALPHABETICAL_ASC),
     ]
 
@@ -80,93 +104,97 @@ def build() -> dashboard.Dashboard:
         d = d.with_variable(variable)
 
     d = d.with_row(dashboard.Row("Fleet overview"))
-    d = d.with_panel(number("Hosts", f"count(monitord_escalation_level{{{I}}})", "Hosts in the running configuration."))
-    d = d.with_panel(number("Checks failing", f"count(monitord_check_state{{{I}}} == 2) or vector(0)",
-                            "Checks with a confirmed (hard) problem.", bad=1))
-    d = d.with_panel(number("Open incidents", f"sum(monitord_incidents_open{{{I}}})",
-                            "Confirmed problems not yet recovered.", bad=1))
-    d = d.with_panel(number("Hosts at level 3", f"count(monitord_escalation_level{{{I}}} == 3) or vector(0)",
-                            "On-site dispatch: automatic remediation is exhausted.", bad=1))
-    d = d.with_panel(number("Checks configured", f"sum(monitord_checks_configured{{{I}}})",
+    d = d.with_panel(number("Hosts", f"count({fleet('monitord_escalation_level')})",
+                            "Hosts in the running configuration."))
+    d = d.with_panel(number("Checks failing", f"count({fleet('monitord_check_state')} == 2) or vector(0)",
+                            "Checks with a confirmed (hard) problem.", red_from=1))
+    d = d.with_panel(number("Open incidents", f"sum({fleet('monitord_incidents_open')})",
+                            "Confirmed problems not yet recovered.", red_from=1))
+    d = d.with_panel(number("Hosts at level 3", f"count({fleet('monitord_escalation_level')} == 3) or vector(0)",
+                            "On-site dispatch: automatic remediation is exhausted.", red_from=1))
+    d = d.with_panel(number("Checks configured", f"sum({fleet('monitord_checks_configured')})",
                             "Enabled checks in the running configuration."))
-    d = d.with_panel(number("Checks running", f"sum(monitord_checks_running{{{I}}})", "Probe runs in progress now."))
+    d = d.with_panel(number("Checks running", f"sum({fleet('monitord_checks_running')})",
+                            "Probe runs in progress now."))
     d = d.with_panel(grid("Problems now", "Every check that is not OK: 1 soft (unconfirmed), 2 hard (confirmed).",
-                          f"monitord_check_state{{{I}}} > 0"))
+                          f"{fleet('monitord_check_state')} > 0"))
     d = d.with_panel(graph("Escalation level by host", "0 none, 1-3 the contract's levels.",
-                           (f"max by (host) (monitord_escalation_level{{{I}}})", "{{host}}")))
+                           (f"max by (host) ({fleet('monitord_escalation_level')})", "{{host}}")))
 
     d = d.with_row(dashboard.Row("Host detail ($host)"))
-    d = d.with_panel(graph("Check state", "0 ok, 1 soft, 2 hard.", (f"monitord_check_state{{{H}}}", "{{host}}/{{check}}"),
-                           w=8))
+    d = d.with_panel(graph("Check state", "0 ok, 1 soft, 2 hard.",
+                           (on_host("monitord_check_state"), "{{host}}/{{check}}"), w=8))
     d = d.with_panel(graph("Probe status", "0 ok, 1 warning, 2 critical, 3 unknown.",
-                           (f"monitord_probe_status{{{H}}}", "{{host}}/{{check}}"), w=8))
+                           (on_host("monitord_probe_status"), "{{host}}/{{check}}"), w=8))
     d = d.with_panel(graph("Probe success", "1 if the last run was OK.",
-                           (f"monitord_probe_success{{{H}}}", "{{host}}/{{check}}"), w=8))
+                           (on_host("monitord_probe_success"), "{{host}}/{{check}}"), w=8))
     d = d.with_panel(graph("Probe duration", "How long the last run took.",
-                           (f"monitord_probe_duration_seconds{{{H}}}", "{{host}}/{{check}}"), unit="s", w=8))
+                           (on_host("monitord_probe_duration_seconds"), "{{host}}/{{check}}"), unit="s", w=8))
     d = d.with_panel(graph("Measured values", "Values the probes measured (rtt, loss, disk %, certificate days...).",
-                           (f"monitord_probe_value{{{H}}}", "{{host}}/{{check}} {{name}}"), w=8))
+                           (on_host("monitord_probe_value"), "{{host}}/{{check}} {{name}}"), w=8))
     d = d.with_panel(grid("Since the last run", "Seconds since each check last started.",
-                          f"time() - monitord_probe_last_run_timestamp_seconds{{{H}}}", w=8))
+                          f"time() - {on_host('monitord_probe_last_run_timestamp_seconds')}", w=8))
     d = d.with_panel(grid("Escalation level and last action",
                           "The host's level now, and seconds since its last remediation action (if any since start-up).",
-                          f"monitord_escalation_level{{{H}}} or (time() - monitord_last_action_timestamp_seconds{{{H}}})",
+                          f"{on_host('monitord_escalation_level')}"
+                          f" or (time() - {on_host('monitord_last_action_timestamp_seconds')})",
                           w=24))
 
     d = d.with_row(dashboard.Row("Remediation"))
     d = d.with_panel(graph("Actions", "Remediation actions carried out, by kind and outcome.",
-                           (f"sum by (kind, outcome) (increase(monitord_actions_total{{{I}}}[$__rate_interval]))",
+                           (increase_by("kind, outcome", "monitord_actions_total"),
                             "{{kind}} {{outcome}}"), stacked=True))
     d = d.with_panel(graph("Guard blocks", "Actions a safety guard stopped (blast_radius: the monitor's own side "
                            "looks broken, so no power actions).",
-                           (f"sum by (guard) (increase(monitord_guard_blocks_total{{{I}}}[$__rate_interval]))",
+                           (increase_by("guard", "monitord_guard_blocks_total"),
                             "{{guard}}"), stacked=True))
 
     d = d.with_row(dashboard.Row("Paging and SLA timers"))
-    d = d.with_panel(number("SLA timers running", f"sum(monitord_sla_timers_running{{{I}}})",
+    d = d.with_panel(number("SLA timers running", f"sum({fleet('monitord_sla_timers_running')})",
                             "On-site and replacement timers started and not stopped."))
-    d = d.with_panel(number("SLA timers breached", f"sum(monitord_sla_timers_breached{{{I}}})",
-                            "Running timers past their target.", bad=1))
-    d = d.with_panel(number("Reports due", f"sum(monitord_reports_due{{{I}}})",
+    d = d.with_panel(number("SLA timers breached", f"sum({fleet('monitord_sla_timers_breached')})",
+                            "Running timers past their target.", red_from=1))
+    d = d.with_panel(number("Reports due", f"sum({fleet('monitord_reports_due')})",
                             "Incident reports (障害報告) to write, not yet overdue."))
-    d = d.with_panel(number("Reports overdue", f"sum(monitord_reports_overdue{{{I}}})",
-                            "Incident reports past their due date (2 business days after recovery).", bad=1))
-    d = d.with_panel(number("Outbox", f"sum(monitord_page_outbox_depth{{{I}}})",
-                            "Pages queued and not yet delivered.", bad=1))
+    d = d.with_panel(number("Reports overdue", f"sum({fleet('monitord_reports_overdue')})",
+                            "Incident reports past their due date (2 business days after recovery).", red_from=1))
+    d = d.with_panel(number("Outbox", f"sum({fleet('monitord_page_outbox_depth')})",
+                            "Pages queued and not yet delivered.", red_from=1))
     d = d.with_panel(number("Ack latency p90",
-                            f"histogram_quantile(0.9, sum by (le) (increase(monitord_page_ack_latency_seconds_bucket{{{I}}}[1d])))",
+                            quantile(0.9, "monitord_page_ack_latency_seconds", "increase", "1d"),
                             "From a page to its acknowledgement, over the last day.", unit="s"))
     d = d.with_panel(graph("Pages decided", "Pages the escalation engine decided, by kind.",
-                           (f"sum by (kind) (increase(monitord_escalation_pages_total{{{I}}}[$__rate_interval]))",
+                           (increase_by("kind", "monitord_escalation_pages_total"),
                             "{{kind}}"), stacked=True, w=8))
     d = d.with_panel(graph("Page deliveries", "Delivery attempts by integration and outcome (delivered, retry, dead).",
-                           (f"sum by (integration, outcome) (increase(monitord_pages_sent_total{{{I}}}[$__rate_interval]))",
+                           (increase_by("integration, outcome", "monitord_pages_sent_total"),
                             "{{integration}} {{outcome}}"), stacked=True, w=8))
     d = d.with_panel(graph("Outbox depth", "Pages queued per integration; a line that only grows means pages are "
-                           "not leaving.", (f"monitord_page_outbox_depth{{{I}}}", "{{integration}}"), w=8))
+                           "not leaving.", (fleet("monitord_page_outbox_depth"), "{{integration}}"), w=8))
 
     d = d.with_row(dashboard.Row("monitord itself"))
     d = d.with_panel(number("Up", 'min(up{job="monitord", instance=~"$instance"})', "Prometheus reaches /metrics.",
-                            bad=1, good_below=False))
-    d = d.with_panel(number("State store", f"min(monitord_store_healthy{{{I}}})",
-                            "1 writable; 0: actions and pages are held.", bad=1, good_below=False))
-    d = d.with_panel(number("Last reload OK", f"min(monitord_config_last_reload_successful{{{I}}})",
-                            "0: the last config was refused; the previous one runs.", bad=1, good_below=False))
-    d = d.with_panel(number("Config age", f"time() - max(monitord_config_last_reload_success_timestamp_seconds{{{I}}})",
+                            red_below=1))
+    d = d.with_panel(number("State store", f"min({fleet('monitord_store_healthy')})",
+                            "1 writable; 0: actions and pages are held.", red_below=1))
+    d = d.with_panel(number("Last reload OK", f"min({fleet('monitord_config_last_reload_successful')})",
+                            "0: the last config was refused; the previous one runs.", red_below=1))
+    d = d.with_panel(number("Config age",
+                            f"time() - max({fleet('monitord_config_last_reload_success_timestamp_seconds')})",
                             "Since the configuration last loaded.", unit="s"))
-    d = d.with_panel(number("HTTP connections", f"sum(monitord_http_connections{{{I}}})",
+    d = d.with_panel(number("HTTP connections", f"sum({fleet('monitord_http_connections')})",
                             "Open connections to the listener."))
     d = d.with_panel(grid("Version", "monitord and Python versions.",
-                          f"monitord_build_info{{{I}}}", w=4))
+                          fleet("monitord_build_info"), w=4))
     d = d.with_panel(graph("Scheduler lateness", "How late checks start; high means an overloaded daemon.",
-                           (f"histogram_quantile(0.5, sum by (le) (rate(monitord_scheduler_lateness_seconds_bucket{{{I}}}[$__rate_interval])))", "p50"),
-                           (f"histogram_quantile(0.99, sum by (le) (rate(monitord_scheduler_lateness_seconds_bucket{{{I}}}[$__rate_interval])))", "p99"),
+                           (quantile(0.5, "monitord_scheduler_lateness_seconds"), "p50"),
+                           (quantile(0.99, "monitord_scheduler_lateness_seconds"), "p99"),
                            unit="s", w=8))
     d = d.with_panel(graph("Probe results", "Probe runs per second by kind, status and reason.",
-                           (f"sum by (kind, status, reason) (rate(monitord_probe_results_total{{{I}}}[$__rate_interval]))",
+                           (increase_by("kind, status, reason", "monitord_probe_results_total", "rate"),
                             "{{kind}} {{status}} {{reason}}"), unit="ops", w=8))
     d = d.with_panel(graph("Listener self-protection", "Connections the listener closed: idle, evicted, refused.",
-                           (f"sum by (reason) (increase(monitord_http_connections_closed_total{{{I}}}[$__rate_interval]))",
+                           (increase_by("reason", "monitord_http_connections_closed_total"),
                             "{{reason}}"), stacked=True, w=8))
     return d
 
