@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import signal
-import sys
 
 import pytest
 
