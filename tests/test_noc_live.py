@@ -86,13 +86,15 @@ class Prometheus:
         return self.api("query", query=expr)["result"]
 
 
-def fleet_config(tmp: Path, port: int, open_port: int, failing_port: int) -> str:
+def fleet_config(tmp: Path, port: int, open_port: int, first_port: int, then_port: int) -> str:
     dead = free_port()  # nothing listens: the BMCs and the webhook are unreachable
     secret = tmp / "hook.secret"
     secret.write_text("noc-live-webhook-secret\n")
     secret.chmod(0o600)
     now = dt.datetime.now(dt.timezone.utc)
-    down = {"closed": {"kind": "tcp", "port": failing_port, "host_critical": True}}
+    def fails(port: int) -> dict:
+        return {"closed": {"kind": "tcp", "port": port, "host_critical": True}}
+
     bmc = {"address": "127.0.0.1", "port": dead, "username": "admin", "password": {"file": str(secret)}}
     config = {
         "daemon": {"state_path": str(tmp / "state.db"), "metrics_listen": f"127.0.0.1:{port}"},
@@ -101,9 +103,10 @@ def fleet_config(tmp: Path, port: int, open_port: int, failing_port: int) -> str
         "hosts": {
             "web": {"address": "127.0.0.1", "checks": {"ping": {"count": 1, "reply_timeout": "500ms"},
                                                        "http": {"kind": "tcp", "port": open_port}}},
-            "db": {"address": "127.0.0.1", "checks": down},  # no power control: straight to level 3
-            "app": {"address": "127.0.0.1", "bmc": bmc, "checks": down},  # BMC read fails, then blast radius
-            "maint": {"address": "127.0.0.1", "bmc": bmc, "checks": down},  # in maintenance
+            "db": {"address": "127.0.0.1", "checks": fails(first_port)},  # no power control: straight to level 3
+            # then, with db still down, three of four hosts are: the BMC read fails, the reset is blocked
+            "app": {"address": "127.0.0.1", "bmc": bmc, "checks": fails(then_port)},
+            "maint": {"address": "127.0.0.1", "bmc": bmc, "checks": fails(then_port)},  # in maintenance
         },
         "maintenance": {"disk-swap": {"hosts": ["maint"], "reason": "disk swap",
                                       "start": (now - dt.timedelta(hours=1)).isoformat(),
@@ -125,10 +128,11 @@ def noc(tmp_path_factory):
     need_binary("prometheus")
     tmp = tmp_path_factory.mktemp("noc")
     listener = socket.create_server(("127.0.0.1", 0))
-    failing = socket.create_server(("127.0.0.1", 0))  # closed once Prometheus watches: three hosts go down
+    first = socket.create_server(("127.0.0.1", 0))  # closed once Prometheus watches: db goes down
+    then = socket.create_server(("127.0.0.1", 0))  # closed once db is at level 3: app and maint go down
     port = free_port()
     config = tmp / "monitord.yaml"
-    config.write_text(fleet_config(tmp, port, listener.getsockname()[1], failing.getsockname()[1]))
+    config.write_text(fleet_config(tmp, port, *(s.getsockname()[1] for s in (listener, first, then))))
     store = SQLiteStore(tmp / "state.db")  # an incident recovered ten days ago whose report nobody submitted
     old = time.time() - 10 * 86400
     store.close_incident(store.open_incident("web", "http", "tcp", old, old, "refused"), old + 600)
@@ -141,8 +145,9 @@ def noc(tmp_path_factory):
         # counters start at 0, so Prometheus sees the first block as an increase (the alert's condition)
         wait_for(lambda: prometheus.query('monitord_guard_blocks_total{guard="blast_radius"} == 0'), 30,
                  "prometheus to scrape the daemon")
-        failing.close()
+        first.close()
         wait_for(lambda: daemon.value("monitord_escalation_level", host="db") == 3, 60, "db at level 3")
+        then.close()
         for guard in ("blast_radius", "maintenance"):
             wait_for(lambda: daemon.value("monitord_guard_blocks_total", guard=guard) >= 1, 60, f"a {guard} block")
         wait_for(lambda: daemon.value("monitord_actions_total", kind="bmc_read", outcome="failed") >= 1, 60,
@@ -166,8 +171,8 @@ def noc(tmp_path_factory):
         yield daemon, prometheus
     finally:
         idle.close()
-        listener.close()
-        failing.close()
+        for sock in (listener, first, then):
+            sock.close()
         if prometheus is not None:
             prometheus.proc.stop()
         daemon.proc.stop(signal.SIGKILL)

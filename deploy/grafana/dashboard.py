@@ -95,6 +95,106 @@ def variables() -> list:
     ]
 
 
+def sections() -> list[tuple[str, list]]:
+    """The dashboard's rows, each with its panels."""
+    return [
+        ("Fleet overview", [
+            number("Hosts", f"count({fleet('monitord_escalation_level')})",
+                   "Hosts in the running configuration."),
+            number("Checks failing", f"count({fleet('monitord_check_state')} == 2) or vector(0)",
+                   "Checks with a confirmed (hard) problem.", red_from=1),
+            number("Open incidents", f"sum({fleet('monitord_incidents_open')})",
+                   "Confirmed problems not yet recovered.", red_from=1),
+            number("Hosts at level 3", f"count({fleet('monitord_escalation_level')} == 3) or vector(0)",
+                   "On-site dispatch: automatic remediation is exhausted.", red_from=1),
+            number("Checks configured", f"sum({fleet('monitord_checks_configured')})",
+                   "Enabled checks in the running configuration."),
+            number("Checks running", f"sum({fleet('monitord_checks_running')})",
+                   "Probe runs in progress now."),
+            grid("Problems now", "Every check that is not OK: 1 soft (unconfirmed), 2 hard (confirmed).",
+                 f"{fleet('monitord_check_state')} > 0"),
+            graph("Escalation level by host", "0 none, 1-3 the contract's levels.",
+                  (f"max by (host) ({fleet('monitord_escalation_level')})", "{{host}}")),
+        ]),
+        ("Host detail ($host)", [
+            graph("Check state", "0 ok, 1 soft, 2 hard.",
+                  (on_host("monitord_check_state"), "{{host}}/{{check}}"), w=8),
+            graph("Probe status", "0 ok, 1 warning, 2 critical, 3 unknown.",
+                  (on_host("monitord_probe_status"), "{{host}}/{{check}}"), w=8),
+            graph("Probe success", "1 if the last run was OK.",
+                  (on_host("monitord_probe_success"), "{{host}}/{{check}}"), w=8),
+            graph("Probe duration", "How long the last run took.",
+                  (on_host("monitord_probe_duration_seconds"), "{{host}}/{{check}}"), unit="s", w=8),
+            graph("Measured values", "Values the probes measured (rtt, loss, disk %, certificate days...).",
+                  (on_host("monitord_probe_value"), "{{host}}/{{check}} {{name}}"), w=8),
+            grid("Since the last run", "Seconds since each check last started.",
+                 f"time() - {on_host('monitord_probe_last_run_timestamp_seconds')}", w=8),
+            grid("Escalation level and last action",
+                 "The host's level now, and seconds since its last remediation action (if any since start-up).",
+                 f"{on_host('monitord_escalation_level')}"
+                 f" or (time() - {on_host('monitord_last_action_timestamp_seconds')})",
+                 w=24),
+        ]),
+        ("Remediation", [
+            graph("Actions", "Remediation actions carried out, by kind and outcome.",
+                  (increase_by("kind, outcome", "monitord_actions_total"),
+                   "{{kind}} {{outcome}}"), stacked=True),
+            graph("Guard blocks", "Actions a safety guard stopped (blast_radius: the monitor's own side "
+                  "looks broken, so no power actions).",
+                  (increase_by("guard", "monitord_guard_blocks_total"),
+                   "{{guard}}"), stacked=True),
+        ]),
+        ("Paging and SLA timers", [
+            number("SLA timers running", f"sum({fleet('monitord_sla_timers_running')})",
+                   "On-site and replacement timers started and not stopped."),
+            number("SLA timers breached", f"sum({fleet('monitord_sla_timers_breached')})",
+                   "Running timers past their target.", red_from=1),
+            number("Reports due", f"sum({fleet('monitord_reports_due')})",
+                   "Incident reports (障害報告) to write, not yet overdue."),
+            number("Reports overdue", f"sum({fleet('monitord_reports_overdue')})",
+                   "Incident reports past their due date (2 business days after recovery).", red_from=1),
+            number("Outbox", f"sum({fleet('monitord_page_outbox_depth')})",
+                   "Pages queued and not yet delivered.", red_from=1),
+            number("Ack latency p90",
+                   quantile(0.9, "monitord_page_ack_latency_seconds", "increase", "1d"),
+                   "From a page to its acknowledgement, over the last day.", unit="s"),
+            graph("Pages decided", "Pages the escalation engine decided, by kind.",
+                  (increase_by("kind", "monitord_escalation_pages_total"),
+                   "{{kind}}"), stacked=True, w=8),
+            graph("Page deliveries", "Delivery attempts by integration and outcome (delivered, retry, dead).",
+                  (increase_by("integration, outcome", "monitord_pages_sent_total"),
+                   "{{integration}} {{outcome}}"), stacked=True, w=8),
+            graph("Outbox depth", "Pages queued per integration; a line that only grows means pages are "
+                  "not leaving.", (fleet("monitord_page_outbox_depth"), "{{integration}}"), w=8),
+        ]),
+        ("monitord itself", [
+            number("Up", 'min(up{job="monitord", instance=~"$instance"})', "Prometheus reaches /metrics.",
+                   red_below=1),
+            number("State store", f"min({fleet('monitord_store_healthy')})",
+                   "1 writable; 0: actions and pages are held.", red_below=1),
+            number("Last reload OK", f"min({fleet('monitord_config_last_reload_successful')})",
+                   "0: the last config was refused; the previous one runs.", red_below=1),
+            number("Config age",
+                   f"time() - max({fleet('monitord_config_last_reload_success_timestamp_seconds')})",
+                   "Since the configuration last loaded.", unit="s"),
+            number("HTTP connections", f"sum({fleet('monitord_http_connections')})",
+                   "Open connections to the listener."),
+            grid("Version", "monitord and Python versions.",
+                 fleet("monitord_build_info"), w=4),
+            graph("Scheduler lateness", "How late checks start; high means an overloaded daemon.",
+                  (quantile(0.5, "monitord_scheduler_lateness_seconds"), "p50"),
+                  (quantile(0.99, "monitord_scheduler_lateness_seconds"), "p99"),
+                  unit="s", w=8),
+            graph("Probe results", "Probe runs per second by kind, status and reason.",
+                  (increase_by("kind, status, reason", "monitord_probe_results_total", "rate"),
+                   "{{kind}} {{status}} {{reason}}"), unit="ops", w=8),
+            graph("Listener self-protection", "Connections the listener closed: idle, evicted, refused.",
+                  (increase_by("reason", "monitord_http_connections_closed_total"),
+                   "{{reason}}"), stacked=True, w=8),
+        ]),
+    ]
+
+
 def build() -> dashboard.Dashboard:
     d = (dashboard.Dashboard("monitord — fleet, remediation, paging").uid(UID).tags(["monitord", "noc"])
          .description("What monitord sees, what it is doing about it, and whether it is healthy itself.")
@@ -103,99 +203,10 @@ def build() -> dashboard.Dashboard:
     for variable in variables():
         d = d.with_variable(variable)
 
-    d = d.with_row(dashboard.Row("Fleet overview"))
-    d = d.with_panel(number("Hosts", f"count({fleet('monitord_escalation_level')})",
-                            "Hosts in the running configuration."))
-    d = d.with_panel(number("Checks failing", f"count({fleet('monitord_check_state')} == 2) or vector(0)",
-                            "Checks with a confirmed (hard) problem.", red_from=1))
-    d = d.with_panel(number("Open incidents", f"sum({fleet('monitord_incidents_open')})",
-                            "Confirmed problems not yet recovered.", red_from=1))
-    d = d.with_panel(number("Hosts at level 3", f"count({fleet('monitord_escalation_level')} == 3) or vector(0)",
-                            "On-site dispatch: automatic remediation is exhausted.", red_from=1))
-    d = d.with_panel(number("Checks configured", f"sum({fleet('monitord_checks_configured')})",
-                            "Enabled checks in the running configuration."))
-    d = d.with_panel(number("Checks running", f"sum({fleet('monitord_checks_running')})",
-                            "Probe runs in progress now."))
-    d = d.with_panel(grid("Problems now", "Every check that is not OK: 1 soft (unconfirmed), 2 hard (confirmed).",
-                          f"{fleet('monitord_check_state')} > 0"))
-    d = d.with_panel(graph("Escalation level by host", "0 none, 1-3 the contract's levels.",
-                           (f"max by (host) ({fleet('monitord_escalation_level')})", "{{host}}")))
-
-    d = d.with_row(dashboard.Row("Host detail ($host)"))
-    d = d.with_panel(graph("Check state", "0 ok, 1 soft, 2 hard.",
-                           (on_host("monitord_check_state"), "{{host}}/{{check}}"), w=8))
-    d = d.with_panel(graph("Probe status", "0 ok, 1 warning, 2 critical, 3 unknown.",
-                           (on_host("monitord_probe_status"), "{{host}}/{{check}}"), w=8))
-    d = d.with_panel(graph("Probe success", "1 if the last run was OK.",
-                           (on_host("monitord_probe_success"), "{{host}}/{{check}}"), w=8))
-    d = d.with_panel(graph("Probe duration", "How long the last run took.",
-                           (on_host("monitord_probe_duration_seconds"), "{{host}}/{{check}}"), unit="s", w=8))
-    d = d.with_panel(graph("Measured values", "Values the probes measured (rtt, loss, disk %, certificate days...).",
-                           (on_host("monitord_probe_value"), "{{host}}/{{check}} {{name}}"), w=8))
-    d = d.with_panel(grid("Since the last run", "Seconds since each check last started.",
-                          f"time() - {on_host('monitord_probe_last_run_timestamp_seconds')}", w=8))
-    d = d.with_panel(grid("Escalation level and last action",
-                          "The host's level now, and seconds since its last remediation action (if any since start-up).",
-                          f"{on_host('monitord_escalation_level')}"
-                          f" or (time() - {on_host('monitord_last_action_timestamp_seconds')})",
-                          w=24))
-
-    d = d.with_row(dashboard.Row("Remediation"))
-    d = d.with_panel(graph("Actions", "Remediation actions carried out, by kind and outcome.",
-                           (increase_by("kind, outcome", "monitord_actions_total"),
-                            "{{kind}} {{outcome}}"), stacked=True))
-    d = d.with_panel(graph("Guard blocks", "Actions a safety guard stopped (blast_radius: the monitor's own side "
-                           "looks broken, so no power actions).",
-                           (increase_by("guard", "monitord_guard_blocks_total"),
-                            "{{guard}}"), stacked=True))
-
-    d = d.with_row(dashboard.Row("Paging and SLA timers"))
-    d = d.with_panel(number("SLA timers running", f"sum({fleet('monitord_sla_timers_running')})",
-                            "On-site and replacement timers started and not stopped."))
-    d = d.with_panel(number("SLA timers breached", f"sum({fleet('monitord_sla_timers_breached')})",
-                            "Running timers past their target.", red_from=1))
-    d = d.with_panel(number("Reports due", f"sum({fleet('monitord_reports_due')})",
-                            "Incident reports (障害報告) to write, not yet overdue."))
-    d = d.with_panel(number("Reports overdue", f"sum({fleet('monitord_reports_overdue')})",
-                            "Incident reports past their due date (2 business days after recovery).", red_from=1))
-    d = d.with_panel(number("Outbox", f"sum({fleet('monitord_page_outbox_depth')})",
-                            "Pages queued and not yet delivered.", red_from=1))
-    d = d.with_panel(number("Ack latency p90",
-                            quantile(0.9, "monitord_page_ack_latency_seconds", "increase", "1d"),
-                            "From a page to its acknowledgement, over the last day.", unit="s"))
-    d = d.with_panel(graph("Pages decided", "Pages the escalation engine decided, by kind.",
-                           (increase_by("kind", "monitord_escalation_pages_total"),
-                            "{{kind}}"), stacked=True, w=8))
-    d = d.with_panel(graph("Page deliveries", "Delivery attempts by integration and outcome (delivered, retry, dead).",
-                           (increase_by("integration, outcome", "monitord_pages_sent_total"),
-                            "{{integration}} {{outcome}}"), stacked=True, w=8))
-    d = d.with_panel(graph("Outbox depth", "Pages queued per integration; a line that only grows means pages are "
-                           "not leaving.", (fleet("monitord_page_outbox_depth"), "{{integration}}"), w=8))
-
-    d = d.with_row(dashboard.Row("monitord itself"))
-    d = d.with_panel(number("Up", 'min(up{job="monitord", instance=~"$instance"})', "Prometheus reaches /metrics.",
-                            red_below=1))
-    d = d.with_panel(number("State store", f"min({fleet('monitord_store_healthy')})",
-                            "1 writable; 0: actions and pages are held.", red_below=1))
-    d = d.with_panel(number("Last reload OK", f"min({fleet('monitord_config_last_reload_successful')})",
-                            "0: the last config was refused; the previous one runs.", red_below=1))
-    d = d.with_panel(number("Config age",
-                            f"time() - max({fleet('monitord_config_last_reload_success_timestamp_seconds')})",
-                            "Since the configuration last loaded.", unit="s"))
-    d = d.with_panel(number("HTTP connections", f"sum({fleet('monitord_http_connections')})",
-                            "Open connections to the listener."))
-    d = d.with_panel(grid("Version", "monitord and Python versions.",
-                          fleet("monitord_build_info"), w=4))
-    d = d.with_panel(graph("Scheduler lateness", "How late checks start; high means an overloaded daemon.",
-                           (quantile(0.5, "monitord_scheduler_lateness_seconds"), "p50"),
-                           (quantile(0.99, "monitord_scheduler_lateness_seconds"), "p99"),
-                           unit="s", w=8))
-    d = d.with_panel(graph("Probe results", "Probe runs per second by kind, status and reason.",
-                           (increase_by("kind, status, reason", "monitord_probe_results_total", "rate"),
-                            "{{kind}} {{status}} {{reason}}"), unit="ops", w=8))
-    d = d.with_panel(graph("Listener self-protection", "Connections the listener closed: idle, evicted, refused.",
-                           (increase_by("reason", "monitord_http_connections_closed_total"),
-                            "{{reason}}"), stacked=True, w=8))
+    for title, panels in sections():
+        d = d.with_row(dashboard.Row(title))
+        for panel in panels:
+            d = d.with_panel(panel)
     return d
 
 
