@@ -243,14 +243,25 @@ def step(state: HostState, event: Event, policy: Policy, guards: Guards, now: fl
         new, decisions = _on_recovered(state, event, now)
     else:
         new, decisions = _on_done(state, event, policy, guards, now)
-    if guards.blast_radius and new.phase in (Phase.DISPATCHED, Phase.HELD) and state.phase not in (
-            Phase.DISPATCHED, Phase.HELD):
-        # no host is handed to humans while the monitor's side looks broken: the ladder ends
-        # blocked and starts again when the guard clears, if the host is still down
+    handing_over = new.phase in (Phase.DISPATCHED, Phase.HELD) and state.phase not in (Phase.DISPATCHED, Phase.HELD)
+    block = _hand_over_block(policy, guards) if handing_over else None
+    if block is not None:
+        # no host is handed to humans while it is quarantined, in maintenance or behind a parent
+        # that is down, or while the monitor's side looks broken: the ladder ends blocked and
+        # starts again when the guard clears, if the host is still down
         kept = [d for d in decisions if not isinstance(d, (Page, StartSla, Blocked))]
-        block = Blocked("blast_radius", f"monitor-side failure suspected ({guards.blast_radius}): host page held")
-        return _end(new, blocked="blast_radius"), kept + ([block] if state.blocked != "blast_radius" else [])
+        return _end(new, blocked=block.guard), kept + ([block] if state.blocked != block.guard else [])
     return new, decisions
+
+
+def _hand_over_block(p: Policy, g: Guards) -> Blocked | None:
+    """What stops a dispatch or a page for a host: the guards that stop every step (a host
+    without power control, or at its reset limit, reaches level 3 without taking one), and a
+    monitor-side failure."""
+    block = _guard(Step.VERIFY, p, g)
+    if block is None and g.blast_radius:
+        block = Blocked("blast_radius", f"monitor-side failure suspected ({g.blast_radius}): host page held")
+    return block
 
 
 def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:

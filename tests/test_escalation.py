@@ -376,10 +376,15 @@ def test_a_check_that_answers_right_before_the_first_destructive_action_is_verif
     ([DOWN], Policy(has_ssh=True)),  # no power control: would dispatch
     ([HTTP_DOWN], replace(FULL, restartable=frozenset())),  # no restart method: would page
 ])
-def test_no_host_is_handed_to_humans_during_a_blast_radius_episode(events, policy):
-    blast = Guards(blast_radius="3 of 3 hosts down now")
-    state, trace = play(events + events, policy=policy, guards=blast)
-    assert trace == [["blocked blast_radius"], []]  # journaled once, quietly after
-    assert state.phase is Phase.IDLE and state.blocked == "blast_radius"
+@pytest.mark.parametrize("guard,guards", [
+    ("blast_radius", Guards(blast_radius="3 of 3 hosts down now")),
+    ("maintenance", Guards(maintenance="friday-patching")),
+    ("parent_down", Guards(parent_down="core-sw1")),
+    ("quarantined", Guards(quarantined=True)),
+])
+def test_no_host_is_handed_to_humans_while_a_guard_holds_it(events, policy, guard, guards):
+    state, trace = play(events + events, policy=policy, guards=guards)
+    assert trace == [[f"blocked {guard}"], []]  # journaled once, quietly after
+    assert state.phase is Phase.IDLE and state.blocked == guard
     _, trace = play(events, policy=policy, state=state)  # the guard cleared: the host's ladder runs
     assert trace[0][0].startswith("page")
