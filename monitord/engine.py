@@ -498,6 +498,7 @@ class Engine:
             dry_run=r["dry_run"],
             restartable=frozenset(name for name, check in h.checks.items() if check.restart is not None),
             name=host, verify_interval=max(r["verify_interval"], 5.0),
+            engineer_on_site=self.config.paging.sla.engineer_on_site,
         )
 
     def _cheap_guards(self, host: str, now: float) -> esc.Guards:

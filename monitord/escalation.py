@@ -88,6 +88,7 @@ class Policy:
     restartable: frozenset[str] = frozenset()  # checks with a restart method configured
     name: str = ""  # the host's name, for pages that must name it
     verify_interval: float = 30.0  # how often a recovered check is verified again while verification fails
+    engineer_on_site: float = 7200.0  # the SLA target from dispatch to an engineer on site (paging.sla)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +347,7 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
             return _power(replace(s, drivers_failed=failed), e.step, s.level,
                           f"{e.step} through {failed[-1]} failed ({e.reason}); falling back to {remaining[0]}", p, g,
                           now)
-        return _dispatch(s, f"{e.step} failed through every power driver ({e.reason})", now)
+        return _dispatch(s, f"{e.step} failed through every power driver ({e.reason})", p, now)
     if e.step is Step.WAIT_BOOT:
         return _on_boot(s, e, p, g, now)
     if e.step is Step.FSCK:
@@ -379,7 +380,7 @@ def _on_boot(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
         return _end(s), [Resolved("host answers ping and an SSH login succeeded")]
     if s.level >= 2:
         what = "did not come back" if not ping else ("login fails" if not login else "filesystem errors remain")
-        return _dispatch(s, f"after level 2 the host {what}", now)
+        return _dispatch(s, f"after level 2 the host {what}", p, now)
     if ping and login and fs_errors:
         return _decide(replace(s, level=2), Step.FSCK, 2,
                        f"boot log shows filesystem errors ({fs_errors[0][:80]}): force a check and reboot", p, g, now)
@@ -418,11 +419,11 @@ def _power(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards,
            approved: bool = False) -> tuple[HostState, list[Decision]]:
     """Decide a power action: limit and drivers first, then the common guards."""
     if not p.power_drivers:
-        return _dispatch(s, "no power control configured (no BMC, no PDU)", now)
+        return _dispatch(s, "no power control configured (no BMC, no PDU)", p, now)
     recent = tuple(t for t in s.power_actions if now - t < p.reset_window)
     s = replace(s, power_actions=recent)
     if len(recent) >= p.max_resets and not s.drivers_failed:
-        return _dispatch(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", now,
+        return _dispatch(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", p, now,
                          blocked=Blocked("limit", f"reset limit reached ({len(recent)}/{p.max_resets})"))
     driver = next(d for d in p.power_drivers if d not in s.drivers_failed)
     return _decide(s, what, level, why, p, g, now, args={"driver": driver}, approved=approved)
@@ -476,14 +477,15 @@ def _guard(what: Step, p: Policy, g: Guards) -> Blocked | None:
     return None
 
 
-def _dispatch(s: HostState, why: str, now: float, blocked: Blocked | None = None) -> tuple[HostState, list[Decision]]:
+def _dispatch(s: HostState, why: str, p: Policy, now: float,
+              blocked: Blocked | None = None) -> tuple[HostState, list[Decision]]:
     """Level 3: page for on-site dispatch and start the engineer-on-site timer."""
     s = replace(s, phase=Phase.DISPATCHED, level=3, step=None, blocked=None)
     decisions: list[Decision] = [blocked] if blocked else []
     why = "; ".join((why, *s.causes))
     decisions += [Page("dispatch", 3, f"level 3: dispatch an engineer on site: {why}",
                        {"tried": list(s.tried), "causes": list(s.causes)}),
-                  StartSla("engineer_on_site", now + 120 * 60)]
+                  StartSla("engineer_on_site", now + p.engineer_on_site)]
     return s, decisions
 
 

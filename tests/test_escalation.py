@@ -153,6 +153,25 @@ def test_dispatch_page_carries_what_was_tried_and_sla_due_in_120_minutes():
     assert (state.phase, state.level) == (Phase.DISPATCHED, 3)
 
 
+def test_dispatch_sla_due_follows_the_configured_target():
+
+    events = LADDERS["never back: L2 then L3 dispatch with the SLA timer"][0]
+    state = HostState()
+    for i, event in enumerate(events):
+        state, decisions = step(state, event, replace(FULL, engineer_on_site=90 * 60), OK, 1000.0 + i)
+    assert decisions[-1] == StartSla("engineer_on_site", 1005.0 + 5400)
+
+
+def test_engine_policy_takes_the_sla_target_from_paging(tmp_path):
+    from tests.test_engine_notices import make_engine
+
+    engine, store, _ = make_engine(tmp_path, "paging: {sla: {engineer_on_site: 90m}}\nhosts: {web1: {address: 127.0.0.1}}\n")
+    try:
+        assert engine.policy("web1").engineer_on_site == 5400
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("guard,field_value", [
     ("maintenance", {"maintenance": "friday-patching"}),
     ("parent_down", {"parent_down": "core-sw1"}),
