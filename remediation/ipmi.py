@@ -112,14 +112,15 @@ def classify_failure(stderr: str) -> Reason | None:
     return None
 
 
-_COMPLAINT = re.compile(r"^(Err\b|Error\b|Unable to)", re.IGNORECASE)
+_COMPLAINT = re.compile(r"^(Err\b|Error\b|Unable to)|\bcommand failed\b", re.IGNORECASE)
 
 
-def complaints(stderr: str) -> str | None:
+def complaints(output: str) -> str | None:
     """The error lines ipmitool printed although it exited 0 (e.g. ``Err in cmd get sensor sdr
-    info`` for a sensor it could not read), on one line; None when there are none."""
-    lines = [line.strip() for line in stderr.splitlines()]
-    hit = [line for line in lines if _COMPLAINT.match(line) and not _NOISE.match(line)]
+    info`` for a sensor it could not read), on one line; None when there are none. Table rows
+    (``|``-separated) are never complaints."""
+    lines = [line.strip() for line in output.splitlines() if "|" not in line]
+    hit = [line for line in lines if _COMPLAINT.search(line) and not _NOISE.match(line)]
     return _failure_detail("\n".join(hit)) if hit else None
 
 
@@ -314,6 +315,13 @@ def parse_sensors(output: str) -> list[SensorReading]:
     return readings
 
 
+def parse_sensor_report(stdout: str, stderr: str) -> tuple[list[SensorReading], str | None]:
+    """``ipmitool sensor``'s readings, and its complaints from both streams: a sensor without an
+    SDR record prints ``Err in cmd get sensor sdr info`` on stdout, among the rows, and ``Get SDR
+    0000 command failed: ...`` on stderr, and ipmitool still exits 0."""
+    return parse_sensors(stdout), complaints(stdout + "\n" + stderr)
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -483,8 +491,7 @@ class IpmiDriver:
 
     async def sensor_report(self) -> tuple[list[SensorReading], str | None]:
         """:meth:`sensors`, and what ipmitool complained about while listing them (exit 0)."""
-        out, err = await self._run_full(["sensor"])
-        return parse_sensors(out), complaints(err)
+        return parse_sensor_report(*await self._run_full(["sensor"]))
 
     async def health(self, sel_last: int = 20) -> BmcHealth:
         """Power state, the last ``sel_last`` SEL records and the sensors not ok, for the journal.

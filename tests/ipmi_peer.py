@@ -99,13 +99,14 @@ def _hex(values: list[int]) -> str:
     return " ".join(f"0x{value:02x}" for value in values)
 
 
+SDR_LINE = f"main_sdr_add {BMC_ADDR} {_hex(temp_sensor_sdr())}\n"
+
 EMU = f"""\
 mc_setbmc {BMC_ADDR}
 mc_add {BMC_ADDR} 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02
 sel_enable {BMC_ADDR} 50 0x0a
 sensor_add {BMC_ADDR} 0 {TEMP_SENSOR} 0x01 0x01
-main_sdr_add {BMC_ADDR} {_hex(temp_sensor_sdr())}
-sensor_set_value {BMC_ADDR} 0 {TEMP_SENSOR} 0x{TEMP_START:02x} 0
+{SDR_LINE}sensor_set_value {BMC_ADDR} 0 {TEMP_SENSOR} 0x{TEMP_START:02x} 0
 sensor_set_threshold {BMC_ADDR} 0 {TEMP_SENSOR} settable 111000 0xa0 0x90 0x70 00 00 00
 sensor_set_event_support {BMC_ADDR} 0 {TEMP_SENSOR} enable scanning per-state \\
         000111111000000 000111111000000 \\
@@ -250,8 +251,13 @@ class IpmiSim:
         return int(reply.rsplit(" ", 1)[-1])
 
 
-def start_ipmi_sim(peers: PeerStarter, power_on: bool = True, hooks: Mapping[str, str] | None = None) -> IpmiSim:
-    """Start an ipmi_sim BMC under ``peers`` (stopped at teardown) and wait until it serves."""
+def start_ipmi_sim(peers: PeerStarter, power_on: bool = True, hooks: Mapping[str, str] | None = None,
+                   sdr: bool = True) -> IpmiSim:
+    """Start an ipmi_sim BMC under ``peers`` (stopped at teardown) and wait until it serves.
+
+    ``sdr=False`` leaves the Temp sensor without its SDR record, as in the bare recipe of
+    peers.md: ``ipmitool sensor`` then prints ``Err in cmd get sensor sdr info`` and exits 0.
+    """
     binary = need_binary("ipmi_sim")
     need_binary("ipmitool")
     directory = peers.directory(f"ipmi_sim{len(list(peers.root.glob('ipmi_sim*')))}")
@@ -259,7 +265,7 @@ def start_ipmi_sim(peers: PeerStarter, power_on: bool = True, hooks: Mapping[str
     (directory / "hooks").mkdir()
     port, console_port = free_port(socket.SOCK_DGRAM), free_port()
     script = write_file(directory / "chassisctl.sh", CHASSIS_SCRIPT % {"dir": directory}, mode=0o755)
-    write_file(directory / "peersim.emu", EMU)
+    write_file(directory / "peersim.emu", EMU if sdr else EMU.replace(SDR_LINE, ""))
     _write_power(directory, power_on)
     for action, snippet in (hooks or {}).items():
         _write_hook(directory, action, snippet)
@@ -303,8 +309,8 @@ set_working_mc {BMC_ADDR}
 
 @pytest.fixture
 def make_ipmi_sim(peers: PeerStarter) -> Callable[..., IpmiSim]:
-    """``make_ipmi_sim(power_on=True, hooks={"reset": "..."})`` starts an ipmi_sim BMC."""
-    return lambda power_on=True, hooks=None: start_ipmi_sim(peers, power_on, hooks)
+    """``make_ipmi_sim(power_on=True, hooks={"reset": "..."}, sdr=True)`` starts an ipmi_sim BMC."""
+    return lambda power_on=True, hooks=None, sdr=True: start_ipmi_sim(peers, power_on, hooks, sdr)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from remediation.ipmi import (
     complaints,
     parse_power_status,
     parse_sel,
+    parse_sensor_report,
     parse_sensors,
 )
 from tests.ipmi_peer import IPMI_PASSWORD, IPMI_USER, IpmiSim
@@ -204,6 +205,21 @@ def test_an_error_printed_with_exit_0_never_reads_as_sensors_ok() -> None:
     problems = tuple(s for s in parse_sensors(SENSOR_OUTPUT) if s.status.problem)
     partial = BmcHealth(PowerState.ON, (), problems, 20, sensors_complete=False)
     assert "sensors: 1 critical (Temp 149 C)" in partial.summary() and "sensors ok" not in partial.summary()
+
+
+# ipmitool 1.8.19 `sensor` against ipmi_sim 1.0.13 with a sensor but no SDR record (exit 0), as recorded
+NO_SDR_STDOUT = "SDRR successfully erased\nErr in cmd get sensor sdr info\n"
+NO_SDR_STDERR = "Get SDR 0000 command failed: Requested sensor, data, or record not found\n" * 5
+NO_SDR_COMPLAINT = "Err in cmd get sensor sdr info; Get SDR 0000 command failed: Requested sensor, data, or record not found"
+
+
+def test_a_sensor_without_sdr_is_a_complaint_on_stdout_and_stderr() -> None:
+    assert parse_sensor_report(NO_SDR_STDOUT, NO_SDR_STDERR) == ([], NO_SDR_COMPLAINT)
+    assert parse_sensor_report(NO_SDR_STDOUT, "")[1] == "Err in cmd get sensor sdr info"  # stdout alone says it
+    readings, complaint = parse_sensor_report(SENSOR_OUTPUT + NO_SDR_STDOUT, "")
+    assert readings == parse_sensors(SENSOR_OUTPUT) and complaint == "Err in cmd get sensor sdr info"
+    assert parse_sensor_report(SENSOR_OUTPUT, "Loading IANA PEN Registry...\n") == (parse_sensors(SENSOR_OUTPUT), None)
+    assert complaints("Error Count      | 0.000 | unspecified | ok | na | na | na | na | na | na\n") is None  # a row
 
 
 def test_from_config_reads_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -385,6 +401,12 @@ async def test_sel_and_sensors_from_the_bmc(ipmi_sim: IpmiSim) -> None:
     assert (await driver.health()).summary() == (
         "power on; 1 SEL event (last: Memory #0x05: Uncorrectable ECC (Asserted)); sensors ok"
     )
+
+
+@integration
+async def test_sensors_without_sdr_read_as_incomplete(make_ipmi_sim) -> None:
+    health = await driver_for(make_ipmi_sim(sdr=False)).health()
+    assert health.summary() == f"power on; SEL empty; sensors incomplete (ipmitool: {NO_SDR_COMPLAINT})"
 
 
 @integration
