@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
@@ -90,6 +91,25 @@ class Daemon:
         finally:
             db.close()
         return [r[:4] for r in rows if host is None or r[4] == host]
+
+    def incident_journal(self, incident_id: int) -> list[tuple]:
+        """(event, check, decision, reason) rows journaled against ``incident_id``, oldest first."""
+        db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT event, check_name, decision, reason FROM journal WHERE incident_id = ? ORDER BY id",
+                              (incident_id,)).fetchall()
+        finally:
+            db.close()
+
+    def details(self, event: str, decision: str) -> list[dict]:
+        """The detail of every ``event decision`` row of the journal (e.g. outcome bmc_read), oldest first."""
+        db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT detail FROM journal WHERE event = ? AND decision = ? ORDER BY id",
+                              (event, decision)).fetchall()
+        finally:
+            db.close()
+        return [json.loads(detail) if detail else {} for (detail,) in rows]
 
     def incidents(self) -> list[tuple[int, str, str, float | None]]:
         """(id, host, check, closed_at) of every incident, oldest first."""

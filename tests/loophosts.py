@@ -2,7 +2,10 @@
 
 An nftables table in the test's own name holds a set of "down" addresses; packets TO them are
 dropped on input, so pings time out and TCP connects hang, exactly as for a dead machine,
-while the BMC and PDU simulators on 127.0.0.1 keep answering. The shell snippets returned by
+while the BMC and PDU simulators on 127.0.0.1 keep answering. A second set holds "booting"
+addresses: they answer every second echo request (partial packet loss, deterministically:
+a counter in the rule drops the even ones) and nothing else yet, as a machine whose network
+is up before its services. The shell snippets returned by
 :meth:`LoopHosts.up_cmd` / :meth:`down_cmd` are what a BMC's chassis hook runs: a reset really
 "reboots" the host. Only loopback addresses are ever used.
 """
@@ -43,7 +46,14 @@ class LoopHosts:
         _remove_stale_tables()
         self._nft(f"""table inet {self.table} {{
   set down {{ type ipv4_addr; }}
-  chain input {{ type filter hook input priority -10; policy accept; ip daddr @down drop; }}
+  set booting {{ type ipv4_addr; }}
+  chain input {{
+    type filter hook input priority -10; policy accept;
+    ip daddr @down drop
+    ip daddr @booting icmp type echo-request numgen inc mod 2 == 0 drop
+    ip daddr @booting icmp type echo-request accept
+    ip daddr @booting drop
+  }}
 }}""")
         return self
 
@@ -59,7 +69,13 @@ class LoopHosts:
 
     def up_cmd(self, *addresses: str) -> str:
         """Shell command bringing ``addresses`` back (no error if they were up)."""
-        return "; ".join(f"nft delete element inet {self.table} down {{ {a} }} 2>/dev/null" for a in addresses) + "; true"
+        return "; ".join(f"nft delete element inet {self.table} {s} {{ {a} }} 2>/dev/null"
+                         for a in addresses for s in ("down", "booting")) + "; true"
+
+    def booting_cmd(self, *addresses: str) -> str:
+        """Shell command making ``addresses`` "boot": half their pings answered, nothing else yet."""
+        return f"nft add element inet {self.table} booting {{ {', '.join(addresses)} }}; " + "; ".join(
+            f"nft delete element inet {self.table} down {{ {a} }} 2>/dev/null" for a in addresses) + "; true"
 
     def down(self, *addresses: str) -> None:
         """Take ``addresses`` down now."""

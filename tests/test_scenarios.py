@@ -613,3 +613,77 @@ def test_monitor_side_outages_are_incidents_paged_once_and_resolved(fleet, loop,
     others = [(a, k) for a, key, k in pd_events(pagerduty) if key not in blast_keys()]
     assert others == [("trigger", "auto_fixed"), ("resolve", "")]
     assert daemon.events().count("page blast_radius") == 2
+
+
+def test_partial_loss_while_a_host_boots_folds_into_its_incident(fleet, loop, HOST, make_ipmi_sim, make_ssh_host,
+                                                                  pagerduty, mailbox):
+    # the reset "boots" the host: every second ping answered, sshd not yet, until the test lets the boot finish
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.booting_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme", checks={
+        "ping": {"count": 4, "packet_interval": "100ms", "reply_timeout": "1s"},
+        # a second check of the host, confirmed long after ping (8 attempts): it fails on while the host boots
+        "tcp": {"port": ssh.config().port, "max_attempts": 8},
+    })
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start(remediation={"boot_timeout": "3m"})  # the boot ends when the test says so
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
+             20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "decided wait_boot" in ladder(daemon), 60, "the reset")
+    [(incident_id, _, check, _)] = daemon.incidents()
+    assert check == "ping"
+
+    def folded():
+        return [reason for event, check, _, reason in daemon.incident_journal(incident_id)
+                if event == "note" and check == "ping" and reason.startswith("warning folded into the ladder")]
+
+    def tcp_joined():
+        return ("confirmed", "tcp") in [(event, check) for event, check, _, _ in daemon.incident_journal(incident_id)]
+
+    wait_for(folded, 60, "the partial loss while booting to fold into the incident")
+    wait_for(tcp_joined, 60, "the tcp check to join the incident")
+    assert "% loss" in folded()[0] and ladder(daemon)[-1] == "decided wait_boot"  # still booting
+    loop.up(HOST)  # booted: every ping answered, sshd reachable
+    wait_for(lambda: "resolved" in ladder(daemon), 60, "the ladder to verify the boot")
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
+             20, "both checks OK again")
+    wait_for(lambda: len(pagerduty.bodies) == 2 and len(mailbox.messages) == 2, 30, "the info page and the notices")
+    time.sleep(2)  # nothing else follows
+    assert bmc.commands() == ["reset"]
+    assert ladder(daemon) == [
+        "decided bmc_read", "outcome bmc_read ok",
+        "decided power_reset", "outcome power_reset ok",
+        "decided wait_boot", "outcome wait_boot ok",
+        "resolved",
+    ]
+    [(_, _, _, closed_at)] = daemon.incidents()  # one incident for the episode: tcp joined it, opened none
+    assert closed_at is not None
+    # on-call: no check_warning, no page for tcp; the level-1 reset's info page, resolved under its key
+    events = pd_events(pagerduty)
+    assert [(a, k) for a, _, k in events] == [("trigger", "auto_fixed"), ("resolve", "")]
+    assert events[0][1] == events[1][1]
+    # the customer: one failure notice (tcp's confirmation sent none), one recovery
+    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
+    assert "check_warning" not in [decision for _, decision, _, _ in daemon.journal()]  # not even one held
+    assert daemon.value("monitord_incidents_open") == 0
+
+
+def test_bmc_sensors_without_sdr_are_incomplete_never_ok(fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty,
+                                                         mailbox):
+    bmc = make_ipmi_sim(sdr=False)  # ipmitool sensor: "Err in cmd get sensor sdr info", exit 0
+    fleet.add("web1", HOST, bmc=bmc, ssh=make_ssh_host(HOST), customer="acme")
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    loop.down(HOST)  # and it never comes back
+    wait_for(lambda: "sla_started engineer_on_site" in ladder(daemon), 60, "the dispatch decision")
+    wait_for(lambda: [a for a, _, _ in pd_events(pagerduty)] == ["trigger"], 20, "the dispatch page")
+    assert bmc.commands() == ["reset", "off", "on"]
+    [findings] = [d["findings"] for d in daemon.details("outcome", "bmc_read")]
+    assert "sensors incomplete (ipmitool: Err in cmd get sensor sdr info" in findings
+    assert "sensors ok" not in findings and findings.startswith("power on")
+    [page] = pagerduty.bodies
+    assert page["payload"]["custom_details"]["kind"] == "dispatch"
+    assert page["payload"]["custom_details"]["bmc"] == findings  # the engineer reads the same findings
+    assert "sensors ok" not in json.dumps(page)
