@@ -665,6 +665,7 @@ def test_partial_loss_while_a_host_boots_folds_into_its_incident(fleet, loop, HO
     assert events[0][1] == events[1][1]
     # the customer: one failure notice (tcp's confirmation sent none), one recovery
     assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
+    assert mailbox.messages[0]["X-Monitord-Dedup-Key"] == mailbox.messages[1]["X-Monitord-Dedup-Key"]
     assert "check_warning" not in [decision for _, decision, _, _ in daemon.journal()]  # not even one held
     assert daemon.value("monitord_incidents_open") == 0
 
@@ -687,3 +688,40 @@ def test_bmc_sensors_without_sdr_are_incomplete_never_ok(fleet, loop, HOST, make
     assert page["payload"]["custom_details"]["kind"] == "dispatch"
     assert page["payload"]["custom_details"]["bmc"] == findings  # the engineer reads the same findings
     assert "sensors ok" not in json.dumps(page)
+
+
+def test_a_second_check_failing_during_a_dispatch_joins_the_incident(fleet, loop, HOST, make_ipmi_sim, make_ssh_host,
+                                                                     pagerduty, mailbox):
+    bmc = make_ipmi_sim()  # resets do not bring the host back: level 3
+    ssh = make_ssh_host(HOST)
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme", checks={
+        "ping": {"count": 1, "reply_timeout": "1s"},
+        "tcp": {"port": ssh.config().port, "max_attempts": 8},  # no restart method: alone, it would page
+    })
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start()
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
+             20, "host up")
+    loop.down(HOST)
+    wait_for(lambda: "sla_started engineer_on_site" in ladder(daemon), 60, "the dispatch")
+    [(incident_id, _, check, _)] = daemon.incidents()
+    assert check == "ping"
+    wait_for(lambda: ("confirmed", "tcp") in [r[:2] for r in daemon.incident_journal(incident_id)], 60,
+             "tcp to join the incident")
+    wait_for(lambda: len(pagerduty.bodies) == 1 and len(mailbox.messages) == 1, 20, "the dispatch page and the notice")
+    loop.up(HOST)  # the engineer brought it back
+    wait_for(lambda: "resolved" in ladder(daemon), 60, "the recovery to be verified")
+    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
+             20, "both checks OK again")
+    wait_for(lambda: len(pagerduty.bodies) == 2 and len(mailbox.messages) == 2, 30, "the resolve and the recovery notice")
+    time.sleep(2)  # nothing else follows
+    assert bmc.commands() == ["reset", "off", "on"]
+    [(_, _, _, closed_at)] = daemon.incidents()  # tcp opened none of its own
+    assert closed_at is not None
+    events = pd_events(pagerduty)  # no service_failed page for tcp: one page, resolved under its key
+    assert [(a, k) for a, _, k in events] == [("trigger", "dispatch"), ("resolve", "")]
+    assert events[0][1] == events[1][1]
+    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
+    assert mailbox.messages[0]["X-Monitord-Dedup-Key"] == mailbox.messages[1]["X-Monitord-Dedup-Key"]
+    assert ladder(daemon).count("resolved") == 1 and ladder(daemon).count("page dispatch") == 1
+    assert daemon.value("monitord_incidents_open") == 0
