@@ -95,6 +95,15 @@ def fleet(tmp_path):
     f.stop()
 
 
+RESET_AND_VERIFIED = [
+    "decided bmc_read", "outcome bmc_read ok",
+    "decided power_reset", "outcome power_reset ok",
+    "decided wait_boot", "outcome wait_boot ok",
+    "resolved",
+]
+"""The journal of a level-1 ladder that worked (:func:`ladder`)."""
+
+
 def ladder(daemon: Daemon, host: str = "web1") -> list[str]:
     """The escalation part of a host's journal."""
     keep = ("decided", "outcome", "blocked", "page", "sla_started", "resolved", "reconciled")
@@ -110,12 +119,7 @@ def test_host_down_is_reset_once_and_resolved_after_ping_and_login(fleet, loop, 
     loop.down(HOST)
     wait_for(lambda: "resolved" in ladder(daemon), 40, "the ladder to resolve")
     assert bmc.commands() == ["reset"]
-    assert ladder(daemon) == [
-        "decided bmc_read", "outcome bmc_read ok",
-        "decided power_reset", "outcome power_reset ok",
-        "decided wait_boot", "outcome wait_boot ok",
-        "resolved",
-    ]
+    assert ladder(daemon) == RESET_AND_VERIFIED
     bmc_findings = [r for r in daemon.journal("web1") if r[0] == "outcome" and r[1] == "bmc_read"]
     assert bmc_findings  # the BMC's answer (power state, SEL, sensors) is in the journal
     wait_for(lambda: daemon.value("monitord_incidents_open") == 0, 20, "the incident to close")
@@ -615,21 +619,49 @@ def test_monitor_side_outages_are_incidents_paged_once_and_resolved(fleet, loop,
     assert daemon.events().count("page blast_radius") == 2
 
 
-def test_partial_loss_while_a_host_boots_folds_into_its_incident(fleet, loop, HOST, make_ipmi_sim, make_ssh_host,
-                                                                  pagerduty, mailbox):
-    # the reset "boots" the host: every second ping answered, sshd not yet, until the test lets the boot finish
-    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.booting_cmd(HOST)}) &"})
-    ssh = make_ssh_host(HOST)
+def crash_a_host_with_a_second_check(fleet, loop, HOST, bmc, ssh, pagerduty, mailbox, ping: dict,  # noqa: N803
+                                     **remediation):
+    """web1 of customer acme, with ping and a tcp check of its SSH port; crash it. tcp needs 8 failed
+    attempts to be confirmed, long after ping: it is confirmed while the host's ladder runs."""
     fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme", checks={
-        "ping": {"count": 4, "packet_interval": "100ms", "reply_timeout": "1s"},
-        # a second check of the host, confirmed long after ping (8 attempts): it fails on while the host boots
-        "tcp": {"port": ssh.config().port, "max_attempts": 8},
+        "ping": ping, "tcp": {"port": ssh.config().port, "max_attempts": 8},  # no restart method: alone, it pages
     })
     paging(fleet, pagerduty, mailbox)
-    daemon = fleet.start(remediation={"boot_timeout": "3m"})  # the boot ends when the test says so
-    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
-             20, "host up")
+    daemon = fleet.start(remediation=remediation)
+    wait_for(lambda: both_checks_ok(daemon), 20, "host up")
     loop.down(HOST)
+    return daemon
+
+
+def both_checks_ok(daemon) -> bool:
+    return all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp"))
+
+
+def tcp_joined(daemon, incident_id: int) -> bool:
+    return ("confirmed", "tcp") in [row[:2] for row in daemon.incident_journal(incident_id)]
+
+
+def assert_one_incident_paged_and_told_once(daemon, pagerduty, mailbox, kind: str) -> None:
+    """One incident, closed; one page of ``kind`` resolved under its key; one failure notice and
+    one recovery under theirs."""
+    [(_, _, _, closed_at)] = daemon.incidents()
+    assert closed_at is not None
+    events = pd_events(pagerduty)
+    assert [(a, k) for a, _, k in events] == [("trigger", kind), ("resolve", "")]
+    assert events[0][1] == events[1][1]
+    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
+    assert mailbox.messages[0]["X-Monitord-Dedup-Key"] == mailbox.messages[1]["X-Monitord-Dedup-Key"]
+    assert daemon.value("monitord_incidents_open") == 0
+
+
+def test_partial_loss_while_a_host_boots_folds_into_its_incident(fleet, loop, HOST, make_ipmi_sim, make_ssh_host,
+                                                                  pagerduty, mailbox):
+    # the reset "boots" the host: every second ping answered, sshd (and tcp) not yet, until the test lets the
+    # boot finish (boot_timeout is long)
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.booting_cmd(HOST)}) &"})
+    daemon = crash_a_host_with_a_second_check(fleet, loop, HOST, bmc, make_ssh_host(HOST), pagerduty, mailbox,
+                                              {"count": 4, "packet_interval": "100ms", "reply_timeout": "1s"},
+                                              boot_timeout="3m")
     wait_for(lambda: "decided wait_boot" in ladder(daemon), 60, "the reset")
     [(incident_id, _, check, _)] = daemon.incidents()
     assert check == "ping"
@@ -638,36 +670,20 @@ def test_partial_loss_while_a_host_boots_folds_into_its_incident(fleet, loop, HO
         return [reason for event, check, _, reason in daemon.incident_journal(incident_id)
                 if event == "note" and check == "ping" and reason.startswith("warning folded into the ladder")]
 
-    def tcp_joined():
-        return ("confirmed", "tcp") in [(event, check) for event, check, _, _ in daemon.incident_journal(incident_id)]
-
     wait_for(folded, 60, "the partial loss while booting to fold into the incident")
-    wait_for(tcp_joined, 60, "the tcp check to join the incident")
+    wait_for(lambda: tcp_joined(daemon, incident_id), 60, "the tcp check to join the incident")
     assert "% loss" in folded()[0] and ladder(daemon)[-1] == "decided wait_boot"  # still booting
     loop.up(HOST)  # booted: every ping answered, sshd reachable
     wait_for(lambda: "resolved" in ladder(daemon), 60, "the ladder to verify the boot")
-    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
-             20, "both checks OK again")
+    wait_for(lambda: both_checks_ok(daemon), 20, "both checks OK again")
     wait_for(lambda: len(pagerduty.bodies) == 2 and len(mailbox.messages) == 2, 30, "the info page and the notices")
     time.sleep(2)  # nothing else follows
     assert bmc.commands() == ["reset"]
-    assert ladder(daemon) == [
-        "decided bmc_read", "outcome bmc_read ok",
-        "decided power_reset", "outcome power_reset ok",
-        "decided wait_boot", "outcome wait_boot ok",
-        "resolved",
-    ]
-    [(_, _, _, closed_at)] = daemon.incidents()  # one incident for the episode: tcp joined it, opened none
-    assert closed_at is not None
-    # on-call: no check_warning, no page for tcp; the level-1 reset's info page, resolved under its key
-    events = pd_events(pagerduty)
-    assert [(a, k) for a, _, k in events] == [("trigger", "auto_fixed"), ("resolve", "")]
-    assert events[0][1] == events[1][1]
-    # the customer: one failure notice (tcp's confirmation sent none), one recovery
-    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
-    assert mailbox.messages[0]["X-Monitord-Dedup-Key"] == mailbox.messages[1]["X-Monitord-Dedup-Key"]
+    assert ladder(daemon) == RESET_AND_VERIFIED
+    # one incident (tcp joined it); on-call got no check_warning and no page for tcp, only the level-1
+    # reset's info page; the customer one failure notice (none for tcp) and one recovery
+    assert_one_incident_paged_and_told_once(daemon, pagerduty, mailbox, "auto_fixed")
     assert "check_warning" not in [decision for _, decision, _, _ in daemon.journal()]  # not even one held
-    assert daemon.value("monitord_incidents_open") == 0
 
 
 def test_bmc_sensors_without_sdr_are_incomplete_never_ok(fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty,
@@ -693,35 +709,18 @@ def test_bmc_sensors_without_sdr_are_incomplete_never_ok(fleet, loop, HOST, make
 def test_a_second_check_failing_during_a_dispatch_joins_the_incident(fleet, loop, HOST, make_ipmi_sim, make_ssh_host,
                                                                      pagerduty, mailbox):
     bmc = make_ipmi_sim()  # resets do not bring the host back: level 3
-    ssh = make_ssh_host(HOST)
-    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, customer="acme", checks={
-        "ping": {"count": 1, "reply_timeout": "1s"},
-        "tcp": {"port": ssh.config().port, "max_attempts": 8},  # no restart method: alone, it would page
-    })
-    paging(fleet, pagerduty, mailbox)
-    daemon = fleet.start()
-    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
-             20, "host up")
-    loop.down(HOST)
+    daemon = crash_a_host_with_a_second_check(fleet, loop, HOST, bmc, make_ssh_host(HOST), pagerduty, mailbox,
+                                              {"count": 1, "reply_timeout": "1s"})
     wait_for(lambda: "sla_started engineer_on_site" in ladder(daemon), 60, "the dispatch")
     [(incident_id, _, check, _)] = daemon.incidents()
     assert check == "ping"
-    wait_for(lambda: ("confirmed", "tcp") in [r[:2] for r in daemon.incident_journal(incident_id)], 60,
-             "tcp to join the incident")
+    wait_for(lambda: tcp_joined(daemon, incident_id), 60, "tcp to join the incident")
     wait_for(lambda: len(pagerduty.bodies) == 1 and len(mailbox.messages) == 1, 20, "the dispatch page and the notice")
     loop.up(HOST)  # the engineer brought it back
     wait_for(lambda: "resolved" in ladder(daemon), 60, "the recovery to be verified")
-    wait_for(lambda: all(daemon.value("monitord_probe_success", host="web1", check=c) == 1 for c in ("ping", "tcp")),
-             20, "both checks OK again")
+    wait_for(lambda: both_checks_ok(daemon), 20, "both checks OK again")
     wait_for(lambda: len(pagerduty.bodies) == 2 and len(mailbox.messages) == 2, 30, "the resolve and the recovery notice")
     time.sleep(2)  # nothing else follows
     assert bmc.commands() == ["reset", "off", "on"]
-    [(_, _, _, closed_at)] = daemon.incidents()  # tcp opened none of its own
-    assert closed_at is not None
-    events = pd_events(pagerduty)  # no service_failed page for tcp: one page, resolved under its key
-    assert [(a, k) for a, _, k in events] == [("trigger", "dispatch"), ("resolve", "")]
-    assert events[0][1] == events[1][1]
-    assert [s.split(":")[0] for s in subjects(mailbox)] == ["[Failure] web1", "[Recovered] web1"]
-    assert mailbox.messages[0]["X-Monitord-Dedup-Key"] == mailbox.messages[1]["X-Monitord-Dedup-Key"]
+    assert_one_incident_paged_and_told_once(daemon, pagerduty, mailbox, "dispatch")  # no service_failed for tcp
     assert ladder(daemon).count("resolved") == 1 and ladder(daemon).count("page dispatch") == 1
-    assert daemon.value("monitord_incidents_open") == 0
