@@ -36,7 +36,7 @@ from monitord.caps import keep_capabilities_to_ourselves
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.fields import format_duration, parse_duration, parse_id
 from monitord.notify import acknowledge
-from monitord.runner import run_probe
+from monitord.runner import run_probe, set_up_kinds
 from monitord.state import JournalEntry, SQLiteStore, StateError, StoreLocked, incident_of_host
 from probes.base import ProbeContext
 
@@ -260,12 +260,10 @@ def _cmd_probe_once(args: argparse.Namespace) -> int:
         if not specs:
             print(f"monitord: host {args.host!r} has no check {args.check!r}", file=sys.stderr)
             return EXIT_USAGE
-    from probes import ping
-
     async def probe_all() -> list:
         ctx = ProbeContext()
         try:
-            await ping.configure(ctx, config.daemon.ping.privileged, needed=any(s.kind is ping.KIND for s in specs))
+            await set_up_kinds(ctx, config, specs)
             return await asyncio.gather(*(
                 run_probe(s.kind, ctx, s.call(), s.params, time.time()) for s in specs
             ))

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import web
 
@@ -18,12 +19,12 @@ from monitord.api import Api
 from monitord.engine import Engine
 from monitord.listener import Listener
 from monitord.notify import Notifier
+from monitord.runner import set_up_kinds
 from monitord.outbox import Dispatcher, Outbox
 from monitord.metrics import CONTENT_TYPE, Metrics
 from monitord.scheduler import Scheduler
 from monitord.state import JournalEntry, SQLiteStore, StateError, StoreFault, StoreLock
 from monitord.storewatch import StoreWatch
-from probes import heartbeat, ping
 from probes.base import ProbeContext
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ class Daemon:
                              scheduler=self.scheduler, notifier=self.notifier, dry_run=dry_run)
         self.scheduler.listener = self.engine.notify
         self.scheduler.episode = self.engine.episode
-        self.heartbeats = heartbeat.Receiver(self.store, self.clock, lambda: self.config)
         self.storewatch = StoreWatch(store=self.store, clock=self.clock, metrics=self.metrics,
                                      config=lambda: self.config, pagers=lambda: self.dispatcher.pagers,
                                      recovered=self.engine.store_recovered)
@@ -80,7 +80,7 @@ class Daemon:
             self.store.close()
             self.lock.release()
             raise
-        await ping.configure(self.ctx, self.config.daemon.ping.privileged, needed=self._uses_ping(self.config))
+        await self._set_up_kinds(self.config, add_route=self.listener.app.router.add_post)
         await self._start_http()
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock.time())
@@ -143,7 +143,7 @@ class Daemon:
             sdnotify.reloading()
             try:
                 new = await asyncio.to_thread(load_config, self.config_path)
-                await ping.configure(self.ctx, new.daemon.ping.privileged, needed=self._uses_ping(new))
+                await self._set_up_kinds(new)
                 if new.daemon != self.config.daemon:
                     log.warning("reload: changes under 'daemon:' take effect only after a restart")
                 self._apply(new.model_copy(update={"daemon": self.config.daemon}))
@@ -197,9 +197,10 @@ class Daemon:
         now = self.clock.time()
         return self.scheduler.stalled(now, STALL_ALLOWANCE) or self.engine.stalled(now, STALL_ALLOWANCE)
 
-    @staticmethod
-    def _uses_ping(config: Config) -> bool:
-        return any(spec.kind is ping.KIND for spec in config.checks())
+    async def _set_up_kinds(self, config: Config, add_route: Callable | None = None) -> None:
+        """Each probe kind's start-up setup (:attr:`ProbeKind.setup`); ``add_route`` only at the start."""
+        await set_up_kinds(self.ctx, config, config.checks(), add_route=add_route, store=self.store,
+                           clock=self.clock, running=lambda: self.config)
 
     def _journal(self, what: str, reason: str, **detail: object) -> None:
         """Journal what the daemon did; if the store cannot take it, it has said so (once) already."""
@@ -214,10 +215,7 @@ class Daemon:
         app = self.listener.app
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
-        app.router.add_post(heartbeat.ROUTE, self.heartbeats.handle)
-        app.router.add_post(heartbeat.CHECK_ROUTE, self.heartbeats.handle)
         Api(self.store, self.clock, lambda: self.config).install(app)
-        await heartbeat.install(self.ctx, self.heartbeats)
         await self.listener.start(*self.config.daemon.metrics_address)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:

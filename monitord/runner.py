@@ -10,13 +10,16 @@ import errno
 import logging
 import ssl
 import time
+from typing import Any, Iterable
 
 import aiohttp
 
 from monitord.fields import format_duration
 from monitord.redact import redact
 from monitord.results import Outcome, ProbeError, Reason, Result, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.config import CheckSpec, Config
+from probes import REGISTRY
+from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
 from remediation.base import ActionError
 
 log = logging.getLogger(__name__)
@@ -90,3 +93,14 @@ async def run_probe(
         started_at=now,
         values=dict(outcome.values),
     )
+
+
+async def set_up_kinds(ctx: ProbeContext, config: Config, specs: Iterable[CheckSpec], **services: Any) -> None:
+    """Run every registered kind's :attr:`ProbeKind.setup` before ``specs`` run: with the kind's
+    section of ``daemon:`` and whether a check among ``specs`` is of that kind; ``services`` are
+    the daemon's (:class:`~probes.base.Runtime`). A kind may raise to refuse the start (ping
+    without permission to send ICMP)."""
+    kinds = {spec.kind.name for spec in specs}
+    for kind in REGISTRY.values():
+        if kind.setup is not None:
+            await kind.setup(ctx, Runtime(getattr(config.daemon, kind.name, None), kind.name in kinds, **services))

@@ -1,9 +1,16 @@
-"""Probe kinds: one module per kind, and this registry, the single list of kinds."""
+"""Probe kinds: one module per kind, and this registry, the single list of kinds.
+
+The core reaches the kinds only through this module: :data:`REGISTRY`, and the setting types a
+kind adds to the config's cascaded settings (:data:`BackupPlan`).
+"""
 
 from __future__ import annotations
 
 from probes import backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, process, smtp, snmphost, ssh, tcp
 from probes.base import ProbeKind
+
+BackupPlan = backup.PlanName
+"""The preset names a ``backup_plan:`` setting takes (hosts, groups, ``defaults``)."""
 
 REGISTRY: dict[str, ProbeKind] = {
     kind.name: kind

@@ -520,6 +520,6 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BackupParams) -> Outco
 
 
 KIND = ProbeKind(
-    "backup", BackupParams, run, default_interval=600.0,
+    "backup", BackupParams, run, default_interval=600.0, threshold_notice=True,
     summary="backups taken on schedule, complete and kept in generations (files over SSH, restic, or passive)",
 )

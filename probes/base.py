@@ -162,6 +162,31 @@ class ProbeFunc(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Runtime:
+    """What a kind's :attr:`ProbeKind.setup` is given: at the daemon's start, after each reload,
+    and before a one-off run from the CLI.
+
+    ``settings`` is the kind's section of the config's ``daemon:`` block (an instance of its
+    :attr:`ProbeKind.daemon_settings`), ``in_use`` whether a check of the kind is configured
+    (for the CLI: among the checks about to run). Only the daemon's start gives the rest:
+    ``add_route(path, handler)`` adds a POST route to the daemon's hardened HTTP listener,
+    ``store`` keeps what the kind receives (:class:`HeartbeatStore`), ``clock`` is the daemon's
+    clock and ``running()`` the running config.
+    """
+
+    settings: Any = None
+    in_use: bool = False
+    add_route: Callable[[str, Callable[[Any], Awaitable[Any]]], Any] | None = None
+    store: Any = None
+    clock: Any = None
+    running: Callable[[], Any] | None = None
+
+
+class SetupFunc(Protocol):
+    def __call__(self, ctx: ProbeContext, runtime: Runtime) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeKind:
     """A registered probe kind: its name, parameter model and coroutine."""
 
@@ -176,3 +201,14 @@ class ProbeKind:
     needs: frozenset[str] = frozenset()
     """The host access blocks the kind uses (``ssh``, ``bmc``, ``snmp``): passed on its
     :class:`ProbeCall`, and required on the host by the config."""
+    host_down: bool = False
+    """A confirmed failure means the host is down (the host-down ladder, as for a check marked
+    ``host_critical``), and its checks verify that a host is back after a power action (ping)."""
+    threshold_notice: bool = False
+    """Its threshold verdicts (a full disk, a backup gone stale) are notices to the customer,
+    never a ladder; other kinds' threshold verdicts (partial packet loss) page people."""
+    daemon_settings: type[StrictModel] | None = None
+    """The kind's section of the config's ``daemon:`` block, named after the kind (e.g. ``daemon.ping``)."""
+    setup: SetupFunc | None = None
+    """Prepares shared resources at start-up and after each reload (ping's socket mode, the
+    heartbeat receiver's routes): see :class:`Runtime`. Raises to refuse the start."""

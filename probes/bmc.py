@@ -173,7 +173,7 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BmcParams) -> Outcome:
 
 
 KIND = ProbeKind(
-    "bmc", BmcParams, run, default_interval=600.0,
+    "bmc", BmcParams, run, default_interval=600.0, threshold_notice=True,
     summary="BMC sensors within thresholds; no new critical SEL records (drive faults: hardware ticket)",
     needs=frozenset({"bmc"}),
 )

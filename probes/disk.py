@@ -515,4 +515,5 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: DiskParams) -> Outcome
     return evaluate(params, usages, unreadable)
 
 
-KIND = ProbeKind("disk", DiskParams, run, default_interval=600.0, summary="disk and inode usage per filesystem")
+KIND = ProbeKind("disk", DiskParams, run, default_interval=600.0, threshold_notice=True,
+                 summary="disk and inode usage per filesystem")

@@ -46,7 +46,7 @@ from monitord.fields import Duration, SecretRef, format_duration
 from monitord.listener import Refusal, bearer_token, loads, read_body, read_token, token_matches, unauthorised
 from monitord.results import Outcome, Reason, Status
 from monitord.state import Heartbeat, Store, StoreFault
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
 from probes.plugin import VERDICTS
 
 if TYPE_CHECKING:
@@ -214,6 +214,16 @@ async def receiver_of(ctx: ProbeContext) -> Receiver | None:
     return await ctx.resource(_RESOURCE, lambda _ctx: _constant(None))
 
 
+async def setup(ctx: ProbeContext, runtime: Runtime) -> None:
+    """At the daemon's start: receive heartbeats on the listener's routes, for the checks to judge."""
+    if runtime.add_route is None:
+        return  # a reload (the receiver reads the running config) or a one-off run (nothing is received)
+    receiver = Receiver(runtime.store, runtime.clock, runtime.running)
+    runtime.add_route(ROUTE, receiver.handle)
+    runtime.add_route(CHECK_ROUTE, receiver.handle)
+    await install(ctx, receiver)
+
+
 async def run(ctx: ProbeContext, call: ProbeCall, params: HeartbeatParams) -> Outcome:
     """Judge the host's heartbeats; only a daemon that receives them can."""
     receiver = await receiver_of(ctx)
@@ -223,6 +233,6 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: HeartbeatParams) -> Ou
 
 
 KIND = ProbeKind(
-    "heartbeat", HeartbeatParams, run, default_interval=60.0, bounded=False,
+    "heartbeat", HeartbeatParams, run, default_interval=60.0, bounded=False, setup=setup,
     summary="passive: the host posts heartbeats to the daemon; none for `missed` intervals is a failure",
 )

@@ -463,7 +463,7 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: LogsParams) -> Outcome
 
 
 KIND = ProbeKind(
-    "logs", LogsParams, run, default_interval=3600.0,
+    "logs", LogsParams, run, default_interval=3600.0, threshold_notice=True,
     summary="system logs over SSH: collect what is new, keep it, report hardware and software errors",
     needs=frozenset({"ssh"}),
 )

@@ -133,6 +133,6 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: MysqlParams) -> Outcom
 
 
 KIND = ProbeKind(
-    "mysql", MysqlParams, run, default_interval=600.0,
+    "mysql", MysqlParams, run, default_interval=600.0, threshold_notice=True,
     summary="MySQL/MariaDB accepts the login and answers a query; database size within quota",
 )

@@ -42,11 +42,17 @@ from typing import Literal, Union
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Duration, format_duration
+from monitord.fields import Duration, StrictModel, format_duration
 from monitord.results import Outcome, ProbeError, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
 
 PingMode = Literal["auto", "raw", "datagram"]
+
+
+class PingSettings(StrictModel):
+    """How ICMP is sent: raw socket (root/CAP_NET_RAW), datagram (ping_group_range) or auto."""
+
+    privileged: PingMode = "auto"
 """The daemon setting: which kind of ICMP socket to use."""
 
 SocketKind = Literal["raw", "datagram"]
@@ -232,6 +238,11 @@ async def configure(ctx: ProbeContext, mode: PingMode = "auto", *, needed: bool 
     """
     chosen = await ctx.resource(_MODE_RESOURCE, lambda _ctx: _constant(mode))
     return check_permission(chosen) if needed else None
+
+
+async def setup(ctx: ProbeContext, runtime: Runtime) -> None:
+    """Fix the socket mode from ``daemon.ping``, and check it is permitted when pings will be sent."""
+    await configure(ctx, runtime.settings.privileged, needed=runtime.in_use)
 
 
 async def _constant(value: str) -> str:
@@ -615,5 +626,6 @@ def assess(address: str, results: list[PacketResult], params: PingParams) -> Out
 
 
 KIND = ProbeKind(
-    "ping", PingParams, run, default_interval=600.0, summary="ICMP echo: packet loss and round-trip time", bounded=False
+    "ping", PingParams, run, default_interval=600.0, summary="ICMP echo: packet loss and round-trip time", bounded=False,
+    host_down=True, daemon_settings=PingSettings, setup=setup,
 )

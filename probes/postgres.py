@@ -106,6 +106,6 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: PostgresParams) -> Out
 
 
 KIND = ProbeKind(
-    "postgres", PostgresParams, run, default_interval=600.0,
+    "postgres", PostgresParams, run, default_interval=600.0, threshold_notice=True,
     summary="PostgreSQL accepts the login and answers a query; database size within quota",
 )

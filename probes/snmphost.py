@@ -299,7 +299,7 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: SnmpHostParams) -> Out
 
 
 KIND = ProbeKind(
-    "snmp", SnmpHostParams, run, default_interval=600.0,
+    "snmp", SnmpHostParams, run, default_interval=600.0, threshold_notice=True,
     summary="SNMP host resources: CPU, memory, processes, interfaces, unexpected reboots",
     needs=frozenset({"snmp"}),
 )
