@@ -23,16 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.scale import addresses  # noqa: E402
-from monitord.blastradius import BlastGuard  # noqa: E402
-from monitord.clock import SystemClock  # noqa: E402
+from monitord.escalation.blastradius import BlastGuard  # noqa: E402
+from monitord.shared.clock import SystemClock  # noqa: E402
 from monitord.config import parse_config  # noqa: E402
-from monitord.metrics import Metrics  # noqa: E402
-from monitord.notify import Notifier  # noqa: E402
-from monitord.outbox import Outbox  # noqa: E402
-from monitord.runner import run_probe  # noqa: E402
-from monitord.state import SQLiteStore  # noqa: E402
+from monitord.edge.metrics import Metrics  # noqa: E402
+from monitord.paging.notify import Notifier  # noqa: E402
+from monitord.paging.outbox import Outbox  # noqa: E402
+from monitord.run.runner import run_probe  # noqa: E402
+from monitord.records.state import SQLiteStore  # noqa: E402
 from probes import ping  # noqa: E402
-from probes.base import ProbeContext  # noqa: E402
+from monitord.shared.probe import ProbeContext  # noqa: E402
 
 
 async def measure(n: int, recent: int, rounds: int) -> tuple[float, float]:

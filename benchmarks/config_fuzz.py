@@ -44,7 +44,7 @@ def main() -> None:
     fuzzconfig = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fuzzconfig)
     sys.path.insert(0, str(args.code.resolve()))
-    from monitord import cli
+    from monitord.edge import cli
     from monitord.config import load_config
 
     def expire(*_: object) -> None:

@@ -55,10 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def child(spec_path: str) -> None:
     """In the monitor namespace: sweep every address through the shared pinger, print JSON."""
-    from monitord.results import Status
-    from monitord.runner import run_probe
+    from monitord.shared.results import Status
+    from monitord.run.runner import run_probe
     from probes import ping
-    from probes.base import ProbeCall, ProbeContext
+    from monitord.shared.probe import ProbeCall, ProbeContext
 
     spec = json.loads(Path(spec_path).read_text())
     params = ping.PingParams(count=spec["count"], packet_interval=spec["packet_interval"],

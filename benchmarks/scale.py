@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitord.clock import SystemClock  # noqa: E402
+from monitord.shared.clock import SystemClock  # noqa: E402
 from monitord.config import parse_config  # noqa: E402
-from monitord.metrics import Metrics  # noqa: E402
-from monitord.scheduler import Scheduler  # noqa: E402
-from monitord.state import SQLiteStore  # noqa: E402
+from monitord.edge.metrics import Metrics  # noqa: E402
+from monitord.run.scheduler import Scheduler  # noqa: E402
+from monitord.records.state import SQLiteStore  # noqa: E402
 from probes import ping  # noqa: E402
-from probes.base import ProbeContext  # noqa: E402
+from monitord.shared.probe import ProbeContext  # noqa: E402
 
 
 def addresses(n: int) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitord.state import SQLiteStore  # noqa: E402
+from monitord.records.state import SQLiteStore  # noqa: E402
 
 
 def fill(store: SQLiteStore, rows: int, start: int) -> None:

@@ -1,5 +1,5 @@
 """Allow ``python -m monitord``."""
 
-from monitord.cli import main
+from monitord.edge.cli import main
 
 raise SystemExit(main())

@@ -7,7 +7,7 @@ kind adds to the config's cascaded settings (:data:`BackupPlan`).
 from __future__ import annotations
 
 from probes import backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, process, smtp, snmphost, ssh, tcp
-from probes.base import ProbeKind
+from monitord.shared.probe import ProbeKind
 
 BackupPlan = backup.PlanName
 """The preset names a ``backup_plan:`` setting takes (hosts, groups, ``defaults``)."""

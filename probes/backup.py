@@ -40,7 +40,7 @@ Passive checks count silence from the later of the newest good result and the mo
 daemon began judging them, as heartbeats do.
 
 After each run the good generations are kept for the dispatch page and the incident report
-(:mod:`monitord.lastbackup`).
+(:mod:`monitord.shared.lastbackup`).
 """
 
 from __future__ import annotations
@@ -62,12 +62,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitord import lastbackup
-from monitord.fields import ConfigPath, Duration, Port, SecretRef, StrictModel, TimeZoneName, format_duration
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes import kept
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
-from remediation.base import ActionError
+from monitord.shared import lastbackup
+from monitord.shared.fields import ConfigPath, Duration, Port, SecretRef, StrictModel, TimeZoneName, format_duration
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared import kept
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.power import ActionError
 
 Schedule = Literal["daily", "weekly", "monthly"]
 

@@ -31,10 +31,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from monitord.fields import Regex, StrictModel
-from monitord.results import Outcome, Reason, Status
-from probes import kept
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Regex, StrictModel
+from monitord.shared.results import Outcome, Reason, Status
+from monitord.shared import kept
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from remediation.ipmi import IpmiDriver, SelEntry, SensorReading, SensorStatus
 
 TICKET_PREFIX = "hardware ticket (business hours): "

@@ -36,9 +36,9 @@ from typing import Annotated, AsyncContextManager, Callable, Iterator, Literal, 
 
 from pydantic import ByteSize, Field, WithJsonSchema, model_validator
 
-from monitord.fields import Percent, SecretRef
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes.base import CheckParams, ProbeCall
+from monitord.shared.fields import Percent, SecretRef
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall
 
 APPLICATION_NAME = "monitord"
 """How the probe's sessions introduce themselves (``pg_stat_activity``, MySQL connect attributes)."""

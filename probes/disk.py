@@ -64,9 +64,9 @@ from typing import Any, Callable, Iterable, Literal
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Duration, Percent
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Duration, Percent
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 PSEUDO_FS_TYPES: tuple[str, ...] = (
     "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts", "devtmpfs",

@@ -11,7 +11,7 @@ constant time. Answers: 204 recorded; 401 missing or wrong token (``WWW-Authenti
 and the same 401 for a host that is unknown or has no heartbeat check, so that clients without a
 token cannot tell which hosts exist; 400 a body that is not a JSON object with only ``status``
 (``ok``/``warning``/``critical``/``unknown`` or 0-3) and ``message``. Error answers are JSON:
-``{"error": "why"}`` (see :mod:`monitord.listener` for the limits every route shares). Heartbeats are per host: every heartbeat check of the host sees
+``{"error": "why"}`` (see :mod:`monitord.edge.listener` for the limits every route shares). Heartbeats are per host: every heartbeat check of the host sees
 the same heartbeats, each judging them with its own ``expect_every`` and ``missed``.
 
 A check that takes one job's results rather than a host's liveness (a ``backup`` check with
@@ -36,21 +36,17 @@ run comes up to one check interval after start-up, which can lengthen this first
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Any, Callable, Literal, Mapping, Protocol
 
 from aiohttp import web
 from pydantic import Field
 
-from monitord.clock import Clock
-from monitord.fields import Duration, SecretRef, format_duration
-from monitord.listener import Refusal, bearer_token, loads, read_body, read_token, token_matches, unauthorised
-from monitord.results import Outcome, Reason, Status
-from monitord.state import Heartbeat, Store, StoreFault
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
+from monitord.shared.clock import Clock
+from monitord.shared.fields import Duration, SecretRef, format_duration
+from monitord.shared.http import Refusal, bearer_token, loads, read_body, read_token, token_matches, unauthorised
+from monitord.shared.results import Heartbeat, Outcome, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
 from probes.plugin import VERDICTS
-
-if TYPE_CHECKING:
-    from monitord.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +108,22 @@ def parse_body(raw: bytes, now: float) -> Heartbeat:
     return Heartbeat(now, status, " ".join(message.split())[:MAX_MESSAGE])
 
 
+class HeartbeatStore(Protocol):
+    """Where the receiver keeps each host's last heartbeat: the daemon's state store."""
+
+    fault: str | None
+    """Why the store cannot be written now (it has said so once), or None."""
+
+    def heartbeats(self) -> Mapping[str, Heartbeat]: ...
+
+    def put_heartbeat(self, host: str, beat: Heartbeat) -> None: ...
+
+
 class Receiver:
     """Takes heartbeats over HTTP, remembers each host's last one, and judges them for the probes."""
 
-    def __init__(self, store: Store, clock: Clock, config: Callable[[], "Config"]):
+    def __init__(self, store: HeartbeatStore, clock: Clock, config: Callable[[], Any]):
+        """``config()`` is the running config (its ``hosts`` and their ``checks``)."""
         self.store = store
         self.clock = clock
         self._config = config
@@ -143,10 +151,9 @@ class Receiver:
         self._beats[host] = beat
         try:
             self.store.put_heartbeat(host, beat)
-        except StoreFault:
-            pass  # the store reported its fault once; the beat is judged from memory meanwhile
         except Exception:  # noqa: BLE001 - a broken store must not refuse heartbeats
-            log.exception("%s: could not store the heartbeat", host)
+            if self.store.fault is None:  # else it reported its fault once; the beat is judged from memory
+                log.exception("%s: could not store the heartbeat", host)
 
     async def handle(self, request: web.Request) -> web.Response:
         """``POST /api/v1/heartbeat/{host}[/{check}]``: authenticate, parse and record a heartbeat."""

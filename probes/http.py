@@ -7,7 +7,7 @@ minutes earlier and never test that the server still accepts connections or what
 it presents now; at the checks' intervals pooling saves nothing. ``async with`` closes the
 session on every path, including the runner's timeout cancelling the run.
 
-Timeouts and connection errors are not caught here: :func:`monitord.runner.classify` maps them.
+Timeouts and connection errors are not caught here: :func:`monitord.run.runner.classify` maps them.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from cryptography import x509
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from monitord.fields import Port
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Port
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 MAX_BODY = 1024 * 1024
 """At most this many bytes of a body are read for ``body_match``."""

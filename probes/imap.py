@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from monitord.fields import Port
-from monitord.results import Outcome
+from monitord.shared.fields import Port
+from monitord.shared.results import Outcome
 from probes import tcp
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 
 class ImapParams(CheckParams):

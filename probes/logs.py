@@ -49,10 +49,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitord.fields import Duration, Regex, StrictModel
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes import kept
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Duration, Regex, StrictModel
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared import kept
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from remediation.osprofile import ps_literal
 from remediation.ssh import DEFAULT_CONNECT_TIMEOUT, SshClient
 

@@ -42,9 +42,9 @@ from typing import Literal, Union
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Duration, StrictModel, format_duration
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
+from monitord.shared.fields import Duration, StrictModel, format_duration
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind, Runtime
 
 PingMode = Literal["auto", "raw", "datagram"]
 

@@ -49,8 +49,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from monitord.results import Outcome, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.results import Outcome, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 PLUGIN_DIRS = (Path("/usr/lib/nagios/plugins"), Path("/usr/lib/monitoring-plugins"))
 """Where a relative ``command`` is looked up, in this order."""

@@ -15,9 +15,9 @@ from typing import AsyncIterator, Literal
 
 import asyncpg
 
-from monitord.fields import Port
-from monitord.results import Outcome, ProbeError, Reason
-from probes.base import ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Port
+from monitord.shared.results import Outcome, ProbeError, Reason
+from monitord.shared.probe import ProbeCall, ProbeContext, ProbeKind
 from probes.database import (
     APPLICATION_NAME, DatabaseParams, one_line, protocol_error, query_error, run_check, translated, unverified_tls,
 )

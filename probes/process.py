@@ -26,9 +26,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Regex
-from monitord.results import Outcome, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Regex
+from monitord.shared.results import Outcome, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from remediation.osprofile import PROFILES, Linux, ProcessRow
 
 

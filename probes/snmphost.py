@@ -41,11 +41,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Duration, Percent, format_duration
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes import kept
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
-from remediation.base import ActionError
+from monitord.shared.fields import Duration, Percent, format_duration
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared import kept
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.power import ActionError
 from remediation.osprofile import ProcessRow
 from remediation.snmp import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Oid, SnmpSession
 

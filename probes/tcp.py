@@ -8,9 +8,9 @@ import time
 from contextlib import asynccontextmanager, suppress
 from typing import AsyncIterator, Literal
 
-from monitord.fields import Port
-from monitord.results import Outcome, ProbeError, Reason, Status
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.fields import Port
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 MAX_LINE = 4096
 _REPLY = re.compile(r"^\d{3}[- ]")

@@ -11,7 +11,7 @@ The password never appears on argv (other local users can read ``/proc/PID/cmdli
 logs: ipmitool reads it from ``IPMI_PASSWORD`` in its environment (``-E``).
 
 This driver sends single commands (status, on, off, reset); checking, waiting, verifying and
-retrying live in :func:`remediation.base.power_change`.
+retrying live in :func:`monitord.shared.power.power_change`.
 
 **A power command is sent at most once.** ipmitool retransmits an IPMI request whose answer
 is late (``-R`` tries, ``-N`` seconds growing by one per try); a BMC is allowed, not required,
@@ -21,7 +21,7 @@ Commands therefore run with ``-R 1`` and get the whole wait a read would get ove
 tries (:meth:`IpmiDriver.argv`); an answer later than that is a ``TIMEOUT`` whose summary says
 the command may have been carried out (it was, in that test). Reads use ``-R retries``.
 
-Failures are :class:`~remediation.base.ActionError` with a typed reason. ipmitool prints the
+Failures are :class:`~monitord.shared.power.ActionError` with a typed reason. ipmitool prints the
 same last line, ``Error: Unable to establish IPMI v2 / RMCP+ session``, for a wrong password
 and for a BMC that does not answer; only its verbose output (``-v``) tells them apart
 (texts seen with ipmitool 1.8.19 against ipmi_sim 1.0.13):
@@ -52,13 +52,12 @@ import os
 import re
 import signal
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState
+from monitord.shared.access import BmcConfig
 
-if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
-    from monitord.config import BmcConfig
 
 log = logging.getLogger(__name__)
 

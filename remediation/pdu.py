@@ -19,7 +19,7 @@ Which model ``auto`` picks (PowerNet-MIB product OIDs under ``.1.3.6.1.4.1.318.1
   masterSwitchrPDU2 (AP86xx/AP88xx/AP89xx). An unknown ``sysObjectID`` is a ``PROTOCOL``
   failure that asks for an explicit model; the driver never guesses a table.
 
-Failures are :class:`~remediation.base.ActionError` with a typed reason, as
+Failures are :class:`~monitord.shared.power.ActionError` with a typed reason, as
 :mod:`remediation.snmp` (the SNMP layer this driver shares with the SNMP probes) assigns
 them; in addition a non-INTEGER outlet state, a value that is neither the table's on nor off,
 and an unknown ``sysObjectID`` are ``PROTOCOL``.
@@ -44,9 +44,9 @@ from typing import Any
 from pyasn1.type import univ
 from pysnmp.proto.rfc1902 import Integer32
 
-from monitord.config import PduConfig, PduOidTable
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState
+from monitord.shared.access import PduConfig, PduOidTable
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState
 from remediation.snmp import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Auth, Oid, SnmpSession, dotted, parse_oid, snmp_auth
 
 
@@ -107,7 +107,7 @@ def model_for_sys_object_id(sys_object_id: Oid) -> str | None:
 
 
 class PduDriver:
-    """A :class:`~remediation.base.PowerDriver` for one PDU outlet over SNMP.
+    """A :class:`~monitord.shared.power.PowerDriver` for one PDU outlet over SNMP.
 
     ``model`` is a built-in model name, ``"auto"`` (chosen by the agent's sysObjectID on first
     use, then kept) or a :class:`~monitord.config.PduOidTable`. ``timeout`` is per request

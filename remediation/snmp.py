@@ -23,7 +23,7 @@ Close it with :meth:`SnmpSession.aclose` or ``async with``.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import (
@@ -47,11 +47,10 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.proto import errind
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
-from monitord.results import Reason
-from remediation.base import ActionError
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError
+from monitord.shared.access import SnmpConfig, SnmpV3
 
-if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
-    from monitord.config import SnmpConfig, SnmpV3
 
 Oid = tuple[int, ...]
 Auth = CommunityData | UsmUserData

@@ -27,19 +27,18 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import paramiko
 
-from monitord.fields import SecretRef
-from monitord.results import Reason
-from remediation.base import ActionError
+from monitord.shared.fields import SecretRef
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError
+from monitord.shared.access import SshConfig
+from monitord.shared.probe import RestartMethod
 from remediation.known_hosts import KnownHosts
 from remediation.osprofile import PROFILES, Linux, ProcessRow
 
-if TYPE_CHECKING:  # the config imports the probes, which use these drivers: no cycle at run time
-    from monitord.config import SshConfig
-    from probes.base import RestartMethod
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ fence_virsh / fence_xvm are the anchors: the domain's power is whether it is *ac
 is ``destroy()`` (pulling the plug), RESET is ``reset()`` (the virtual reset button: the
 guest reboots at once, the domain stays active). With ``shutdown_timeout`` set, OFF first
 asks the guest to shut down (ACPI) and only forces it off when it is not off by that deadline.
-:func:`remediation.base.power_change` adds the read → skip → act → poll-verify → retry
+:func:`monitord.shared.power.power_change` adds the read → skip → act → poll-verify → retry
 discipline, exactly as for IPMI and PDU outlets.
 
 The binding is libvirt-python from PyPI (``pip install monitord[vm]``; it builds against
@@ -27,14 +27,13 @@ import asyncio
 import contextlib
 import errno
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import quote
 
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState
+from monitord.shared.access import VmConfig
 
-if TYPE_CHECKING:
-    from monitord.config import VmConfig
 
 _EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitord-libvirt")
 SHUTDOWN_POLL = 1.0

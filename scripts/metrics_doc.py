@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/metrics.md from the metrics manifest (monitord/metrics_manifest.yaml).
+"""Write docs/metrics.md from the metrics manifest (monitord/edge/metrics_manifest.yaml).
 
     scripts/metrics_doc.py          regenerate the page
     scripts/metrics_doc.py --check [PAGE]  exit 1 if the page (default docs/metrics.md) is not
@@ -14,13 +14,13 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-MANIFEST = REPO / "monitord" / "metrics_manifest.yaml"
+MANIFEST = REPO / "monitord" / "edge" / "metrics_manifest.yaml"
 DOC = REPO / "docs" / "metrics.md"
 
 INTRO = """\
 # Metrics
 
-Generated from `monitord/metrics_manifest.yaml` by `scripts/metrics_doc.py`; do not edit by
+Generated from `monitord/edge/metrics_manifest.yaml` by `scripts/metrics_doc.py`; do not edit by
 hand. A test holds the manifest to what a running daemon exports, both ways.
 
 Names are as queried in PromQL (counters end in `_total`; a histogram `X` is the series

@@ -8,7 +8,7 @@ import itertools
 
 
 class FakeClock:
-    """Implements :class:`monitord.clock.Clock`; ``advance`` wakes sleepers in time order."""
+    """Implements :class:`monitord.shared.clock.Clock`; ``advance`` wakes sleepers in time order."""
 
     def __init__(self, start: float = 1_800_000_000.0):
         self._now = start

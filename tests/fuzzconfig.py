@@ -46,7 +46,7 @@ def use(config: Any) -> None:
 
     monitord is imported here, at the call, so that a benchmark measures the checkout it chose.
     """
-    from monitord.business_calendar import Calendars
+    from monitord.paging.business_calendar import Calendars
 
     host, port = config.daemon.metrics_address
     assert host and 0 <= port <= 65535, config.daemon.metrics_listen

@@ -12,9 +12,9 @@ import json
 import logging
 import sys
 
-from monitord.metrics import Metrics
-from monitord.outbox import Dispatcher, Outbox
-from monitord.state import SQLiteStore
+from monitord.edge.metrics import Metrics
+from monitord.paging.outbox import Dispatcher, Outbox
+from monitord.records.state import SQLiteStore
 from remediation.pagers import Message, PagingConfig
 
 

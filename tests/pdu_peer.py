@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import pytest
 
-from monitord.config import PduConfig
+from monitord.shared.access import PduConfig
 from tests.peers import Peer, PeerStarter, write_file
 from tests.support import Proc, free_port, need_binary
 

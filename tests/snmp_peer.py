@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
-from monitord.config import SnmpConfig
+from monitord.shared.access import SnmpConfig
 from tests.peers import Peer, PeerStarter, write_file
 from tests.support import Proc, free_port, need_binary
 

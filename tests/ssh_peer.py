@@ -40,8 +40,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from monitord.config import SshConfig
-from monitord.fields import SecretRef
+from monitord.shared.access import SshConfig
+from monitord.shared.fields import SecretRef
 from remediation.ssh import SshClient
 from tests.peers import Peer, PeerStarter, write_file
 from tests.support import free_port, need_binary, need_root

@@ -7,10 +7,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from monitord import cli, escalation
-from monitord.business_calendar import Calendars
+from monitord.edge import cli
+
+from monitord.escalation import ladder as escalation
+from monitord.paging.business_calendar import Calendars
 from monitord.config import load_config
-from monitord.oncall import matching_route
+from monitord.paging.oncall import matching_route
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "appliance.example.yaml"
 JST = dt.timezone(dt.timedelta(hours=9))

@@ -14,18 +14,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from monitord import lastbackup
+from monitord.shared import lastbackup
 from monitord.config import ConfigError, parse_config
-from monitord.fields import SecretRef
-from monitord.listener import Listener
-from monitord.metrics import Metrics
-from monitord.results import Reason, Status
-from monitord.runner import run_probe
-from monitord.state import SQLiteStore
+from monitord.shared.fields import SecretRef
+from monitord.edge.listener import Listener
+from monitord.edge.metrics import Metrics
+from monitord.shared.results import Reason, Status
+from monitord.run.runner import run_probe
+from monitord.records.state import SQLiteStore
 from probes import REGISTRY, backup, heartbeat
 from probes.backup import BackupParams, Generation, Policy, evaluate, name_time, parse_restic, periods_missed
-from probes.base import ProbeCall, ProbeContext
-from monitord.results import ProbeError
+from monitord.shared.probe import ProbeCall, ProbeContext
+from monitord.shared.results import ProbeError
 from tests.fakeclock import FakeClock
 from tests.test_engine_notices import CONFIG as NOTICES_CONFIG, make_engine
 from tests.ssh_peer import SshHost
@@ -342,7 +342,7 @@ async def test_generation_directories_over_ssh(ssh_host: SshHost, tmp_path, case
 
 
 def kept_record(state_dir: Path, check: str = "backup") -> dict:
-    from probes import kept
+    from monitord.shared import kept
 
     return kept.read_json(lastbackup.record_path(state_dir, "web1", check))
 
@@ -584,8 +584,8 @@ async def notify(engine, spec, event, result, incident_id):
 
 
 async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice_a_business_hours_ticket(engine):
-    from monitord.checkstate import Event
-    from monitord.results import Result
+    from monitord.run.checkstate import Event
+    from monitord.shared.results import Result
 
     engine, store, specs = engine
     spec = next(s for s in engine.config.checks() if s.id == "web1/backup")
@@ -609,7 +609,7 @@ async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice
 
 
 async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_known(engine):
-    from monitord import escalation as esc
+    from monitord.escalation import ladder as esc
 
     engine, store, specs = engine
     directory = engine.ctx.state_dir / "backup" / "web1" / "backup"

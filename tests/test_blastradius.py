@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
-from monitord.blastradius import MONITOR, BlastGuard, Episode, assess, down_now, to_probe
+from monitord.escalation.blastradius import MONITOR, BlastGuard, Episode, assess, down_now, to_probe
 from monitord.config import BlastRadius, parse_config
-from monitord.metrics import Metrics
-from monitord.notify import Notifier
-from monitord.outbox import Outbox
-from monitord.state import SQLiteStore
+from monitord.edge.metrics import Metrics
+from monitord.paging.notify import Notifier
+from monitord.paging.outbox import Outbox
+from monitord.records.state import SQLiteStore
 from tests.fakeclock import FakeClock
 
 BR = BlastRadius(max_down_hosts=10, max_down_percent=20, window=300)

@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from monitord.config import BmcConfig, parse_config
-from monitord.fields import SecretRef
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.fields import SecretRef
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import bmc
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.probe import ProbeCall, ProbeContext
 from remediation.ipmi import SelEntry
 from tests.ipmi_peer import IPMI_USER, IpmiSim
 

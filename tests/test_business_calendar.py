@@ -7,7 +7,7 @@ import zoneinfo
 
 import pytest
 
-from monitord.business_calendar import BusinessCalendar, Calendars
+from monitord.paging.business_calendar import BusinessCalendar, Calendars
 from monitord.config import BusinessHoursConfig, ConfigError, parse_config
 
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitord.checkstate import CheckState, Event, transition
-from monitord.results import Reason, Result, Status
+from monitord.run.checkstate import CheckState, Event, transition
+from monitord.shared.results import Reason, Result, Status
 
 OK, WARN, CRIT, UNK = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 

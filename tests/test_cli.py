@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from monitord import cli
-from monitord.state import SQLiteStore
+from monitord.edge import cli
+from monitord.records.state import SQLiteStore
 
 
 @pytest.fixture

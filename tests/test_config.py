@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from monitord import cli, yamlsrc
+from monitord.edge import cli
+
+from monitord.config import yamlsrc
 from monitord.config import ConfigError, load_config, parse_config
-from monitord.fields import format_duration, parse_duration
+from monitord.shared.fields import format_duration, parse_duration
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
@@ -239,7 +241,7 @@ def test_schema_command_prints_json_schema(capsys):
 
 
 def test_secret_reference_reads_file_env_and_credential(tmp_path, monkeypatch):
-    from monitord.fields import SecretRef
+    from monitord.shared.fields import SecretRef
 
     (tmp_path / "pw").write_text("s3cret\n")
     monkeypatch.setenv("MD_TEST_SECRET", "from-env")

@@ -194,7 +194,7 @@ def test_systemd_unit_verifies(tmp_path):
     assert exposure and float(exposure.group(1)) < 2.5, security.stdout + security.stderr
     settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
     assert settings["WatchdogSec"] and settings["LimitNOFILE"] and settings["StartLimitBurst"]
-    from monitord.cli import EXIT_LOCKED, EXIT_USAGE
+    from monitord.edge.cli import EXIT_LOCKED, EXIT_USAGE
     assert set(settings["RestartPreventExitStatus"].split()) == {str(EXIT_USAGE), str(EXIT_LOCKED)}
     example = (REPO / "config" / "monitord.example.yaml").read_text()
     loaded = set(re.findall(r"^LoadCredential=([^:]+):", unit, re.M))

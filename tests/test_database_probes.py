@@ -10,10 +10,10 @@ from typing import Awaitable, Callable
 import pytest
 from pydantic import ValidationError
 
-from monitord.fields import SecretRef
-from monitord.results import Reason, Result, Status
+from monitord.shared.fields import SecretRef
+from monitord.shared.results import Reason, Result, Status
 from probes import REGISTRY, mysql, postgres
-from probes.base import ProbeKind
+from monitord.shared.probe import ProbeKind
 from probes.database import DatabaseParams, format_bytes
 
 from tests.db_peers import FILL_ROW_BYTES, FILL_ROWS, DbPeer, FakeServer

@@ -16,10 +16,10 @@ from typing import Iterator
 import pytest
 
 from monitord.config import CheckSpec, ConfigError, parse_config
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import disk
-from probes.base import ProbeContext
+from monitord.shared.probe import ProbeContext
 from tests.peers import write_file
 from tests.snmp_peer import SnmpAgent
 from tests.ssh_peer import SshHost

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from monitord.checkstate import Event
+from monitord.run.checkstate import Event
 from monitord.config import parse_config
-from monitord.engine import Engine
-from monitord.metrics import Metrics
-from monitord.notify import Notifier
-from monitord.outbox import Outbox
-from monitord.results import Reason, Result, Status
-from monitord.state import SQLiteStore
-from probes.base import ProbeContext
+from monitord.escalation.engine import Engine
+from monitord.edge.metrics import Metrics
+from monitord.paging.notify import Notifier
+from monitord.paging.outbox import Outbox
+from monitord.shared.results import Reason, Result, Status
+from monitord.records.state import SQLiteStore
+from monitord.shared.probe import ProbeContext
 from tests.fakeclock import FakeClock
 
 CONFIG = """
@@ -147,8 +147,8 @@ async def test_a_host_that_degrades_from_loss_to_down_starts_the_ladder(ping_eng
 
 # -- the lifecycle of an episode, on the fake clock ------------------------------------------------
 
-from monitord import escalation as esc  # noqa: E402
-from monitord.checkstate import CheckState  # noqa: E402
+from monitord.escalation import ladder as esc  # noqa: E402
+from monitord.run.checkstate import CheckState  # noqa: E402
 
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from monitord.escalation import (
+from monitord.escalation.ladder import (
     Act, Blocked, Confirmed, Done, Guards, HostState, Note, Page, Phase, Policy, Recovered, Resolved, Retry,
     StartSla, Step, step,
 )

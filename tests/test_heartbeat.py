@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from monitord.config import Config, parse_config
-from monitord.results import Reason, Status
-from monitord.state import Heartbeat, SQLiteStore
+from monitord.shared.results import Reason, Status
+from monitord.records.state import Heartbeat, SQLiteStore
 from probes import heartbeat
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.probe import ProbeCall, ProbeContext
 from probes.heartbeat import HeartbeatParams, Receiver, parse_body
 from tests.daemon_proc import Daemon, wait_for
 from tests.fakeclock import FakeClock

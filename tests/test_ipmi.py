@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from monitord.config import BmcConfig
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState, PowerTimings, power_change
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState, PowerTimings, power_change
 from remediation.ipmi import (
     BmcHealth,
     IpmiDriver,

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from monitord.config import load_config
-from monitord.daemon import Daemon
-from monitord.listener import Limits, Listener
+from monitord.edge.daemon import Daemon
+from monitord.edge.listener import Listener
+from monitord.shared.http import Limits
 from tests.fakeclock import FakeClock
 from tests.http_raw import Answer, closed_by_peer, exchange, read_answer
 

@@ -11,8 +11,9 @@ import signal
 
 import pytest
 
-from monitord import logsetup, redact
-from monitord.lograte import RepeatFilter
+from monitord.edge import logsetup
+from monitord.shared import redact
+from monitord.edge.lograte import RepeatFilter
 from tests.daemon_proc import Daemon, wait_for
 from tests.support import free_port
 from tests.test_daemon import write_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from monitord.lograte import RepeatFilter
+from monitord.edge.lograte import RepeatFilter
 from tests.fakeclock import FakeClock
 
 

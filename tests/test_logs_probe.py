@@ -13,10 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from monitord.config import parse_config
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import logs
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.probe import ProbeCall, ProbeContext
 from tests.peers import write_file
 from tests.ssh_peer import SshHost
 

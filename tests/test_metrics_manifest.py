@@ -1,4 +1,4 @@
-"""The metrics manifest (monitord/metrics_manifest.yaml) against the registry, and the
+"""The metrics manifest (monitord/edge/metrics_manifest.yaml) against the registry, and the
 generated docs/metrics.md against the manifest. The live half (a running daemon's /metrics,
 both ways) is in tests/test_noc_live.py."""
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import yaml
 
-import monitord.escalation
-import monitord.metrics
-from monitord.metrics import Metrics
+import monitord.escalation.ladder
+import monitord.edge.metrics
+from monitord.edge.metrics import Metrics
 
 REPO = Path(__file__).resolve().parent.parent
-MANIFEST = Path(monitord.metrics.__file__).with_name("metrics_manifest.yaml")
+MANIFEST = Path(monitord.edge.metrics.__file__).with_name("metrics_manifest.yaml")
 
 
 def manifest() -> dict[str, dict]:
@@ -48,14 +48,14 @@ def test_manifest_lists_exactly_the_registry_with_types_labels_and_help():
 
 
 def test_every_guard_the_state_machine_can_block_with_is_known_and_counted_from_zero():
-    tree = ast.parse(Path(monitord.escalation.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(monitord.escalation.ladder.__file__).read_text(encoding="utf-8"))
     used = {node.args[0].value for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Blocked"
             and node.args and isinstance(node.args[0], ast.Constant)}
     dynamic = {"denied", "no_answer"}  # Blocked(guard, ...) after an approval request
-    assert used | dynamic == set(monitord.escalation.GUARDS)
+    assert used | dynamic == set(monitord.escalation.ladder.GUARDS)
     text = Metrics().exposition().decode()
-    for guard in monitord.escalation.GUARDS:
+    for guard in monitord.escalation.ladder.GUARDS:
         assert f'monitord_guard_blocks_total{{guard="{guard}"}} 0.0' in text
     assert 'monitord_actions_total{kind="power_reset",outcome="failed"} 0.0' in text
     assert 'monitord_http_connections_closed_total{reason="idle"} 0.0' in text

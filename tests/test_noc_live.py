@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitord.state import SQLiteStore
+from monitord.records.state import SQLiteStore
 from tests.daemon_proc import Daemon, wait_for
 from tests.support import Proc, free_port, need_binary
 from tests.test_grafana_dashboard import panel_queries, variable_queries

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from monitord.config import parse_config
-from monitord.metrics import Metrics
-from monitord.notify import Notifier
-from monitord.oncall import Schedule, route
-from monitord.outbox import Outbox
-from monitord.state import SQLiteStore
+from monitord.edge.metrics import Metrics
+from monitord.paging.notify import Notifier
+from monitord.paging.oncall import Schedule, route
+from monitord.paging.outbox import Outbox
+from monitord.records.state import SQLiteStore
 from tests.fakeclock import FakeClock
 
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -199,7 +199,7 @@ async def test_http_api_acknowledges_with_a_token(env, tmp_path):
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from monitord.api import Api
+    from monitord.edge.api import Api
 
     clock, store, notifier, _ = env
     (tmp_path / "token").write_text("s3cret-token\n")

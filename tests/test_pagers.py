@@ -28,10 +28,10 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from monitord.metrics import Metrics
-from monitord.outbox import Dispatcher, Outbox
-from monitord.results import Reason
-from monitord.state import SQLiteStore
+from monitord.edge.metrics import Metrics
+from monitord.paging.outbox import Dispatcher, Outbox
+from monitord.shared.results import Reason
+from monitord.records.state import SQLiteStore
 from remediation.pagers import REGISTRY, DeliveryError, Message, PagingConfig, RetryPolicy
 from remediation.pagers import webhook as webhook_mod
 from tests.daemon_proc import REPO, wait_for

@@ -12,8 +12,8 @@ import pydantic
 import pytest
 
 from monitord.config import PduConfig
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState, PowerTimings, power_change
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState, PowerTimings, power_change
 from remediation.pdu import MODELS, PduDriver, model_for_sys_object_id, parse_oid
 from tests.pdu_peer import PduSim
 

@@ -16,10 +16,10 @@ from typing import Iterator
 import pytest
 from pydantic import ValidationError
 
-from monitord.results import ProbeError, Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import ProbeError, Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import ping
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.probe import ProbeCall, ProbeContext
 from tests.netns import HOST_ADDR, HOST_ADDR6, OPEN_PING_GROUPS, NetnsPair, repo_env
 from tests.support import need_binary, need_root
 
@@ -31,9 +31,9 @@ FAST = {"count": 2, "packet_interval": 0.05, "reply_timeout": 1.0}
 # as the scheduler would, and prints the results, the socket kind and what is left in flight.
 CHILD = """
 import asyncio, json, sys, time
-from monitord.runner import run_probe
+from monitord.run.runner import run_probe
 from probes import ping
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.probe import ProbeCall, ProbeContext
 
 async def main(spec):
     ctx = ProbeContext()

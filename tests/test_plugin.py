@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import plugin, tcp
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from probes.plugin import PerfDatum, PluginOutput, PluginParams, parse_perfdata
 from tests.peers import Peer
 from tests.support import free_port

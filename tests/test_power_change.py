@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState, PowerTimings, power_change
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState, PowerTimings, power_change
 
 FAST = PowerTimings(power_wait=0, power_timeout=0.05, poll_interval=0.01, retries=1)
 

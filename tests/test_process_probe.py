@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from monitord.config import ConfigError, parse_config
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import process
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.probe import ProbeCall, ProbeContext
 from remediation.osprofile import PROFILES, ProcessRow
 from tests.snmp_peer import SnmpAgent
 from tests.ssh_peer import SshHost
@@ -140,7 +140,7 @@ async def test_over_ssh(ssh_host: SshHost, workers: str):
 async def test_over_ssh_login_refused_is_a_typed_failure(ssh_host: SshHost, tmp_path: Path):
     other_key = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
-    from monitord.fields import SecretRef
+    from monitord.shared.fields import SecretRef
 
     result = await run(ProbeCall("app1", "127.0.0.1", 10.0, "p", ssh=ssh_host.config(key=SecretRef(file=other_key))),
                        name="sshd")

@@ -11,10 +11,10 @@ import subprocess
 import sys
 from urllib.parse import quote
 
-from monitord import redact
-from monitord.fields import SecretRef
-from monitord.metrics import Metrics
-from monitord.state import JournalEntry, SQLiteStore
+from monitord.shared import redact
+from monitord.shared.fields import SecretRef
+from monitord.edge.metrics import Metrics
+from monitord.records.state import JournalEntry, SQLiteStore
 
 
 def fresh(prefix: str = "") -> str:
@@ -104,7 +104,7 @@ def test_metrics_exposition_is_masked():
 
 def test_an_uncaught_exception_is_logged_masked():
     value = fresh()
-    program = ("from monitord import cli, redact\n"
+    program = ("from monitord.edge import cli\nfrom monitord.shared import redact\n"
                "cli._setup_logging('info')\n"
                f"redact.remember({value!r})\n"
                f"raise ValueError('invalid URL {value}')\n")

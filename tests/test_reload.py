@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from monitord import daemon as daemon_module
+from monitord.edge import daemon as daemon_module
 from monitord.config import load_config
-from monitord.daemon import Daemon
+from monitord.edge.daemon import Daemon
 from tests.fakeclock import FakeClock
 from tests.support import free_port
 
@@ -103,7 +103,7 @@ async def test_a_reload_that_raises_anywhere_keeps_the_running_config_whole(
     before = daemon.config
     write(integrations=SLACK + NIGHT, hosts=WEB1 + WEB2)
     fail_first_call(monkeypatch, daemon_module if part == "module" else getattr(daemon, part), method, error)
-    with caplog.at_level(logging.ERROR, logger="monitord.daemon"):
+    with caplog.at_level(logging.ERROR, logger="monitord.edge.daemon"):
         assert await daemon.reload() is False
     assert daemon.config is before
     assert daemon.engine.config is before and daemon.notifier.config is before
@@ -141,7 +141,7 @@ async def test_an_alias_bomb_on_reload_is_refused_and_the_daemon_keeps_its_confi
     before = daemon.config
     bomb = "".join(f"l{d}: &l{d} [{', '.join([f'*l{d - 1}'] * 9)}]\n" for d in range(1, 10))
     daemon.config_path.write_text("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + bomb)
-    with caplog.at_level(logging.ERROR, logger="monitord.daemon"):
+    with caplog.at_level(logging.ERROR, logger="monitord.edge.daemon"):
         assert await daemon.reload() is False
     assert daemon.config is before and reload_metric(daemon) == 0
     assert ("reload failed, keeping the running config: l5[0]: aliases repeat more than 100000 values "

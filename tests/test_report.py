@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from monitord import cli
-from monitord.business_calendar import BusinessCalendar
-from monitord.metrics import Metrics
-from monitord.report import (
+from monitord.edge import cli
+from monitord.paging.business_calendar import BusinessCalendar
+from monitord.edge.metrics import Metrics
+from monitord.records.report import (
     build_report, count_due_overdue, due_date, incident_entries, load_report, render, report_statuses, update_metrics,
 )
-from monitord.state import Incident, JournalEntry, ReportRecord, SQLiteStore
+from monitord.records.state import Incident, JournalEntry, ReportRecord, SQLiteStore
 
 GOLDEN = Path(__file__).parent / "data" / "reports"
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
@@ -183,7 +183,7 @@ async def test_report_of_an_incident_the_scheduler_journaled(tmp_path):
     """The scheduler's own rows: an earlier flap, the streak that confirmed, recovery, a later
     soft problem; the report takes the streak's soft detection (written before the incident
     existed, so without its id) and the incident's rows, nothing else."""
-    from monitord.scheduler import Scheduler
+    from monitord.run.scheduler import Scheduler
     from tests.fakeclock import FakeClock
     from tests.test_scheduler import Script, spec, start, stop
 
@@ -440,7 +440,7 @@ hosts:
 
 
 def test_report_names_the_last_good_backup_before_the_incident(cli_store, capsys):
-    from monitord import lastbackup
+    from monitord.shared import lastbackup
 
     _, incident, tmp = cli_store
     config = tmp / "backup.yaml"
@@ -473,7 +473,7 @@ def test_report_names_the_last_good_backup_before_the_incident(cli_store, capsys
     (("stale",), ["- backup: taken 2026-11-10 02:00 JST, generation g10, at nas:/b - STALE: older than the plan allows"]),
 ])
 def test_report_says_plainly_when_no_backup_is_known_or_it_is_stale(store, backups, lines):
-    from monitord.lastbackup import LastBackup
+    from monitord.shared.lastbackup import LastBackup
 
     made = {"unknown": LastBackup("backup", "nas:/b"), "none": LastBackup("backup", "nas:/b", checked_at=jst(13, 9, 0)),
             "stale": LastBackup("backup", "nas:/b", jst(10, 2, 0), "g10", None, True, jst(13, 9, 0))}
@@ -535,9 +535,9 @@ def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tm
 
     incident = host_down_incident(store)
     script = f"""
-import json, monitord.report as r
-from monitord.business_calendar import BusinessCalendar
-from monitord.state import SQLiteStore
+import json, monitord.records.report as r
+from monitord.paging.business_calendar import BusinessCalendar
+from monitord.records.state import SQLiteStore
 store = SQLiteStore({str(tmp_path / "state.db")!r})
 report = r.load_report(store, {incident}, BusinessCalendar())
 print(json.dumps({{"file": r.__file__, "out": {{f"{{lang}}.{{fmt}}": r.render(report, fmt, lang)

@@ -9,9 +9,9 @@ from typing import Literal
 
 import pytest
 
-from monitord.results import Outcome, ProbeError, Reason, Status
-from monitord.runner import run_probe
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.run.runner import run_probe
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 
 class P(CheckParams):

@@ -9,13 +9,13 @@ from typing import Literal
 
 import pytest
 
-from monitord.checkstate import CheckState
+from monitord.run.checkstate import CheckState
 from monitord.config import CheckSpec
-from monitord.metrics import Metrics
-from monitord.results import Outcome, ProbeError, Reason, Status
-from monitord.scheduler import Scheduler, initial_due, next_slot, phase
-from monitord.state import SQLiteStore, StoredCheck
-from probes.base import CheckParams, ProbeContext, ProbeKind
+from monitord.edge.metrics import Metrics
+from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.run.scheduler import Scheduler, initial_due, next_slot, phase
+from monitord.records.state import SQLiteStore, StoredCheck
+from monitord.shared.probe import CheckParams, ProbeContext, ProbeKind
 from tests.fakeclock import FakeClock
 
 
@@ -143,7 +143,7 @@ async def test_logs_transitions_only(env, caplog):
     script.failing.add("web1")
     scheduler.load([spec(script, "web1", attempts=2, retry=60, interval=300)])
     task = await start(scheduler)
-    with caplog.at_level(logging.DEBUG, logger="monitord.scheduler"):
+    with caplog.at_level(logging.DEBUG, logger="monitord.run.scheduler"):
         await clock.advance(3000)
     await stop(task)
     assert len(script.calls) >= 10

@@ -11,12 +11,12 @@ import asyncio
 
 import pytest
 
-from monitord import sdnotify
-from monitord.engine import REEVALUATE_EVERY
-from monitord.metrics import Metrics
-from monitord.scheduler import Scheduler
-from monitord.state import SQLiteStore
-from probes.base import ProbeContext
+from monitord.edge import sdnotify
+from monitord.escalation.engine import REEVALUATE_EVERY
+from monitord.edge.metrics import Metrics
+from monitord.run.scheduler import Scheduler
+from monitord.records.state import SQLiteStore
+from monitord.shared.probe import ProbeContext
 from tests.fakeclock import FakeClock
 from tests.test_engine_notices import CONFIG, make_engine
 from tests.test_scheduler import Script, spec

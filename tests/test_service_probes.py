@@ -9,10 +9,10 @@ from typing import Callable
 import pytest
 from pydantic import ValidationError
 
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import ftp, http, imap, pop, smtp, ssh, tcp
-from probes.base import CheckParams, ProbeCall, ProbeContext, ProbeKind
+from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
 from tests.peers import CERT_DAYS, HTTP_BODY, Peer  # noqa: E402
 

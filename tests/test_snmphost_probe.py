@@ -15,10 +15,11 @@ from pysnmp.proto.rfc1902 import Integer32, OctetString
 from pyasn1.type.univ import ObjectIdentifier
 
 from monitord.config import SnmpConfig, parse_config
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
-from probes import kept, snmphost
-from probes.base import ProbeCall, ProbeContext
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
+from monitord.shared import kept
+from probes import snmphost
+from monitord.shared.probe import ProbeCall, ProbeContext
 from tests.snmp_peer import SnmpAgent
 from tests.support import need_binary, need_root
 

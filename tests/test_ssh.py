@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from monitord.fields import SecretRef
-from monitord.results import Reason
-from remediation.base import ActionError
+from monitord.shared.fields import SecretRef
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError
 from remediation.ssh import CommandInterrupted, SshClient, _socket_reason
 from tests.peers import Peer
 from tests.ssh_peer import SshHost, openssh_key

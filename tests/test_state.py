@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from monitord import state
-from monitord.checkstate import CheckState
-from monitord.results import Reason, Result, Status
-from monitord.state import Heartbeat, JournalEntry, SQLiteStore, StateError
+from monitord.records import state
+from monitord.run.checkstate import CheckState
+from monitord.shared.results import Reason, Result, Status
+from monitord.records.state import Heartbeat, JournalEntry, SQLiteStore, StateError
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_a_new_store_is_versioned_and_marked_as_monitords(store, tmp_path):
 def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path, caplog):
     path = legacy_store(tmp_path / "state.db")
     assert pragma(path, "user_version") == 0
-    with caplog.at_level(logging.WARNING, "monitord.state"):
+    with caplog.at_level(logging.WARNING, "monitord.records.state"):
         upgraded = SQLiteStore(path)
     assert pragma(path, "user_version") == state.SCHEMA_VERSION
     assert "unversioned state database taken as schema version 1" in caplog.text
@@ -207,7 +207,7 @@ def test_a_dropped_table_of_an_unversioned_store_is_an_error(tmp_path):
 
 def test_processes_opening_a_new_store_at_once_create_it_once(tmp_path):
     path = tmp_path / "state.db"
-    code = f"from monitord.state import SQLiteStore; SQLiteStore({str(path)!r}).close()"
+    code = f"from monitord.records.state import SQLiteStore; SQLiteStore({str(path)!r}).close()"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(6)]
@@ -250,7 +250,7 @@ def test_a_damaged_page_is_found_at_open(tmp_path):
 
 
 def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
-    from monitord.engine import state_from_dict
+    from monitord.escalation.engine import state_from_dict
 
     store.put_check_state("good/ping", CheckState(), None)
     store.put_escalation_state("ok", {"phase": "idle"})
@@ -265,7 +265,7 @@ def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
         store.open_page(2, "h", "dispatch", "critical", "ops", "down", 1.0)
         store._db.execute("UPDATE pages SET paged='[1]' WHERE id=2")
         store._db.execute("INSERT INTO journal (ts, event, detail) VALUES (1.0, 'note', '{oops')")
-    with caplog.at_level(logging.ERROR, "monitord.state"):
+    with caplog.at_level(logging.ERROR, "monitord.records.state"):
         assert set(store.check_states()) == {"good/ping"}
         assert set(store.escalation_states(state_from_dict)) == {"ok"}
         assert set(store.heartbeats()) == {"beat"}
@@ -277,7 +277,7 @@ def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
     assert "'exploding' is not a valid Phase" in dict(((t, k), e) for t, k, e in store.damaged_rows())[("escalation", "odd")]
     assert caplog.text.count("moved to damaged_rows") == 6
     caplog.clear()
-    with caplog.at_level(logging.ERROR, "monitord.state"):  # moved once: not logged at every read
+    with caplog.at_level(logging.ERROR, "monitord.records.state"):  # moved once: not logged at every read
         store.check_states(), store.escalation_states(state_from_dict), store.heartbeats(), store.pages()
     assert caplog.text == ""
 

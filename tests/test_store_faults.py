@@ -24,16 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from monitord.checkstate import CheckState, Event
+from monitord.run.checkstate import CheckState, Event
 from monitord.config import parse_config
-from monitord.engine import Engine
-from monitord.metrics import Metrics
-from monitord.notify import Notifier
-from monitord.outbox import Outbox
-from monitord.results import Reason, Result, Status
-from monitord.state import Heartbeat, JournalEntry, SQLiteStore, StoreFault
-from probes.base import ProbeContext
-from remediation.base import ActionError
+from monitord.escalation.engine import Engine
+from monitord.edge.metrics import Metrics
+from monitord.paging.notify import Notifier
+from monitord.paging.outbox import Outbox
+from monitord.shared.results import Reason, Result, Status
+from monitord.records.state import Heartbeat, JournalEntry, SQLiteStore, StoreFault
+from monitord.shared.probe import ProbeContext
+from monitord.shared.power import ActionError
 from remediation.pagers import Message
 from tests.daemon_proc import REPO, Daemon, wait_for
 from tests.fakeclock import FakeClock
@@ -88,7 +88,7 @@ class Drivers:
         self.logins: list[str] = []
         self.during = during
 
-    def ssh(self, host):
+    def ssh(self, address, ssh):
         return SshClient(self.logins, self.during)
 
 

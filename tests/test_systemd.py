@@ -127,7 +127,7 @@ def test_a_daemon_killed_by_the_watchdog_says_where_it_hung(notified):
         db.close()
     log = daemon.proc.output()
     assert "Fatal Python error: Aborted" in log
-    assert "monitord/state.py" in log.split("Fatal Python error: Aborted", 1)[1], log[-3000:]
+    assert "monitord/records/state.py" in log.split("Fatal Python error: Aborted", 1)[1], log[-3000:]
 
 
 def test_plugins_do_not_inherit_cap_net_raw(tmp_path):

@@ -8,13 +8,13 @@ import datetime as dt
 
 import pytest
 
-from monitord.business_calendar import Calendars
+from monitord.paging.business_calendar import Calendars
 from monitord.config import ConfigError, parse_config
-from monitord.metrics import Metrics
-from monitord.notify import Notifier
-from monitord.outbox import Outbox
-from monitord.report import load_report, render
-from monitord.state import SQLiteStore
+from monitord.edge.metrics import Metrics
+from monitord.paging.notify import Notifier
+from monitord.paging.outbox import Outbox
+from monitord.records.report import load_report, render
+from monitord.records.state import SQLiteStore
 from remediation.pagers import Message
 from tests.fakeclock import FakeClock
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitord.config import ConfigError, HostConfig, VmConfig, parse_config
-from monitord.results import Reason
-from remediation.base import ActionError, PowerAction, PowerState, PowerTimings, power_change
+from monitord.shared.results import Reason
+from monitord.shared.power import ActionError, PowerAction, PowerState, PowerTimings, power_change
 from remediation.drivers import Drivers
 from remediation.vm import VmDriver
 from tests.libvirt_peer import Hypervisor
@@ -120,7 +120,7 @@ async def test_no_hypervisor_is_unreachable(tmp_path):
 async def test_drivers_builds_the_vm_driver_by_name(appliance):
     host = HostConfig(address="127.0.0.1", vm=vm(appliance))
     assert host.power_drivers() == ("vm",)
-    async with Drivers().power("vm", host) as driver:
+    async with Drivers().power("vm", host.vm) as driver:
         assert driver.name == "vm" and await driver.status() is PowerState.ON
 
 
@@ -232,7 +232,7 @@ def test_bad_vm_uri_is_a_config_error(uri, problem):
 @integration
 async def test_quarantine_pulls_the_plug_even_with_a_shutdown_deadline(appliance, tmp_path):
     """A compromised guest is powered off at once (emergency power-off), never asked to shut down."""
-    from monitord.quarantine import quarantine
+    from monitord.escalation.quarantine import quarantine
 
     config = parse_config(f"""
 daemon: {{state_path: {tmp_path / 'state.db'}}}

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from monitord.config import ConfigError, parse_config
-from monitord.results import Reason, Result, Status
-from monitord.runner import run_probe
+from monitord.shared.results import Reason, Result, Status
+from monitord.run.runner import run_probe
 from probes import disk, logs, process
-from probes.base import ProbeCall, ProbeContext
-from remediation.base import ActionError
+from monitord.shared.probe import ProbeCall, ProbeContext
+from monitord.shared.power import ActionError
 from remediation.osprofile import PROFILES, ps_literal
 from tests.powershell_peer import WindowsHost
 

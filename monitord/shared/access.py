@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitord.fields import ConfigPath, Duration, Port, SecretRef, StrictModel
+from monitord.shared.fields import ConfigPath, Duration, Port, SecretRef, StrictModel
 
 
 class BmcConfig(StrictModel):

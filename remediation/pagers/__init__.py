@@ -3,7 +3,7 @@
 The config's ``paging`` section is :class:`PagingConfig`; its ``integrations`` map names
 to :data:`IntegrationConfig`, the union of every type's config model discriminated by
 ``type``. :func:`build_pagers` turns that section into ready pagers for
-:class:`monitord.outbox.Dispatcher`.
+:class:`monitord.paging.outbox.Dispatcher`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Union
 
 from pydantic import Field, model_validator
 
-from monitord.fields import Duration, StrictModel
+from monitord.shared.fields import Duration, StrictModel
 from remediation.pagers import email, opsgenie, pagerduty, slack, webhook
 from remediation.pagers.base import DeliveryError, HttpClient, Integration, Message, Pager
 

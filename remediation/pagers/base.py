@@ -3,7 +3,7 @@ base, the registry entry, and one HTTP helper that classifies responses.
 
 A pager sends one :class:`Message` and either returns (delivered) or raises
 :class:`DeliveryError`, which says whether trying again later can help. Retrying, backoff
-and durability are not the pager's business: :mod:`monitord.outbox` does them for all.
+and durability are not the pager's business: :mod:`monitord.paging.outbox` does them for all.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Annotated, Any, Callable, Literal, Mapping, Protocol
 import aiohttp
 from pydantic import Field
 
-from monitord.fields import Duration, SecretRef, StrictModel
-from monitord.redact import redact
-from monitord.results import Reason
+from monitord.shared.fields import Duration, SecretRef, StrictModel
+from monitord.shared.redact import redact
+from monitord.shared.results import Reason
 
 Action = Literal["trigger", "acknowledge", "resolve"]
 Severity = Literal["critical", "error", "warning", "info"]

@@ -24,8 +24,8 @@ from typing import Literal
 import aiosmtplib
 from pydantic import Field, field_validator, model_validator
 
-from monitord.fields import ConfigPath, Port, SecretRef
-from monitord.results import Reason
+from monitord.shared.fields import ConfigPath, Port, SecretRef
+from monitord.shared.results import Reason
 from remediation.pagers.base import (DeliveryError, HttpClient, Integration, IntegrationBase, Message,
                                      read_secret)
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from monitord.fields import SecretRef, StrictModel
+from monitord.shared.fields import SecretRef, StrictModel
 from remediation.pagers.base import HttpClient, HttpUrl, Integration, IntegrationBase, Message, read_secret
 
 DEFAULT_URL = "https://api.opsgenie.com"  # EU instances: https://api.eu.opsgenie.com

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from monitord.fields import SecretRef
+from monitord.shared.fields import SecretRef
 from remediation.pagers.base import HttpClient, HttpUrl, Integration, IntegrationBase, Message, read_secret
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from monitord.fields import SecretRef
+from monitord.shared.fields import SecretRef
 from remediation.pagers.base import HttpClient, Integration, IntegrationBase, Message, read_secret
 
 SEVERITY_MARK = {"critical": ":red_circle:", "error": ":large_orange_circle:", "warning": ":large_yellow_circle:",

@@ -23,7 +23,7 @@ from typing import Callable, Literal
 
 from pydantic import Field
 
-from monitord.fields import SecretRef
+from monitord.shared.fields import SecretRef
 from remediation.pagers.base import HttpClient, HttpUrl, Integration, IntegrationBase, Message, read_secret
 
 SIGNATURE_HEADER = "X-Monitord-Signature"

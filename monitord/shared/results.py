@@ -1,0 +1,102 @@
+"""Probe results: a status, a typed reason, a summary and measured values."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+class Status(enum.IntEnum):
+    """Nagios-compatible check status; the integer is the plugin exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Reason(enum.StrEnum):
+    """Why a check is not OK. Escalation decisions depend on it."""
+
+    NONE = ""
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    AUTH = "auth"
+    PROTOCOL = "protocol"
+    THRESHOLD = "threshold"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a probe measured; the runner turns it into a :class:`Result`."""
+
+    status: Status
+    summary: str
+    reason: Reason = Reason.NONE
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One finished probe run."""
+
+    status: Status
+    reason: Reason
+    summary: str
+    duration: float
+    started_at: float
+    values: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def ok(self) -> bool:
+        """True when the status is OK."""
+        return self.status is Status.OK
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable form, as stored in the state database."""
+        return {
+            "status": str(self.status),
+            "reason": str(self.reason),
+            "summary": self.summary,
+            "duration": round(self.duration, 6),
+            "started_at": self.started_at,
+            "values": dict(self.values),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Result":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            status=Status[data["status"].upper()],
+            reason=Reason(data["reason"]),
+            summary=data["summary"],
+            duration=float(data["duration"]),
+            started_at=float(data["started_at"]),
+            values=MappingProxyType(dict(data.get("values", {}))),
+        )
+
+
+class ProbeError(Exception):
+    """A probe failure with a known reason (refused, protocol, auth, ...)."""
+
+    def __init__(self, reason: Reason, summary: str, values: Mapping[str, float] | None = None) -> None:
+        super().__init__(summary)
+        self.reason = reason
+        self.summary = summary
+        self.values = dict(values or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The last heartbeat a host posted: when, and the status and message it reported."""
+
+    at: float
+    status: Status = Status.OK
+    message: str = ""
