@@ -407,3 +407,17 @@ def test_no_host_is_handed_to_humans_while_a_guard_holds_it(events, policy, guar
     assert state.phase is Phase.IDLE and state.blocked == guard
     _, trace = play(events, policy=policy, state=state)  # the guard cleared: the host's ladder runs
     assert trace[0][0].startswith("page")
+
+
+def test_a_power_action_stopped_by_a_quarantine_ends_the_ladder_without_fallback_or_dispatch():
+    # the quarantine came while the reset was under way: the power path refused to power on
+    stopped = Done(Step.POWER_RESET, False, "error", {"driver": "ipmi", "error": "not sending on: the host is quarantined"})
+    state, trace = play([DOWN, Done(Step.BMC_READ, True), stopped], guards=[OK, OK, Guards(quarantined=True)])
+    assert trace == [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["blocked quarantined"]]
+    assert state.phase is Phase.IDLE and state.blocked == "quarantined" and state.level == 0
+
+
+def test_a_power_action_that_failed_otherwise_still_falls_back_to_the_next_driver():
+    failed = Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi", "error": "no answer"})
+    _, trace = play([DOWN, Done(Step.BMC_READ, True), failed])
+    assert trace[-1] == ["act power_reset via pdu L1"]

@@ -74,3 +74,51 @@ async def test_a_failed_status_read_before_acting_is_not_maybe_done():
     with pytest.raises(ActionError) as info:
         await power_change(dead, PowerAction.RESET, FAST)
     assert info.value.maybe_done is False and dead.sent == []
+
+
+QUARANTINED = "the host is quarantined"
+
+
+async def test_a_quarantine_that_comes_during_a_power_cycle_stops_it_before_powering_on():
+    objection: list[str] = []
+
+    class Quarantining(Switch):
+        async def command(self, action: PowerAction) -> None:
+            await super().command(action)
+            objection.append(QUARANTINED)  # the operator's quarantine lands while the machine goes off
+
+    switch = Quarantining(PowerState.ON)
+    with pytest.raises(ActionError) as info:
+        await power_change(switch, PowerAction.CYCLE, FAST, lambda: objection[0] if objection else None)
+    assert switch.sent == ["off"] and switch.state is PowerState.OFF
+    assert info.value.summary == f"test: not sending on: {QUARANTINED}" and not info.value.maybe_done
+
+
+@pytest.mark.parametrize("before,action", [
+    (PowerState.ON, PowerAction.RESET), (PowerState.OFF, PowerAction.RESET), (PowerState.OFF, PowerAction.ON),
+    (PowerState.OFF, PowerAction.CYCLE),
+])
+async def test_nothing_that_powers_a_machine_on_is_sent_when_objected_to(before, action):
+    switch = Switch(before)
+    with pytest.raises(ActionError, match=QUARANTINED):
+        await power_change(switch, action, FAST, lambda: QUARANTINED)
+    assert switch.sent == [] and switch.state is before
+
+
+async def test_powering_off_is_never_objected_to():
+    switch = Switch(PowerState.ON)
+    outcome = await power_change(switch, PowerAction.OFF, FAST, lambda: QUARANTINED)
+    assert switch.sent == ["off"] and outcome.final is PowerState.OFF
+
+
+async def test_a_retry_that_is_objected_to_says_the_first_command_may_have_acted():
+    calls: list[int] = []
+
+    def second_time() -> str | None:
+        calls.append(1)
+        return QUARANTINED if len(calls) > 1 else None
+
+    switch = Switch(PowerState.OFF, stuck=True)  # the first ON is sent but not seen to act
+    with pytest.raises(ActionError, match=QUARANTINED) as info:
+        await power_change(switch, PowerAction.ON, FAST, second_time)
+    assert switch.sent == ["on"] and info.value.maybe_done

@@ -328,6 +328,26 @@ def test_quarantine_powers_off_and_keeps_the_host_off(fleet, loop, HOST, make_ip
     assert events.index("decided quarantine_power_off") < events.index("outcome quarantine_power_off ok")
 
 
+def test_quarantine_and_release_go_through_the_running_daemon(fleet, loop, HOST, make_ipmi_sim):
+    bmc = make_ipmi_sim()
+    fleet.add("web1", HOST, bmc=bmc)
+    fleet.top["daemon"] = {"state_path": str(fleet.tmp / "state.db"), "metrics_listen": f"127.0.0.1:{fleet.port}",
+                           "log_level": "debug", "api_token": fleet.secret("api", "api-t0ken")}
+    daemon = fleet.start()
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
+    out = daemon.cli("quarantine", "--yes", "web1")
+    assert "quarantined and powered off (through ipmi)" in out and "done by the running daemon" in out
+    assert bmc.commands() == ["off"]
+    loop.down(HOST)
+    wait_for(lambda: "blocked quarantined" in ladder(daemon), 30, "the quarantine guard")
+    out = daemon.cli("release", "web1")
+    assert "released" in out and "done by the running daemon" in out
+    assert bmc.commands() == ["off"]  # never powered back on, by the ladder or the release
+    events = daemon.events("web1")
+    assert events.index("decided quarantine_power_off") < events.index("outcome quarantine_power_off ok")
+    assert "quarantine released" in events
+
+
 class HttpCapture:
     """A real HTTP receiver (threaded stdlib server) recording JSON bodies; answers 202."""
 

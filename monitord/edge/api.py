@@ -1,14 +1,20 @@
-"""The daemon's small HTTP API, next to /metrics: acknowledging an incident's pages.
+"""The daemon's small HTTP API, next to /metrics: what operators ask of the running daemon, so
+that it acts at once and under its own locks (the CLI uses it when the daemon runs).
 
-``POST /api/v1/incidents/{id}/ack`` with ``Authorization: Bearer TOKEN`` (``daemon.api_token``)
-and an optional JSON body ``{"by": "name"}``. Without a configured token the API is off (403);
+- ``POST /api/v1/incidents/{id}/ack``, body ``{"by": "name"}``: acknowledge an incident's pages.
+- ``POST /api/v1/hosts/{host}/quarantine``, body ``{"reason": "...", "by": "name"}``: record the
+  quarantine, then power the host off under its lock; answers ``{"powered_off": bool, "summary": "..."}``.
+- ``POST /api/v1/hosts/{host}/release``, body ``{"by": "name"}``: lift it (409 if not quarantined).
+
+Every request carries ``Authorization: Bearer TOKEN`` (``daemon.api_token``); bodies are
+optional JSON objects with only those keys. Without a configured token the API is off (403);
 a token file that cannot be read also turns it off (403, and the daemon logs why). The id is
 plain digits. Limits, timeouts and JSON error answers come from :mod:`monitord.edge.listener`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from aiohttp import web
 
@@ -20,17 +26,30 @@ from monitord.paging.notify import acknowledge
 from monitord.records.state import Store
 
 ACK_ROUTE = "/api/v1/incidents/{incident}/ack"
+QUARANTINE_ROUTE = "/api/v1/hosts/{host}/quarantine"
+RELEASE_ROUTE = "/api/v1/hosts/{host}/release"
+
+
+class Actions(Protocol):
+    """What the API asks the daemon's engine to do, under the host's lock."""
+
+    async def quarantine(self, host: str, reason: str, by: str | None) -> tuple[bool, str]: ...
+
+    async def release(self, host: str, by: str | None) -> bool: ...
 
 
 class Api:
-    """Handlers bound to the daemon's store, clock and (reloadable) config."""
+    """Handlers bound to the daemon's store, clock, (reloadable) config and engine."""
 
-    def __init__(self, store: Store, clock: Clock, config: Callable[[], Config]):
-        self.store, self.clock, self._config = store, clock, config
+    def __init__(self, store: Store, clock: Clock, config: Callable[[], Config], actions: Actions | None = None):
+        self.store, self.clock, self._config, self.actions = store, clock, config, actions
 
     def install(self, app: web.Application) -> None:
         """Add the API routes to ``app``."""
         app.router.add_post(ACK_ROUTE, self.ack)
+        if self.actions is not None:
+            app.router.add_post(QUARANTINE_ROUTE, self.quarantine)
+            app.router.add_post(RELEASE_ROUTE, self.release)
 
     def authenticate(self, request: web.Request) -> None:
         """Refuse the request unless it carries the API token."""
@@ -47,14 +66,44 @@ class Api:
         """Acknowledge every open page of an incident."""
         self.authenticate(request)
         incident_id = path_id(request, "incident")
-        raw = await read_body(request)
-        try:
-            body = loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise Refusal(400, "the body must be JSON") from None
-        if not isinstance(body, dict) or set(body) - {"by"} or not isinstance(body.get("by", ""), str):
-            raise Refusal(400, 'the body may only be {"by": "name"}')
+        body = await _body(request, "by")
         if not any(i.id == incident_id for i in self.store.incidents()):
             raise Refusal(404, f"no incident #{incident_id}")
         count = acknowledge(self.store, incident_id, body.get("by") or "api", self.clock.time())
         return web.json_response({"incident": incident_id, "acknowledged": count})
+
+    async def quarantine(self, request: web.Request) -> web.Response:
+        """Quarantine a host: recorded at once, powered off under the host's lock."""
+        self.authenticate(request)
+        host = self._host(request)
+        body = await _body(request, "by", "reason")
+        powered_off, summary = await self.actions.quarantine(
+            host, body.get("reason") or "compromised: stopped to prevent secondary damage", body.get("by") or "api")
+        return web.json_response({"host": host, "powered_off": powered_off, "summary": summary})
+
+    async def release(self, request: web.Request) -> web.Response:
+        """Lift a host's quarantine (it is not powered on)."""
+        self.authenticate(request)
+        host = self._host(request)
+        body = await _body(request, "by")
+        if not await self.actions.release(host, body.get("by") or "api"):
+            raise Refusal(409, f"{host} is not quarantined")
+        return web.json_response({"host": host, "released": True})
+
+    def _host(self, request: web.Request) -> str:
+        host = request.match_info["host"]
+        if host not in self._config().hosts:
+            raise Refusal(404, "no such host in the running config")
+        return host
+
+
+async def _body(request: web.Request, *keys: str) -> dict[str, str]:
+    """The request's optional JSON body: an object with only ``keys``, each a string."""
+    raw = await read_body(request)
+    try:
+        body = loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise Refusal(400, "the body must be JSON") from None
+    if not isinstance(body, dict) or set(body) - set(keys) or not all(isinstance(v, str) for v in body.values()):
+        raise Refusal(400, "the body may only be a JSON object with string values for " + ", ".join(keys))
+    return body

@@ -10,7 +10,9 @@ journal would double as well). The other verbs read, or write small records (mai
 windows, quarantine, approvals, acks, SLA stops, report texts) in short transactions that
 SQLite's locking serialises with the running daemon; the daemon picks them up on its next
 look. ``quarantine`` also powers the host off: the operator's explicit act, recorded first,
-which the daemon's guards then respect.
+which the daemon's guards then respect. While a daemon runs on the store (and has
+``daemon.api_token``), ``quarantine`` and ``release`` ask it through its API instead, so it acts
+at once under the host's lock, through the same power path as its ladders.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.shared.fields import format_duration, parse_duration, parse_id
 from monitord.paging.notify import acknowledge
 from monitord.run.runner import run_probe, set_up_kinds
-from monitord.records.state import JournalEntry, SQLiteStore, StateError, StoreLocked, incident_of_host
+from monitord.records.state import JournalEntry, SQLiteStore, StateError, StoreLock, StoreLocked, incident_of_host
 from monitord.shared.probe import ProbeContext
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STORE, EXIT_LOCKED = 0, 1, 2, 3, 4
+API_TIMEOUT = 600.0
+"""How long the CLI waits for the daemon to act (a quarantine's power-off waits for the action under way)."""
 DEFAULT_CONFIG = "/etc/monitord/monitord.yaml"
 
 
@@ -64,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.Error as exc:  # a read that failed after the store was opened and checked
         print(f"monitord: the state database failed: {exc}", file=sys.stderr)
         return EXIT_STORE
+    except Refused as exc:
+        print(f"monitord: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `monitord journal | head`: the reader left; not an error
@@ -380,7 +387,11 @@ def _cmd_quarantine(args: argparse.Namespace) -> int:
             print("not done")
             return EXIT_FAIL
     _setup_logging("warning")
-    ok, summary = asyncio.run(quarantine(config, args.host, args.reason, args.by))
+    answer = _ask_daemon(config, f"/api/v1/hosts/{args.host}/quarantine", {"reason": args.reason, "by": args.by})
+    if answer is not None:
+        ok, summary = answer["powered_off"], answer["summary"] + " (done by the running daemon)"
+    else:
+        ok, summary = asyncio.run(quarantine(config, args.host, args.reason, args.by))
     print(summary)
     return EXIT_OK if ok else EXIT_FAIL
 
@@ -388,14 +399,72 @@ def _cmd_quarantine(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _known_host(config, args.host, args.config)
-    with _store(config) as store:
-        if not store.release(args.host):
-            print(f"monitord: {args.host} is not quarantined", file=sys.stderr)
-            return EXIT_USAGE
-        _note(store, ts=time.time(), event="quarantine", host=args.host, decision="released",
-                     detail={"by": args.by})
-    print(f"{args.host} released: automatic actions allowed again (it was not powered on)")
+    try:
+        answer = _ask_daemon(config, f"/api/v1/hosts/{args.host}/release", {"by": args.by})
+    except Refused as exc:
+        if exc.status != 409:
+            raise
+        answer = {"released": False}
+    by_daemon = " (done by the running daemon)" if answer is not None else ""
+    if answer is None:
+        from monitord.escalation.quarantine import release
+
+        with _store(config) as store:
+            answer = {"released": release(store, args.host, args.by)}
+    if not answer["released"]:
+        print(f"monitord: {args.host} is not quarantined", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.host} released: automatic actions allowed again (it was not powered on){by_daemon}")
     return EXIT_OK
+
+
+class Refused(Exception):
+    """The running daemon refused what the CLI asked (an HTTP 4xx with its reason)."""
+
+    def __init__(self, status: int, why: str):
+        super().__init__(f"the daemon refused: {why} (HTTP {status})")
+        self.status = status
+
+
+def _ask_daemon(config: Config, path: str, body: dict) -> dict | None:
+    """Ask the running daemon (its API) to act, so it acts at once under its own lock; None
+    when no daemon runs on this store, or it cannot be asked (no ``daemon.api_token``, not
+    answering): then the caller acts on the store directly, which the daemon's guards read.
+    Raises :class:`Refused` with the daemon's reason for a 4xx answer."""
+    import urllib.error
+    import urllib.request
+
+    if not StoreLock(config.daemon.state_path).held():
+        return None
+    try:
+        token = config.daemon.api_token.read() if config.daemon.api_token is not None else None
+    except (LookupError, UnicodeError) as exc:
+        print(f"monitord: the API token (daemon.api_token) cannot be read: {exc}", file=sys.stderr)
+        token = None
+    if not token:
+        print("monitord: the daemon runs without daemon.api_token: acting on the store directly "
+              "(the daemon reads it at its next look)", file=sys.stderr)
+        return None
+    host, port = config.daemon.metrics_address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}{path}"
+    request = urllib.request.Request(url, data=json.dumps({k: v for k, v in body.items() if v is not None}).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT) as answer:
+            return json.load(answer)
+    except urllib.error.HTTPError as exc:
+        try:
+            why = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            why = exc.reason
+        if 400 <= exc.code < 500:
+            raise Refused(exc.code, why) from None
+        print(f"monitord: the daemon could not do it ({why}, HTTP {exc.code}): acting on the store directly",
+              file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"monitord: the daemon does not answer at {url} ({exc}): acting on the store directly", file=sys.stderr)
+    return None
 
 
 def _cmd_answer(args: argparse.Namespace) -> int:
@@ -418,8 +487,9 @@ def _cmd_incident_event(args: argparse.Namespace) -> int:
             print(f"monitord: no incident #{args.incident}", file=sys.stderr)
             return EXIT_USAGE
         if args.verb == "ack":
-            count = acknowledge(store, args.incident, args.by, now)
-            print(f"incident #{args.incident}: {count} page(s) acknowledged")
+            answer = _ask_daemon(config, f"/api/v1/incidents/{args.incident}/ack", {"by": args.by})
+            count = answer["acknowledged"] if answer else acknowledge(store, args.incident, args.by, now)
+            print(f"incident #{args.incident}: {count} page(s) acknowledged" + (" (by the running daemon)" if answer else ""))
             return EXIT_OK
         elif args.verb == "swap-decided":
             due = now + config.paging.sla.replacement_on_network

@@ -217,7 +217,7 @@ class Daemon:
         await self._set_up_kinds(self.config, add_route=app.router.add_post)
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
-        Api(self.store, self.clock, lambda: self.config).install(app)
+        Api(self.store, self.clock, lambda: self.config, self.engine).install(app)
         await self.listener.start(*self.config.daemon.metrics_address)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:

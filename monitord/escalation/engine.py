@@ -36,7 +36,8 @@ from monitord.shared.results import Reason, Result, Status
 from monitord.run.runner import run_probe
 from monitord.records.state import JournalEntry, Store, StoreFault
 from monitord.shared.probe import ProbeContext
-from monitord.shared.power import ActionError, PowerAction, PowerTimings, power_change
+from monitord.escalation import power, quarantine
+from monitord.shared.power import ActionError, PowerAction
 from remediation.drivers import Drivers
 
 log = logging.getLogger(__name__)
@@ -590,6 +591,21 @@ class Engine:
 
     # -- carrying out actions -----------------------------------------------------------------
 
+    # -- what operators ask of the running daemon (the API) ------------------------------------
+
+    async def quarantine(self, host: str, reason: str, by: str | None) -> tuple[bool, str]:
+        """Quarantine ``host``: recorded at once (from then on nothing powers it on, and its ladder
+        is held), then powered off under the host's lock, after the action under way; return
+        (powered off, summary)."""
+        decided = quarantine.record(self.store, self.config, host, reason, by)
+        async with self._locks[host]:
+            return await quarantine.power_off(self.store, self.config, host, decided, self.drivers)
+
+    async def release(self, host: str, by: str | None) -> bool:
+        """Lift the quarantine of ``host`` under its lock (it is not powered on); False if it was not quarantined."""
+        async with self._locks[host]:
+            return quarantine.release(self.store, host, by)
+
     async def _execute(self, host: str, act: esc.Act) -> esc.Done:
         self.metrics.last_action.labels(host).set(self.clock.time())
         try:
@@ -612,10 +628,8 @@ class Engine:
             # A PDU outlet is always switched off, verified off, then on: its status may still read
             # "on" right after a reboot command, so a reboot cannot be verified (fence-agents' onoff).
             cycle = act.step is esc.Step.POWER_CYCLE or r["power_method"] == "onoff" or act.args["driver"] == "pdu"
-            timings = PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"],
-                                   retries=r["power_retries"])
-            async with self.drivers.power(act.args["driver"], h.power_blocks().get(act.args["driver"])) as driver:
-                outcome = await power_change(driver, PowerAction.CYCLE if cycle else PowerAction.RESET, timings)
+            outcome = await power.change(self.drivers, self.store, h, host, act.args["driver"],
+                                         PowerAction.CYCLE if cycle else PowerAction.RESET, power.timings(self.config, host))
             return esc.Done(act.step, True, detail={"driver": act.args["driver"], "steps": list(outcome.steps)})
         if act.step is esc.Step.WAIT_BOOT:
             return await self._wait_boot(host, act.args.get("timeout", r["boot_timeout"]))
@@ -710,9 +724,8 @@ class Engine:
                 driver_name = self.policy(host).power_drivers[0] if not state.drivers_failed else next(
                     (d for d in self.policy(host).power_drivers if d not in state.drivers_failed), "")
                 try:
-                    async with self.drivers.power(driver_name, self.config.hosts[host].power_blocks().get(driver_name)) as driver:
-                        power = await driver.status()
-                    note += f"; power is {power}; not re-issuing it"
+                    state_now = await power.status(self.drivers, self.config.hosts[host], driver_name)
+                    note += f"; power is {state_now}; not re-issuing it"
                 except ActionError as exc:
                     note += f"; power state unreadable ({exc.summary}); not re-issuing it"
                 done = esc.Done(step, True, detail={"driver": driver_name, "reconciled": True})

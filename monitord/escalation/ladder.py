@@ -333,6 +333,8 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
     if e.step is Step.BMC_READ:
         return _power(s, Step.POWER_RESET, 1, "BMC read; hardware reset", p, g, now)
     if e.step in POWER_STEPS:
+        if not e.ok and g.quarantined:  # quarantined while it was under way: the power path stopped it
+            return _end(s, blocked="quarantined"), [_guard(e.step, p, g)]
         if e.ok:
             return _decide(replace(s, drivers_failed=()), Step.WAIT_BOOT, s.level,
                            f"wait up to {p.boot_timeout:g}s for boot, then verify ping and SSH login", p, g, now,

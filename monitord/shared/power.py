@@ -7,7 +7,7 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from monitord.shared.redact import redact
 from monitord.shared.results import Reason
@@ -85,18 +85,27 @@ async def _wait_for(driver: PowerDriver, want: PowerState, timings: PowerTimings
         await asyncio.sleep(timings.poll_interval)
 
 
-async def power_change(driver: PowerDriver, action: PowerAction, timings: PowerTimings) -> PowerOutcome:
+def _no_objection() -> str | None:
+    return None
+
+
+async def power_change(driver: PowerDriver, action: PowerAction, timings: PowerTimings,
+                       may_power_on: Callable[[], str | None] = _no_objection) -> PowerOutcome:
     """Do ``action`` the fence-agents way: read status, skip if already there, act, wait,
     poll-verify until the deadline, retry a bounded number of times.
 
     RESET of a machine that is off powers it on instead (a reset does nothing to an off
     machine). CYCLE is OFF verified, then ON verified. Raises :class:`ActionError` when the
     state cannot be read or the change is not seen before the last retry's deadline.
+
+    Right before every command that powers a machine on or keeps it running (ON, RESET; the
+    second half of a CYCLE), ``may_power_on()`` is asked; a reason it gives (the host was
+    quarantined meanwhile) stops the change with an :class:`ActionError` saying so.
     """
     steps: list[str] = []
     if action is PowerAction.CYCLE:
         off = await power_change(driver, PowerAction.OFF, timings)
-        on = await power_change(driver, PowerAction.ON, timings)
+        on = await power_change(driver, PowerAction.ON, timings, may_power_on)
         return PowerOutcome(action, off.acted or on.acted, on.final, off.attempts + on.attempts, off.steps + on.steps)
     before = await driver.status()
     steps.append(f"{driver.name}: power was {before}")
@@ -113,6 +122,10 @@ async def power_change(driver: PowerDriver, action: PowerAction, timings: PowerT
         action_sent = action
     last: PowerState = before
     for attempt in range(1, timings.retries + 2):
+        objection = may_power_on() if action_sent is not PowerAction.OFF else None
+        if objection:
+            steps.append(f"{driver.name}: not sending {action_sent}: {objection}")
+            raise ActionError(Reason.ERROR, f"{driver.name}: not sending {action_sent}: {objection}", maybe_done=attempt > 1)
         try:
             await driver.command(action_sent)
             steps.append(f"{driver.name}: sent {action_sent} (attempt {attempt})")
