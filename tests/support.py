@@ -84,3 +84,19 @@ class Proc:
     def output(self) -> str:
         """What the process wrote so far."""
         return self.log.read_text(errors="replace")
+
+
+def unit_engine(store, config, scheduler, drivers):
+    """An Engine for unit tests: on a fake clock, over ``store``, with a real notifier and outbox;
+    ``scheduler`` and ``drivers`` are the test's stand-ins."""
+    from monitord.edge.metrics import Metrics
+    from monitord.escalation.engine import Engine
+    from monitord.paging.notify import Notifier
+    from monitord.paging.outbox import Outbox
+    from monitord.shared.probe import ProbeContext
+    from tests.fakeclock import FakeClock
+
+    clock, metrics = FakeClock(), Metrics()
+    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
+    return Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=scheduler,
+                  notifier=notifier, drivers=drivers)

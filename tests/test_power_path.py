@@ -12,16 +12,11 @@ from __future__ import annotations
 import asyncio
 
 from monitord.config import parse_config
-from monitord.edge.metrics import Metrics
-from monitord.escalation.engine import Engine
-from monitord.paging.notify import Notifier
-from monitord.paging.outbox import Outbox
 from monitord.records.state import SQLiteStore
 from monitord.run.checkstate import CheckState, Event
 from monitord.shared.power import PowerAction, PowerState
-from monitord.shared.probe import ProbeContext
 from monitord.shared.results import Reason, Result, Status
-from tests.fakeclock import FakeClock
+from tests.support import unit_engine
 
 CONFIG = """
 defaults:
@@ -99,15 +94,10 @@ class Drivers:
 
 
 def make(tmp_path, switch: Switch):
-    clock = FakeClock()
     store = SQLiteStore(tmp_path / "state.db")
     config = parse_config(CONFIG)
     [spec] = config.checks()
-    metrics = Metrics()
-    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
-    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(),
-                    scheduler=Checks(spec), notifier=notifier, drivers=Drivers(switch))
-    return engine, store, spec
+    return unit_engine(store, config, Checks(spec), Drivers(switch)), store, spec
 
 
 def journal(store: SQLiteStore) -> list[str]:

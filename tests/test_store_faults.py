@@ -26,19 +26,14 @@ import pytest
 
 from monitord.run.checkstate import CheckState, Event
 from monitord.config import parse_config
-from monitord.escalation.engine import Engine
-from monitord.edge.metrics import Metrics
-from monitord.paging.notify import Notifier
-from monitord.paging.outbox import Outbox
 from monitord.shared.results import Reason, Result, Status
 from monitord.records.state import Heartbeat, JournalEntry, SQLiteStore, StoreFault
-from monitord.shared.probe import ProbeContext
 from monitord.shared.power import ActionError
 from remediation.pagers import Message
 from tests.daemon_proc import REPO, Daemon, wait_for
 from tests.fakeclock import FakeClock
 from tests.test_daemon import write_config as daemon_config
-from tests.support import free_port, need_binary, need_root
+from tests.support import free_port, need_binary, need_root, unit_engine
 
 CONFIG = """
 hosts:
@@ -93,16 +88,11 @@ class Drivers:
 
 
 def make(tmp_path, drivers: Drivers):
-    clock = FakeClock()
     store = SQLiteStore(tmp_path / "state.db")
     config = parse_config(CONFIG)
     [spec] = config.checks()
-    metrics = Metrics()
     checks = Checks(spec, CheckState(status=Status.CRITICAL, hard=True, attempt=3, last_result=DOWN), DOWN)
-    notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
-    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=checks,
-                    notifier=notifier, drivers=drivers)
-    return engine, store, spec, checks
+    return unit_engine(store, config, checks, drivers), store, spec, checks
 
 
 def break_store(store: SQLiteStore) -> None:
