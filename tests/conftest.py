@@ -19,3 +19,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for report in skipped:
             reporter.write_line(f"  {report.nodeid}: {report.longrepr[-1] if report.longrepr else ''}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+PEER_MODULES = frozenset(pytest_plugins)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts a real peer (through a fixture of the peer plugins) must be marked
+    ``integration``, so that ``pytest -m "not integration"`` is the fast lane without root."""
+    unmarked = []
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("integration") is not None:
+            continue
+        peers = sorted({name for name, defs in info.name2fixturedefs.items()
+                        if any(getattr(d.func, "__module__", "") in PEER_MODULES for d in defs)})
+        if peers:
+            unmarked.append(f"{item.nodeid} (uses {', '.join(peers)})")
+    if unmarked:
+        raise pytest.UsageError("tests starting real peers must be marked integration:\n  " + "\n  ".join(unmarked))

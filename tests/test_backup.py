@@ -317,6 +317,7 @@ async def probe(params: BackupParams, host: SshHost | None, ctx: ProbeContext, a
     return await run_probe(backup.KIND, ctx, call, params, 0.0)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case,times,sizes,status,summary", [
     ("fresh", nights_back(7), [1000] * 7, Status.OK, "7 generations; daily by 06:00+1h"),
     ("late", nights_back(7, skip=1), [1000] * 7, Status.WARNING, "late or failed; newest good web1-"),
@@ -347,6 +348,7 @@ def kept_record(state_dir: Path, check: str = "backup") -> dict:
     return kept.read_json(lastbackup.record_path(state_dir, "web1", check))
 
 
+@pytest.mark.integration
 async def test_mtime_generations_on_a_backup_server_and_unreadable_backups(ssh_host: SshHost, tmp_path):
     root = ssh_host.state / "second-disk"
     make_generations(root, nights_back(1), [10], named=False)
@@ -410,6 +412,7 @@ def restic_repo(ssh_host: SshHost):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.integration
 async def test_restic_snapshots_taken_and_forgotten(restic_repo, ssh_host: SshHost, tmp_path, monkeypatch):
     repo, password, short_ids = restic_repo
     ctx = ProbeContext(state_dir=tmp_path)
