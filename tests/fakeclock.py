@@ -7,6 +7,10 @@ import heapq
 import itertools
 
 
+QUIET_WITHIN = 100_000
+"""Loop turns :meth:`FakeClock.settle` waits for quiescence before it calls the test failed."""
+
+
 class FakeClock:
     """Implements :class:`monitord.shared.clock.Clock`; ``advance`` wakes sleepers in time order."""
 
@@ -27,9 +31,15 @@ class FakeClock:
         await future
 
     async def settle(self) -> None:
-        """Let every runnable task run until all are waiting again."""
-        for _ in range(50):
+        """Let every runnable task run until all are waiting again (quiescence): until, when this
+        coroutine resumes, the event loop has nothing else ready to run. A loop that never gets
+        quiet (a task that keeps yielding) is a test failure, not a hang."""
+        loop = asyncio.get_running_loop()
+        for _ in range(QUIET_WITHIN):
             await asyncio.sleep(0)
+            if not loop._ready:  # asyncio's ready queue: only our own wake-up was in it
+                return
+        raise AssertionError(f"the event loop did not get quiet within {QUIET_WITHIN} turns")
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking each sleeper at its own time."""
