@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_m
 
 from monitord.config import yamlsrc
 from monitord.paging.oncall import PagingSection
-from monitord.shared.fields import (ClockTime, ConfigPath, Duration, Percent, Port, SecretRef, StrictModel, TimeWindow,
+from monitord.shared.fields import (ClockTime, ConfigPath, Duration, Percent, SecretRef, StrictModel, TimeWindow,
                              TimeZoneName, format_duration)
 from monitord.shared.access import BmcConfig, OsName, PduConfig, SnmpConfig, SshConfig, VmConfig
 from probes import REGISTRY, BackupPlan
