@@ -462,7 +462,11 @@ def _ask_daemon(config: Config, path: str, body: dict) -> dict | None:
             raise Refused(exc.code, why) from None
         print(f"monitord: the daemon could not do it ({why}, HTTP {exc.code}): acting on the store directly",
               file=sys.stderr)
-    except (OSError, ValueError) as exc:
+    except TimeoutError:  # it took the request: it goes on with it, and must not be done twice
+        print(f"monitord: the daemon has not finished within {API_TIMEOUT:g}s; it carries on: see "
+              "`monitord journal`", file=sys.stderr)
+        raise SystemExit(EXIT_FAIL) from None
+    except (OSError, ValueError) as exc:  # not listening (connection refused), or no JSON answer
         print(f"monitord: the daemon does not answer at {url} ({exc}): acting on the store directly", file=sys.stderr)
     return None
 
