@@ -146,17 +146,29 @@ async def test_the_operators_quarantine_and_release_run_in_the_engine(tmp_path):
     store.close()
 
 
-async def test_the_operators_quarantine_waits_for_the_action_under_way_but_blocks_it_at_once(tmp_path):
+async def test_the_operators_quarantine_waits_for_a_power_command_under_way_but_blocks_it_at_once(tmp_path):
     switch = Switch()
     engine, store, spec = make(tmp_path, switch)
-    lock = engine._locks["web1"]
-    await lock.acquire()  # an action of the ladder is under way
+    lock = engine._power_locks["web1"]
+    await lock.acquire()  # a power command of the ladder is under way
     task = asyncio.create_task(engine.quarantine("web1", "intrusion", "operator"))
     await asyncio.sleep(0)
-    assert "web1" in store.quarantined() and switch.sent == []  # recorded at once, powered off after the action
+    assert "web1" in store.quarantined() and switch.sent == []  # recorded at once, powered off after the command
     lock.release()
     powered_off, _ = await task
     assert powered_off and switch.sent == ["off"]
+    store.close()
+
+
+async def test_the_operators_quarantine_does_not_wait_for_the_ladders_boot_wait(tmp_path):
+    """A compromised server is stopped at once: a ladder waiting for a boot (it holds the host's
+    lock for up to boot_timeout) sends no power command, so the power-off goes ahead."""
+    switch = Switch()
+    engine, store, spec = make(tmp_path, switch)
+    async with engine._locks["web1"]:  # the ladder is waiting for the boot
+        async with asyncio.timeout(30):  # (waiting for that lock would never end here)
+            powered_off, _ = await engine.quarantine("web1", "intrusion", "operator")
+        assert powered_off and switch.sent == ["off"] and "web1" in store.quarantined()
     store.close()
 
 

@@ -79,6 +79,8 @@ class Engine:
         self.dry_run = dry_run
         self.drivers = drivers or Drivers()
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        # held only while a power command is under way: a quarantine waits for that, not for a boot wait
+        self._power_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
         self._states = store.escalation_states(state_from_dict)
         self._held: set[str] = set()  # hosts whose events were dropped while the store could not be written
@@ -595,10 +597,10 @@ class Engine:
 
     async def quarantine(self, host: str, reason: str, by: str | None) -> tuple[bool, str]:
         """Quarantine ``host``: recorded at once (from then on nothing powers it on, and its ladder
-        is held), then powered off under the host's lock, after the action under way; return
-        (powered off, summary)."""
+        is held), then powered off as soon as no power command is under way: a compromised server
+        is stopped at once, not after the ladder's boot wait or approval; return (powered off, summary)."""
         decided = quarantine.record(self.store, self.config, host, reason, by)
-        async with self._locks[host]:
+        async with self._power_locks[host]:
             return await quarantine.power_off(self.store, self.config, host, decided, self.drivers)
 
     async def release(self, host: str, by: str | None) -> bool:
@@ -628,8 +630,10 @@ class Engine:
             # A PDU outlet is always switched off, verified off, then on: its status may still read
             # "on" right after a reboot command, so a reboot cannot be verified (fence-agents' onoff).
             cycle = act.step is esc.Step.POWER_CYCLE or r["power_method"] == "onoff" or act.args["driver"] == "pdu"
-            outcome = await power.change(self.drivers, self.store, h, host, act.args["driver"],
-                                         PowerAction.CYCLE if cycle else PowerAction.RESET, power.timings(self.config, host))
+            async with self._power_locks[host]:
+                outcome = await power.change(self.drivers, self.store, h, host, act.args["driver"],
+                                             PowerAction.CYCLE if cycle else PowerAction.RESET,
+                                             power.timings(self.config, host))
             return esc.Done(act.step, True, detail={"driver": act.args["driver"], "steps": list(outcome.steps)})
         if act.step is esc.Step.WAIT_BOOT:
             return await self._wait_boot(host, act.args.get("timeout", r["boot_timeout"]))
