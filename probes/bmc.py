@@ -132,15 +132,18 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BmcParams) -> Outcome:
     status = Status.OK
     values: dict[str, float] = {}
     ticket = False
+    incomplete: str | None = None  # what ipmitool complained of while listing sensors (it exits 0)
 
     if params.sensors:
-        readings = await driver.sensors()
+        readings, incomplete = await driver.sensor_report()
         problems = _sensor_problems(readings, params.ignore_sensors)
         status = max(status, _sensor_status(problems))
         values.update(sensors=float(len(readings)), sensor_problems=float(len(problems)))
         if problems:
             ordered = sorted(problems, key=lambda p: _SEVERITY_ORDER.index(p.status))
             parts.append("sensors: " + ", ".join(f"{p.describe()} ({p.status})" for p in ordered))
+        if incomplete:
+            parts.append(f"sensors incomplete (ipmitool: {incomplete})")
 
     if params.sel:
         path = ctx.check_dir("bmc", call) / "sel.json"
@@ -167,6 +170,9 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BmcParams) -> Outcome:
                         else {"last_id": None, "last_key": None})
 
     values["hardware_ticket"] = float(ticket)
+    if status is Status.OK and incomplete:
+        # some sensors could not be read: nobody can say they are ok (people look; no customer notice)
+        return Outcome(Status.UNKNOWN, "; ".join(parts), Reason.PROTOCOL, values)
     if status is Status.OK:
         return Outcome(Status.OK, "; ".join((["sensors ok"] if params.sensors else []) + parts) or "ok", values=values)
     return Outcome(status, (TICKET_PREFIX if ticket else "") + "; ".join(parts), Reason.THRESHOLD, values)

@@ -109,6 +109,15 @@ async def test_healthy_bmc_is_ok_and_takes_a_sel_baseline(ipmi_sim: IpmiSim, tmp
 
 
 @integration
+async def test_sensors_ipmitool_cannot_read_are_unknown_never_ok(make_ipmi_sim, tmp_path):
+    """Without its SDR record ipmitool prints 'Err in cmd get sensor sdr info' and exits 0."""
+    result = await Bmc(make_ipmi_sim(sdr=False), tmp_path).run(sel=False)
+    assert (result.status, result.reason) == (Status.UNKNOWN, Reason.PROTOCOL), result.summary
+    assert result.summary.startswith("sensors incomplete (ipmitool: ") and "sensors ok" not in result.summary
+    assert "Err in cmd get sensor sdr info" in result.summary
+
+
+@integration
 async def test_temperature_over_its_critical_threshold_is_critical(ipmi_sim: IpmiSim, tmp_path):
     probe = Bmc(ipmi_sim, tmp_path)
     assert (await probe.run()).ok
