@@ -126,6 +126,8 @@ def ping_engine(tmp_path):
     ("ping", Result(Status.WARNING, Reason.THRESHOLD, "33% loss (1 of 3 lost)", 0.1, 1000.0)),
     ("ping", Result(Status.UNKNOWN, Reason.ERROR, "Temporary failure in name resolution", 0.1, 1000.0)),
     ("https", Result(Status.CRITICAL, Reason.THRESHOLD, "certificate expires in 3 days", 0.1, 1000.0)),
+    # the service answered and refused our credentials: a config mistake, never a restart
+    ("https", Result(Status.CRITICAL, Reason.AUTH, "login refused: password authentication failed", 0.1, 1000.0)),
 ])
 async def test_warnings_and_threshold_verdicts_never_start_a_ladder(ping_engine, check, result):
     engine, store, specs = ping_engine

@@ -760,8 +760,10 @@ async def _no() -> bool:
 
 def actionable(result: Result) -> bool:
     """Whether a confirmed result may start a ladder: the thing is down (critical, and not a
-    threshold verdict such as partial packet loss or a certificate about to expire)."""
-    return result.status is Status.CRITICAL and result.reason is not Reason.THRESHOLD
+    threshold verdict such as partial packet loss or a certificate about to expire, nor a
+    refused login, e.g. a wrong database password: the service answered, and a restart would
+    not fix our credentials)."""
+    return result.status is Status.CRITICAL and result.reason not in (Reason.THRESHOLD, Reason.AUTH)
 
 
 def _notice_kind(spec: CheckSpec, result: Result) -> str:
