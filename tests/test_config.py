@@ -251,3 +251,15 @@ def test_secret_reference_reads_file_env_and_credential(tmp_path, monkeypatch):
     assert SecretRef(credential="pw").read() == "s3cret"
     with pytest.raises(LookupError, match="MD_MISSING is not set"):
         SecretRef(env="MD_MISSING").read()
+
+
+@pytest.mark.parametrize("block, problem", [
+    ("daemon:\n  api:\n    reads: token\n", "daemon: api.reads is 'token' but daemon.api_token is not set (line 1)"),
+    ("daemon:\n  api:\n    reads: everyone\n", "daemon.api.reads: Input should be 'open', 'token' or 'off' (line 3)"),
+])
+def test_api_reads_block_is_checked(tmp_path, block, problem):
+    path = tmp_path / "monitord.yaml"
+    path.write_text(block)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [problem]

@@ -266,6 +266,13 @@ class MaintenanceWindow(TimeWindow):
         return self
 
 
+class ApiSettings(StrictModel):
+    """The HTTP API's read side (``GET /api/v1/...``); writes always need ``daemon.api_token``."""
+
+    reads: Literal["open", "token", "off"] = Field(
+        default="open", description="open: anyone who reaches the listener; token: the bearer token too; off: 403")
+
+
 class DaemonSettings(StrictModel):
     """Process-wide settings."""
 
@@ -274,6 +281,13 @@ class DaemonSettings(StrictModel):
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_token: SecretRef | None = Field(default=None, description="bearer token for the HTTP API (acks); unset: API off")
+    api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _token_for_reads(self) -> "DaemonSettings":
+        if self.api.reads == "token" and self.api_token is None:
+            raise ValueError("api.reads is 'token' but daemon.api_token is not set")
+        return self
 
     @field_validator("metrics_listen")
     @classmethod

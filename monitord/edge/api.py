@@ -42,7 +42,7 @@ class Api:
     """Handlers bound to the daemon's store, clock, (reloadable) config and engine."""
 
     def __init__(self, store: Store, clock: Clock, config: Callable[[], Config], actions: Actions | None = None):
-        self.store, self.clock, self._config, self.actions = store, clock, config, actions
+        self.store, self.clock, self.config, self.actions = store, clock, config, actions
 
     def install(self, app: web.Application) -> None:
         """Add the API routes to ``app``."""
@@ -53,7 +53,7 @@ class Api:
 
     def authenticate(self, request: web.Request) -> None:
         """Refuse the request unless it carries the API token."""
-        token_ref = self._config().daemon.api_token
+        token_ref = self.config().daemon.api_token
         if token_ref is None:
             raise Refusal(403, "the API is off: set daemon.api_token")
         token = read_token(token_ref, "the API token (daemon.api_token)")
@@ -66,7 +66,7 @@ class Api:
         """Acknowledge every open page of an incident."""
         self.authenticate(request)
         incident_id = path_id(request, "incident")
-        body = await _body(request, "by")
+        body = await body_of(request, "by")
         if not any(i.id == incident_id for i in self.store.incidents()):
             raise Refusal(404, f"no incident #{incident_id}")
         count = acknowledge(self.store, incident_id, body.get("by") or "api", self.clock.time())
@@ -75,8 +75,8 @@ class Api:
     async def quarantine(self, request: web.Request) -> web.Response:
         """Quarantine a host: recorded at once, powered off under the host's lock."""
         self.authenticate(request)
-        host = self._host(request)
-        body = await _body(request, "by", "reason")
+        host = self.known_host(request)
+        body = await body_of(request, "by", "reason")
         powered_off, summary = await self.actions.quarantine(
             host, body.get("reason") or "compromised: stopped to prevent secondary damage", body.get("by") or "api")
         return web.json_response({"host": host, "powered_off": powered_off, "summary": summary})
@@ -84,20 +84,21 @@ class Api:
     async def release(self, request: web.Request) -> web.Response:
         """Lift a host's quarantine (it is not powered on)."""
         self.authenticate(request)
-        host = self._host(request)
-        body = await _body(request, "by")
+        host = self.known_host(request)
+        body = await body_of(request, "by")
         if not await self.actions.release(host, body.get("by") or "api"):
             raise Refusal(409, f"{host} is not quarantined")
         return web.json_response({"host": host, "released": True})
 
-    def _host(self, request: web.Request) -> str:
+    def known_host(self, request: web.Request) -> str:
+        """The request's ``{host}``, which must be in the running config (404)."""
         host = request.match_info["host"]
-        if host not in self._config().hosts:
+        if host not in self.config().hosts:
             raise Refusal(404, "no such host in the running config")
         return host
 
 
-async def _body(request: web.Request, *keys: str) -> dict[str, str]:
+async def body_of(request: web.Request, *keys: str) -> dict[str, str]:
     """The request's optional JSON body: an object with only ``keys``, each a string."""
     raw = await read_body(request)
     try:

@@ -17,6 +17,7 @@ from monitord.config import Config, ConfigError, load_config
 from monitord.records import report
 from monitord.edge import sdnotify
 from monitord.edge.api import Api
+from monitord.edge.readapi import ReadApi
 from monitord.escalation.engine import Engine
 from monitord.edge.listener import Listener
 from monitord.paging.notify import Notifier
@@ -72,6 +73,8 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.listener = Listener(self.metrics)
         self._reload_lock = asyncio.Lock()
+        self.started_at = self.clock.time()
+        self.last_reload: dict = {"at": self.started_at, "ok": True, "error": None}
 
     async def run(self) -> None:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
@@ -155,6 +158,7 @@ class Daemon:
                 for line in lines:
                     log.error("reload failed, keeping the running config: %s", line)
                 self._journal("reload_failed", lines[-1])
+                self.last_reload = {"at": self.clock.time(), "ok": False, "error": lines[-1]}
                 return False
             finally:
                 if not self._stopping.is_set():
@@ -163,6 +167,7 @@ class Daemon:
             self.metrics.reload_timestamp.set(self.clock.time())
             log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
             self._journal("reloaded", f"{len(new.checks())} checks")
+            self.last_reload = {"at": self.clock.time(), "ok": True, "error": None}
             return True
 
     def _apply(self, config: Config) -> None:
@@ -217,8 +222,26 @@ class Daemon:
         await self._set_up_kinds(self.config, add_route=app.router.add_post)
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/-/healthy", self._healthy_handler)
-        Api(self.store, self.clock, lambda: self.config, self.engine).install(app)
+        api = Api(self.store, self.clock, lambda: self.config, self.engine)
+        api.install(app)
+        ReadApi(api, self).install(app)
         await self.listener.start(*self.config.daemon.metrics_address)
+
+    def status(self) -> dict:
+        """The daemon's health, for ``GET /api/v1/status``."""
+        now, due = self.clock.time(), self.scheduler.due_times()
+        return {"version": __version__, "started_at": self.started_at, "uptime": now - self.started_at,
+                "dry_run": self.dry_run, "hosts": len(self.config.hosts), "checks": len(due),
+                "scheduler_lateness": max([0.0, *(now - d for d in due.values())]),
+                "last_reload": self.last_reload, "store": {"ok": self.store.fault is None, "fault": self.store.fault}}
+
+    def due(self) -> dict[str, float]:
+        """When each check runs next."""
+        return self.scheduler.due_times()
+
+    def explain(self, host: str) -> dict:
+        """Why the engine is or is not acting on ``host`` (:meth:`Engine.explain`)."""
+        return self.engine.explain(host)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime as dt
 import logging
 from typing import Any
 
@@ -501,6 +502,69 @@ class Engine:
             engineer_on_site=self.config.paging.sla.engineer_on_site,
         )
 
+    def explain(self, host: str) -> dict:
+        """Why the engine is or is not acting on ``host`` now: where its ladder stands, what the
+        ladder would decide next for a check confirmed down (the ladder's own :func:`esc.step` on
+        a copy), and every guard's verdict on the next destructive step (the ladder's own guard
+        code). Nothing is probed, stored or journaled: parents and the blast radius are read as the
+        scheduler and the blast guard last saw them."""
+        now = self.clock.time()
+        state, policy, guards = self.state(host), self.policy(host), self._cheap_guards(host, now)
+        host_ladder = state.ladder is not esc.Ladder.SERVICE
+        what = next((s for s in (state.pending, state.step) if s in esc.DESTRUCTIVE),
+                    esc.Step.POWER_RESET if host_ladder else esc.Step.SERVICE_RESTART)
+        verdicts = [(name, block.why if block else None) for name, block in esc.guard_verdicts(what, policy, guards)]
+        if what in esc.POWER_STEPS:
+            used, limit = len(esc.recent_power_actions(state, policy, now)), policy.max_resets
+            verdicts.append(("limit", f"reset limit reached ({used}/{limit})" if used >= limit else None))
+        else:
+            used, limit = len(esc.recent_restarts(state, policy, now)), policy.max_restarts
+            verdicts.append(("limit", f"restart limit reached ({used}/{limit})" if used >= limit else None))
+        verdicts.append(("grace", f"grace period after the last action until {_iso(state.grace_until)}"
+                         if now < state.grace_until else None))
+        verdicts.append(("off_hours_approval", f"outside business hours: the emergency contact is asked before {what}"
+                         if what in policy.contact_first and guards.off_hours else None))
+        return {
+            "host": host, "at": now,
+            "ladder": {"phase": str(state.phase), "ladder": state.ladder and str(state.ladder), "level": state.level,
+                       "step": state.step and str(state.step), "pending": state.pending and str(state.pending),
+                       "incident": state.incident_id, "blocked": state.blocked, "tried": list(state.tried),
+                       "grace_until": state.grace_until or None,
+                       "recent_power_actions": len(esc.recent_power_actions(state, policy, now)),
+                       "recent_restarts": len(esc.recent_restarts(state, policy, now))},
+            "next": self._next(host, state, policy, guards, now),
+            "guards_for": str(what),
+            "guards": [{"guard": name, "verdict": "block" if why else "pass", "reason": why or "passes"}
+                       for name, why in verdicts],
+        }
+
+    def _next(self, host: str, state: esc.HostState, policy: esc.Policy, guards: esc.Guards, now: float) -> dict:
+        """What the ladder does next and when (see :meth:`explain`)."""
+        if state.phase is not esc.Phase.IDLE:
+            waiting = {esc.Phase.ACTING: f"waiting for {state.step} to finish",
+                       esc.Phase.AWAITING_APPROVAL: f"waiting for the emergency contact's answer about {state.pending}",
+                       esc.Phase.DISPATCHED: "level 3: an engineer is dispatched; no more automatic action",
+                       esc.Phase.HELD: "held: people decide; no more automatic action"}[state.phase]
+            return {"what": waiting, "at": None, "decisions": []}
+        down = [(spec, check) for (h, _), spec in self._specs.items() if h == host
+                and (check := self._check_state(host, spec.name)) is not None and check.level == 2
+                and check.last_result is not None and actionable(check.last_result)]
+        if not down:
+            failing = [spec for (h, _), spec in self._specs.items() if h == host
+                       and (check := self._check_state(host, spec.name)) is not None and check.level == 1]
+            if failing:
+                due = self.scheduler.due_times().get(failing[0].id)
+                return {"what": f"{failing[0].name} fails but is not confirmed yet: it is retried", "at": due,
+                        "decisions": []}
+            return {"what": "nothing: no check of the host is confirmed down", "at": None, "decisions": []}
+        spec, check = min(down, key=lambda sc: not self.is_host_down_check(sc[0]))
+        event = esc.Confirmed(spec.name, self.is_host_down_check(spec), self.episode(host), check.last_result.summary)
+        _, decisions = esc.step(state, event, policy, guards, now)
+        described = [_describe(d) for d in decisions]
+        retry = next((d.at for d in decisions if isinstance(d, esc.Retry)), None)
+        return {"what": f"{spec.name} is confirmed down: " + ("; ".join(described) or "nothing new (the block stands)"),
+                "at": retry if retry is not None else self.scheduler.due_times().get(spec.id), "decisions": described}
+
     def _cheap_guards(self, host: str, now: float) -> esc.Guards:
         return esc.Guards(
             maintenance=self.maintenance_for(host, now),
@@ -769,6 +833,25 @@ def actionable(result: Result) -> bool:
 def _notice_kind(spec: CheckSpec, result: Result) -> str:
     """Which customer notice a confirmed problem of ``spec`` is: a capacity threshold or a failure."""
     return "threshold" if result.reason is Reason.THRESHOLD and spec.kind.threshold_notice else "failure"
+
+
+def _describe(d: esc.Decision) -> str:
+    """One decision of the ladder in words."""
+    if isinstance(d, esc.Act):
+        return f"{d.step} at level {d.level}: {d.why}"
+    if isinstance(d, esc.Blocked):
+        return f"blocked by {d.guard}: {d.why}"
+    if isinstance(d, esc.Page):
+        return f"page {d.kind} at level {d.level}: {d.summary}"
+    if isinstance(d, esc.StartSla):
+        return f"start the {d.name} SLA timer, due {_iso(d.due)}"
+    if isinstance(d, esc.Retry):
+        return f"wait until {_iso(d.at)}: {d.why}"
+    return getattr(d, "why", None) or getattr(d, "text", "")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _jsonable(value: Any) -> Any:

@@ -422,7 +422,7 @@ def _power(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards,
     """Decide a power action: limit and drivers first, then the common guards."""
     if not p.power_drivers:
         return _dispatch(s, "no power control configured (no BMC, no PDU)", p, now)
-    recent = tuple(t for t in s.power_actions if now - t < p.reset_window)
+    recent = recent_power_actions(s, p, now)
     s = replace(s, power_actions=recent)
     if len(recent) >= p.max_resets and not s.drivers_failed:
         return _dispatch(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", p, now,
@@ -458,25 +458,42 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
     if what in DESTRUCTIVE:
         new = replace(new, grace_until=now + p.grace)
     if what is Step.SERVICE_RESTART:
-        new = replace(new, restarts=tuple(t for t in s.restarts if now - t < p.restart_window) + (now,))
+        new = replace(new, restarts=recent_restarts(s, p, now) + (now,))
         if len(new.restarts) > p.max_restarts:
             return _page_held(s, "service_failed", 2,
                               f"{s.check}: {p.max_restarts} restarts within {p.restart_window:g}s; not restarting again")
     return new, [Act(what, level, why, args or {})]
 
 
+def guard_verdicts(what: Step, p: Policy, g: Guards) -> list[tuple[str, Blocked | None]]:
+    """Each common guard's verdict on ``what``, in the order they are asked: a block, or None (pass)."""
+    destructive = what in DESTRUCTIVE
+    return [
+        ("quarantined", Blocked("quarantined", "host is quarantined: no automatic action until `monitord release`")
+         if g.quarantined else None),
+        ("maintenance", Blocked("maintenance", f"maintenance window {g.maintenance!r} covers the host")
+         if g.maintenance else None),
+        ("parent_down", Blocked("parent_down", f"parent {g.parent_down} is down: the host is unreachable, not down")
+         if g.parent_down else None),
+        ("blast_radius", Blocked("blast_radius", f"monitor-side failure suspected ({g.blast_radius}): no actions")
+         if g.blast_radius and destructive else None),
+        ("dry_run", Blocked("dry_run", "dry run: decide and journal, never act")
+         if (g.dry_run or p.dry_run) and destructive else None),
+    ]
+
+
 def _guard(what: Step, p: Policy, g: Guards) -> Blocked | None:
-    if g.quarantined:
-        return Blocked("quarantined", "host is quarantined: no automatic action until `monitord release`")
-    if g.maintenance:
-        return Blocked("maintenance", f"maintenance window {g.maintenance!r} covers the host")
-    if g.parent_down:
-        return Blocked("parent_down", f"parent {g.parent_down} is down: the host is unreachable, not down")
-    if g.blast_radius and what in DESTRUCTIVE:
-        return Blocked("blast_radius", f"monitor-side failure suspected ({g.blast_radius}): no actions")
-    if (g.dry_run or p.dry_run) and what in DESTRUCTIVE:
-        return Blocked("dry_run", "dry run: decide and journal, never act")
-    return None
+    return next((block for _, block in guard_verdicts(what, p, g) if block is not None), None)
+
+
+def recent_power_actions(s: HostState, p: Policy, now: float) -> tuple[float, ...]:
+    """The power actions that count against ``max_resets`` now."""
+    return tuple(t for t in s.power_actions if now - t < p.reset_window)
+
+
+def recent_restarts(s: HostState, p: Policy, now: float) -> tuple[float, ...]:
+    """The service restarts that count against ``max_restarts`` now."""
+    return tuple(t for t in s.restarts if now - t < p.restart_window)
 
 
 def _dispatch(s: HostState, why: str, p: Policy, now: float,

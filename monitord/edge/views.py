@@ -1,0 +1,116 @@
+"""What the read API and the CLI show: hosts, incidents and maintenance windows as JSON-ready
+dicts, read from the config and the state store (which the daemon writes before it acts), so
+the running daemon's API and the CLI without a daemon show the same thing. Only the checks'
+next run times come from the running daemon's scheduler (``due``)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from monitord.config import Config
+from monitord.escalation.engine import state_from_dict
+from monitord.escalation.ladder import HostState
+from monitord.records.state import Incident, JournalEntry, Maintenance, Store
+
+ACTION_EVENTS = ("decided", "outcome", "blocked")
+"""Journal events that say what the ladder did, or was stopped from doing, about an incident."""
+
+
+def host_states(store: Store) -> dict[str, HostState]:
+    """Every host's stored escalation state."""
+    return store.escalation_states(state_from_dict)
+
+
+def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, float] | None = None,
+         states: Mapping[str, HostState] | None = None) -> dict:
+    """One host: its checks with state, last result and next run; its ladder; maintenance; quarantine."""
+    stored = store.check_states()
+    state = (states if states is not None else host_states(store)).get(name, HostState())
+    checks = []
+    for spec in (s for s in config.checks() if s.host == name):
+        kept = stored.get(spec.id)
+        check, last = (kept.state, kept.state.last_result) if kept else (None, None)
+        checks.append({
+            "name": spec.name, "kind": spec.params.kind,
+            "state": "unknown" if check is None else ("ok" if check.level == 0 else "soft" if check.level == 1
+                                                      else "hard"),
+            "status": None if check is None else check.status.name.lower(),
+            "summary": last.summary if last else None, "reason": str(last.reason) if last else None,
+            "last_run": check.last_run or None if check else None,
+            "next_run": (due or {}).get(spec.id), "incident": kept.incident_id if kept else None,
+        })
+    quarantined = store.quarantined().get(name)
+    return {
+        "name": name, "address": config.hosts[name].address, "groups": list(config.hosts[name].groups),
+        "checks": checks,
+        "escalation": {"level": state.level, "phase": str(state.phase), "ladder": state.ladder and str(state.ladder),
+                       "step": state.step and str(state.step), "incident": state.incident_id,
+                       "blocked": state.blocked},
+        "maintenance": [w["id"] for w in maintenance(config, store) if name in w["hosts"] and w["active"](now)],
+        "quarantined": {"since": quarantined[0], "reason": quarantined[1]} if quarantined else None,
+    }
+
+
+def incident(store: Store, item: Incident, states: Mapping[str, HostState], journal: bool = False) -> dict:
+    """One incident: level, actions taken, pages and acks, SLA timers; with ``journal`` its journal."""
+    state = states.get(item.host, HostState())
+    entries = store.journal(incident_id=item.id)
+    view = {
+        "id": item.id, "host": item.host, "check": item.check, "kind": item.kind, "summary": item.summary,
+        "opened_at": item.opened_at, "detected_at": item.detected_at, "closed_at": item.closed_at,
+        "open": item.closed_at is None,
+        "level": max([state.level if state.incident_id == item.id else 0]
+                     + [int(e.detail.get("level", 0)) for e in entries if isinstance(e.detail.get("level"), int)]),
+        "actions": [entry(e) for e in entries if e.event in ACTION_EVENTS],
+        "pages": [{"id": p.id, "kind": p.kind, "severity": p.severity, "summary": p.summary, "opened_at": p.opened_at,
+                   "acked_at": p.acked_at, "acked_by": p.acked_by, "closed_at": p.closed_at}
+                  for p in store.pages(open_only=False, incident_id=item.id)],
+        "sla": [{"name": t.name, "started_at": t.started_at, "due": t.due, "stopped_at": t.stopped_at,
+                 "breached_at": t.breached_at} for t in store.sla_timers(item.id)],
+    }
+    if journal:
+        view["journal"] = [entry(e) for e in entries]
+    return view
+
+
+def incidents(store: Store, *, state: str = "all", host_name: str | None = None) -> list[dict]:
+    """Incidents, newest first: ``state`` all, open or closed; optionally of one host."""
+    states = host_states(store)
+    chosen = [i for i in store.incidents(open_only=state == "open")
+              if (state != "closed" or i.closed_at is not None) and (host_name is None or i.host == host_name)]
+    return [incident(store, i, states) for i in sorted(chosen, key=lambda i: -i.id)]
+
+
+def entry(e: JournalEntry) -> dict:
+    """A journal entry as JSON."""
+    return {"id": e.id, "ts": e.ts, "event": e.event, "check": e.check, "decision": e.decision, "reason": e.reason,
+            "outcome": e.outcome, "detail": dict(e.detail)}
+
+
+def maintenance(config: Config, store: Store) -> list[dict]:
+    """Every maintenance window (config and stored), with the hosts it covers; ``active(now)`` says
+    whether it covers them now (dropped by :func:`window_json`)."""
+    windows = []
+    for name, w in config.maintenance.items():
+        covered = [h for h, hc in config.hosts.items()
+                   if h in w.hosts or set(hc.groups) & set(w.groups) or set(hc.tags) & set(w.tags)]
+        windows.append({"id": f"config:{name}", "target": None, "hosts": covered, "reason": w.reason,
+                        "starts": w.start.timestamp(), "ends": w.end.timestamp(), "created_by": None,
+                        "active": w.covers})
+    for w in store.maintenance():
+        windows.append(_stored(config, w))
+    return windows
+
+
+def _stored(config: Config, w: Maintenance) -> dict:
+    kind, _, name = w.target.partition(":")
+    covered = [h for h, hc in config.hosts.items()
+               if (kind == "host" and h == name) or (kind == "group" and name in hc.groups)
+               or (kind == "tag" and name in hc.tags)]
+    return {"id": str(w.id), "target": w.target, "hosts": covered, "reason": w.reason, "starts": w.starts,
+            "ends": w.ends, "created_by": w.created_by, "active": lambda now: w.starts <= now < w.ends}
+
+
+def window_json(window: dict, now: float) -> dict:
+    """A window from :func:`maintenance` as JSON, ``active`` evaluated at ``now``."""
+    return {**window, "active": window["active"](now)}

@@ -1,0 +1,234 @@
+"""The read API and ``explain`` against a real running daemon whose fleet stands in several
+states at once: a healthy host, a host dispatched at level 3 (no power control), its child
+held behind it (parent down), a host in maintenance, a quarantined host and a host in dry run,
+each failing with a dead BMC; a closed incident from ten days ago."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from monitord.records.state import SQLiteStore
+from tests.daemon_proc import Daemon, wait_for
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "read-api-t0ken"
+
+
+def fleet(tmp: Path, port: int, open_port: int, reads: str = "open") -> Path:
+    dead, closed = free_port(), free_port()  # nothing listens on either
+    (tmp / "api.token").write_text(TOKEN + "\n")
+    (tmp / "api.token").chmod(0o600)
+    now = dt.datetime.now(dt.timezone.utc)
+    bmc = {"address": "127.0.0.1", "port": dead, "username": "admin", "password": {"file": str(tmp / "api.token")}}
+    down = {"closed": {"kind": "tcp", "port": closed, "host_critical": True}}
+    config = {
+        "daemon": {"state_path": str(tmp / "state.db"), "metrics_listen": f"127.0.0.1:{port}",
+                   "api_token": {"file": str(tmp / "api.token")}, "api": {"reads": reads}},
+        "defaults": {"intervals": {"tcp": "1s"}, "retry_interval": "500ms", "max_attempts": 2, "timeout": "800ms"},
+        "escalation": {"blast_radius": {"max_down_percent": 100, "max_down_hosts": 100}},
+        "hosts": {
+            "web": {"address": "127.0.0.1", "checks": {"http": {"kind": "tcp", "port": open_port}}},
+            "db": {"address": "127.0.0.1", "checks": down},  # no power control: level 3 at once
+            "child": {"address": "127.0.0.1", "parents": ["db"], "bmc": bmc, "checks": down},
+            "maint": {"address": "127.0.0.1", "bmc": bmc, "checks": down},
+            "quar": {"address": "127.0.0.1", "bmc": bmc, "checks": down},
+            "dry": {"address": "127.0.0.1", "bmc": bmc, "checks": down,
+                    "defaults": {"remediation": {"dry_run": True}}},
+        },
+        "paging": {"integrations": {"hook": {"type": "webhook", "url": f"http://127.0.0.1:{dead}/page",
+                                             "secret": {"file": str(tmp / "api.token")}}},
+                   "people": {"aoki": {"notify": ["hook"]}},
+                   "policies": {"ops": {"tiers": [{"targets": ["aoki"], "ack_timeout": "15m"}]}},
+                   "routes": [{"policy": "ops"}]},
+        "maintenance": {"swap": {"hosts": ["maint"], "reason": "disk swap",
+                                 "start": (now - dt.timedelta(hours=1)).isoformat(),
+                                 "end": (now + dt.timedelta(days=1)).isoformat()}},
+    }
+    path = tmp / "monitord.yaml"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def call(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, object]:
+    """One request; (status, parsed JSON answer)."""
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("readapi")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = free_port()
+    config = fleet(tmp, port, listener.getsockname()[1])
+    store = SQLiteStore(tmp / "state.db")
+    old = time.time() - 10 * 86400
+    store.close_incident(store.open_incident("web", "http", "tcp", old, old, "refused"), old + 600)
+    store.quarantine("quar", time.time(), "compromised", "aoki")
+    store.close()
+    daemon = Daemon(tmp, config, port).start()
+    try:
+        get = lambda path: call(port, "GET", path)[1]  # noqa: E731
+        blocked = lambda host: get(f"/api/v1/hosts/{host}")["escalation"]["blocked"]  # noqa: E731
+        wait_for(lambda: get("/api/v1/hosts/db")["escalation"]["level"] == 3, 60, "db at level 3")
+        for host, guard in (("child", "parent_down"), ("maint", "maintenance"), ("quar", "quarantined"),
+                            ("dry", "dry_run")):
+            wait_for(lambda: blocked(host) == guard, 60, f"{host} blocked by {guard}")
+        yield daemon, port
+    finally:
+        listener.close()
+        daemon.proc.stop(signal.SIGKILL)
+
+
+def verdicts(explained: dict) -> dict[str, str]:
+    return {g["guard"]: g["verdict"] for g in explained["guards"]}
+
+
+def test_status_tells_the_daemons_health(live):
+    _, port = live
+    status, body = call(port, "GET", "/api/v1/status")
+    assert status == 200
+    assert body["hosts"] == 6 and body["checks"] == 6
+    assert body["store"] == {"ok": True, "fault": None} and body["last_reload"]["ok"] is True
+    assert body["uptime"] > 0 and body["scheduler_lateness"] >= 0 and body["version"]
+
+
+def test_hosts_show_checks_ladder_maintenance_and_quarantine(live):
+    _, port = live
+    _, hosts = call(port, "GET", "/api/v1/hosts")
+    by_name = {h["name"]: h for h in hosts}
+    assert set(by_name) == {"web", "db", "child", "maint", "quar", "dry"}
+    [web_check] = by_name["web"]["checks"]
+    assert web_check["state"] == "ok" and web_check["next_run"] > time.time() - 5
+    [db_check] = by_name["db"]["checks"]
+    assert db_check["state"] == "hard" and db_check["incident"] is not None and db_check["summary"]
+    assert by_name["db"]["escalation"]["phase"] == "dispatched"
+    assert by_name["maint"]["maintenance"] == ["config:swap"] and by_name["web"]["maintenance"] == []
+    assert by_name["quar"]["quarantined"]["reason"] == "compromised" and by_name["web"]["quarantined"] is None
+    assert call(port, "GET", "/api/v1/hosts/nosuch") == (404, {"error": "no such host in the running config"})
+
+
+def test_incidents_filter_and_carry_level_pages_sla_and_journal(live):
+    _, port = live
+    _, open_ = call(port, "GET", "/api/v1/incidents?state=open")
+    _, closed = call(port, "GET", "/api/v1/incidents?state=closed")
+    assert [i["host"] for i in closed] == ["web"] and not closed[0]["open"]
+    assert {i["host"] for i in open_} == {"db", "child", "maint", "quar", "dry"} and all(i["open"] for i in open_)
+    [db] = [i for i in open_ if i["host"] == "db"]
+    assert db["level"] == 3
+    assert [t["name"] for t in db["sla"]] == ["engineer_on_site"] and db["sla"][0]["due"] > db["opened_at"]
+    assert any(p["kind"] == "dispatch" for p in db["pages"])
+    _, of_quar = call(port, "GET", "/api/v1/incidents?host=quar")
+    assert [i["host"] for i in of_quar] == ["quar"]
+    assert any(a["event"] == "blocked" and a["decision"] == "quarantined" for a in of_quar[0]["actions"])
+    status, one = call(port, "GET", f"/api/v1/incidents/{db['id']}")
+    assert status == 200 and one["id"] == db["id"]
+    assert any(e["event"] == "sla_started" for e in one["journal"])
+    assert call(port, "GET", "/api/v1/incidents/999999") == (404, {"error": "no incident #999999"})
+    assert call(port, "GET", "/api/v1/incidents?state=gone")[0] == 400
+    assert call(port, "GET", "/api/v1/incidents/1x")[0] == 400
+
+
+def test_explain_names_the_guard_that_blocks_each_host(live):
+    daemon, port = live
+    explained = {h: call(port, "GET", f"/api/v1/hosts/{h}/explain")[1]
+                 for h in ("web", "db", "child", "maint", "quar", "dry")}
+    assert set(verdicts(explained["web"]).values()) == {"pass"}
+    assert explained["web"]["next"]["what"] == "nothing: no check of the host is confirmed down"
+    assert explained["db"]["next"]["what"].startswith("level 3: an engineer is dispatched")
+    assert explained["db"]["ladder"]["level"] == 3
+    for host, guard in (("child", "parent_down"), ("maint", "maintenance"), ("quar", "quarantined"),
+                        ("dry", "dry_run")):
+        blocks = {g: v for g, v in verdicts(explained[host]).items() if v == "block"}
+        assert guard in blocks, (host, explained[host]["guards"])
+        assert explained[host]["ladder"]["blocked"] == guard
+        assert explained[host]["next"]["what"].startswith("closed is confirmed down"), explained[host]["next"]
+    # several guards at once: the quarantined host is also in a maintenance window added now
+    _, window = call(port, "POST", "/api/v1/maintenance", {"target": "host:quar", "duration": "1h",
+                                                          "reason": "rack work"}, token=TOKEN)
+    both = call(port, "GET", "/api/v1/hosts/quar/explain")[1]
+    assert both["maintenance"] == [window["id"]]
+    assert {g["guard"] for g in both["guards"] if g["verdict"] == "block"} >= {"quarantined", "maintenance"}
+    assert call(port, "DELETE", f"/api/v1/maintenance/{window['id']}", token=TOKEN)[0] == 200
+
+
+def test_explain_has_no_side_effects(live):
+    daemon, port = live
+    rows = lambda: daemon.journal("quar") + daemon.journal("maint")  # noqa: E731
+    before = rows()
+    blocks = daemon.value("monitord_guard_blocks_total", guard="quarantined")
+    for _ in range(5):
+        for host in ("quar", "maint"):
+            assert call(port, "GET", f"/api/v1/hosts/{host}/explain")[0] == 200
+    assert rows() == before
+    assert daemon.value("monitord_guard_blocks_total", guard="quarantined") == blocks
+
+
+def test_maintenance_is_listed_added_with_expiry_and_removed_with_the_token(live):
+    _, port = live
+    window = {"target": "host:web", "duration": "2h", "reason": "kernel update", "by": "aoki"}
+    assert call(port, "POST", "/api/v1/maintenance", window)[0] == 401
+    assert call(port, "POST", "/api/v1/maintenance", window, token="wrong")[0] == 401
+    status, added = call(port, "POST", "/api/v1/maintenance", window, token=TOKEN)
+    assert status == 201 and added["hosts"] == ["web"] and added["active"] is True
+    assert 7190 < added["ends"] - added["starts"] <= 7200 and added["created_by"] == "aoki"
+    _, listed = call(port, "GET", "/api/v1/maintenance")
+    assert {w["id"] for w in listed} == {"config:swap", added["id"]}
+    assert call(port, "GET", "/api/v1/hosts/web")[1]["maintenance"] == [added["id"]]
+    assert verdicts(call(port, "GET", "/api/v1/hosts/web/explain")[1])["maintenance"] == "block"
+    assert call(port, "DELETE", f"/api/v1/maintenance/{added['id']}")[0] == 401
+    assert call(port, "DELETE", f"/api/v1/maintenance/{added['id']}", token=TOKEN) == (
+        200, {"id": added["id"], "removed": True})
+    assert call(port, "DELETE", f"/api/v1/maintenance/{added['id']}", token=TOKEN)[0] == 404
+    assert call(port, "GET", "/api/v1/hosts/web")[1]["maintenance"] == []
+    for bad, why in (({**window, "target": "host:nosuch"}, "target must be"),
+                     ({**window, "duration": "soon"}, "duration:"),
+                     ({**window, "duration": "3000h"}, "at most 90 days"),
+                     ({**window, "reason": " "}, "reason is required"),
+                     ({**window, "extra": "x"}, "may only be")):
+        status, answer = call(port, "POST", "/api/v1/maintenance", bad, token=TOKEN)
+        assert status == 400 and why in answer["error"], (bad, answer)
+
+
+def test_openapi_document_is_served_and_names_every_read_route(live):
+    _, port = live
+    status, doc = call(port, "GET", "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert {"/api/v1/status", "/api/v1/hosts", "/api/v1/hosts/{host}", "/api/v1/hosts/{host}/explain",
+            "/api/v1/incidents", "/api/v1/incidents/{incident}", "/api/v1/incidents/{incident}/ack",
+            "/api/v1/maintenance", "/api/v1/maintenance/{window}"} <= set(doc["paths"])
+
+
+@pytest.mark.parametrize("reads", ["token", "off"])
+def test_reads_can_need_the_token_or_be_off(tmp_path, reads):
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = free_port()
+    daemon = Daemon(tmp_path, fleet(tmp_path, port, listener.getsockname()[1], reads), port).start()
+    try:
+        status, answer = call(port, "GET", "/api/v1/hosts")
+        assert (status, answer) == ((401, {"error": "missing or wrong bearer token"}) if reads == "token"
+                                    else (403, {"error": "the read API is off (daemon.api.reads)"}))
+        assert call(port, "GET", "/api/v1/hosts", token=TOKEN)[0] == (200 if reads == "token" else 403)
+        # writes keep needing the token whatever the reads do
+        assert call(port, "POST", "/api/v1/maintenance", {"target": "host:web", "duration": "1h",
+                                                          "reason": "x"}, token=TOKEN)[0] == 201
+    finally:
+        listener.close()
+        daemon.proc.stop(signal.SIGKILL)
