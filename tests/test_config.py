@@ -255,7 +255,7 @@ def test_secret_reference_reads_file_env_and_credential(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("block, problem", [
     ("daemon:\n  api:\n    reads: token\n", "daemon: api.reads is 'token' but daemon.api_token is not set (line 1)"),
-    ("daemon:\n  api:\n    reads: everyone\n", "daemon.api.reads: Input should be 'open', 'token' or 'off' (line 3)"),
+    ("daemon:\n  api:\n    reads: everyone\n", "daemon.api.reads: input should be 'open', 'token' or 'off' (line 3)"),
 ])
 def test_api_reads_block_is_checked(tmp_path, block, problem):
     path = tmp_path / "monitord.yaml"
