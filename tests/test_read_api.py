@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import socket
 import time
@@ -232,3 +233,53 @@ def test_reads_can_need_the_token_or_be_off(tmp_path, reads):
     finally:
         listener.close()
         daemon.proc.stop(signal.SIGKILL)
+
+
+def test_cli_reads_the_running_daemon(live):
+    daemon, _ = live
+    status = json.loads(daemon.cli("status", "--json"))
+    assert status["daemon"]["hosts"] == 6  # only the daemon knows its uptime: it answered
+    assert {i["host"] for i in status["open_incidents"]} == {"db", "child", "maint", "quar", "dry"}
+    text = daemon.cli("status")
+    assert "daemon: monitord" in text and "hosts: 6, 1 ok, 5 with failing checks; open incidents: 5" in text
+    assert "\x1b[" not in text  # no colour when not on a terminal
+    assert any(line.split()[:3] == ["db", "closed", "hard"] and "dispatched" in line for line in text.splitlines())
+    listed = json.loads(daemon.cli("incidents", "--open", "--json"))
+    assert [i["id"] for i in listed] == [i["id"] for i in status["open_incidents"]]
+    assert [i["host"] for i in json.loads(daemon.cli("incidents", "--host", "web", "--json"))] == ["web"]
+    table = daemon.cli("incidents").splitlines()
+    assert table[0].split() == ["ID", "HOST", "CHECK", "LEVEL", "AGE", "STATE", "SUMMARY"] and len(table) == 7
+    explained = daemon.cli("explain", "quar")
+    assert "quar: level 0, idle, blocked by quarantined" in explained
+    assert any(line.split()[:2] == ["quarantined", "BLOCK"] for line in explained.splitlines())
+    assert any(line.split()[:2] == ["maintenance", "pass"] for line in explained.splitlines())
+    assert json.loads(daemon.cli("explain", "db", "--json"))["ladder"]["level"] == 3
+
+
+def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.daemon_proc import REPO
+
+    config = fleet(tmp_path, free_port(), free_port())
+    store = SQLiteStore(tmp_path / "state.db")
+    now = time.time()
+    store.close_incident(store.open_incident("web", "http", "tcp", now - 900, now - 900, "refused"), now - 300)
+    store.open_incident("db", "closed", "tcp", now - 120, now - 120, "connection refused")
+    store.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "monitord", *args, "--config", str(config)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+
+    listed = json.loads(cli("incidents", "--json").stdout)
+    assert [(i["host"], i["open"]) for i in listed] == [("db", True), ("web", False)]
+    assert [i["host"] for i in json.loads(cli("incidents", "--open", "--json").stdout)] == ["db"]
+    status = cli("status")
+    assert status.returncode == 0 and "daemon: not running (read from the state store)" in status.stdout
+    assert "open incidents: 1" in status.stdout
+    assert json.loads(cli("status", "--json").stdout)["daemon"] is None
+    explained = cli("explain", "db")
+    assert explained.returncode == 1 and "nothing acts on db now" in explained.stderr
+    assert cli("explain", "nosuch").returncode == 2

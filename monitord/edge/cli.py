@@ -28,13 +28,14 @@ import os
 import sqlite3
 import sys
 import time
+import urllib.parse
 import zoneinfo
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from monitord import __version__
-from monitord.edge import logsetup
+from monitord.edge import logsetup, views
 from monitord.edge.caps import keep_capabilities_to_ourselves
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.shared.fields import format_duration, parse_duration, parse_id
@@ -42,6 +43,10 @@ from monitord.paging.notify import acknowledge
 from monitord.run.runner import run_probe, set_up_kinds
 from monitord.records.state import JournalEntry, SQLiteStore, StateError, StoreLock, StoreLocked, incident_of_host
 from monitord.shared.probe import ProbeContext
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STORE, EXIT_LOCKED = 0, 1, 2, 3, 4
 API_TIMEOUT = 600.0
@@ -163,6 +168,22 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--host")
     journal.add_argument("--json", action="store_true")
     journal.set_defaults(func=_cmd_journal)
+
+    status = sub.add_parser("status", help="fleet summary: what is down, open incidents with level and age")
+    status.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+    incidents = sub.add_parser("incidents", help="list incidents, newest first")
+    incidents.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    incidents.add_argument("--open", action="store_true", help="only open incidents")
+    incidents.add_argument("--host")
+    incidents.add_argument("--json", action="store_true")
+    incidents.set_defaults(func=_cmd_incidents)
+    explain = sub.add_parser("explain", help="why the daemon is or is not acting on a host right now")
+    explain.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    explain.add_argument("--json", action="store_true")
+    explain.add_argument("host")
+    explain.set_defaults(func=_cmd_explain)
 
     report = sub.add_parser("report", help="incident reports (障害報告), due 2 business days after recovery")
     report_sub = report.add_subparsers(metavar="ACTION")
@@ -426,11 +447,12 @@ class Refused(Exception):
         self.status = status
 
 
-def _ask_daemon(config: Config, path: str, body: dict) -> dict | None:
+def _ask_daemon(config: Config, path: str, body: dict | None = None) -> dict | list | None:
     """Ask the running daemon (its API) to act, so it acts at once under its own lock; None
     when no daemon runs on this store, or it cannot be asked (no ``daemon.api_token``, not
     answering): then the caller acts on the store directly, which the daemon's guards read.
-    Raises :class:`Refused` with the daemon's reason for a 4xx answer."""
+    Raises :class:`Refused` with the daemon's reason for a 4xx answer. Without ``body`` it
+    reads (GET): reads may be open, so the token goes along only when there is one."""
     import urllib.error
     import urllib.request
 
@@ -441,15 +463,17 @@ def _ask_daemon(config: Config, path: str, body: dict) -> dict | None:
     except (LookupError, UnicodeError) as exc:
         print(f"monitord: the API token (daemon.api_token) cannot be read: {exc}", file=sys.stderr)
         token = None
-    if not token:
-        print("monitord: the daemon runs without daemon.api_token: acting on the store directly "
+    instead = "acting on the store directly" if body is not None else "reading the store"
+    if not token and body is not None:
+        print(f"monitord: the daemon runs without daemon.api_token: {instead} "
               "(the daemon reads it at its next look)", file=sys.stderr)
         return None
     host, port = config.daemon.metrics_address
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}{path}"
-    request = urllib.request.Request(url, data=json.dumps({k: v for k, v in body.items() if v is not None}).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    data = None if body is None else json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=API_TIMEOUT) as answer:
             return json.load(answer)
@@ -460,15 +484,130 @@ def _ask_daemon(config: Config, path: str, body: dict) -> dict | None:
             why = exc.reason
         if 400 <= exc.code < 500:
             raise Refused(exc.code, why) from None
-        print(f"monitord: the daemon could not do it ({why}, HTTP {exc.code}): acting on the store directly",
-              file=sys.stderr)
+        print(f"monitord: the daemon could not do it ({why}, HTTP {exc.code}): {instead}", file=sys.stderr)
     except TimeoutError:  # it took the request: it goes on with it, and must not be done twice
         print(f"monitord: the daemon has not finished within {API_TIMEOUT:g}s; it carries on: see "
               "`monitord journal`", file=sys.stderr)
         raise SystemExit(EXIT_FAIL) from None
     except (OSError, ValueError) as exc:  # not listening (connection refused), or no JSON answer
-        print(f"monitord: the daemon does not answer at {url} ({exc}): acting on the store directly", file=sys.stderr)
+        print(f"monitord: the daemon does not answer at {url} ({exc}): {instead}", file=sys.stderr)
     return None
+
+
+def _read(config: Config, path: str, offline: Callable[[SQLiteStore], object]) -> tuple[object, bool]:
+    """What the running daemon's API answers at ``path`` (True), or ``offline`` of the store
+    when no daemon answers (False)."""
+    answer = _ask_daemon(config, path)
+    if answer is not None:
+        return answer, True
+    with _store(config) as store:
+        return offline(store), False
+
+
+def _console() -> "Console":
+    """rich's console on stdout: colour only on a terminal, and wide lines when piped."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _table(*columns: str) -> "Table":
+    from rich.table import Table
+
+    return Table(*columns, box=None, pad_edge=False, header_style="bold")
+
+
+def _age(since: float, now: float) -> str:
+    return format_duration(max(0, round(now - since)))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    daemon = _ask_daemon(config, "/api/v1/status")
+    now = time.time()
+    hosts, _ = _read(config, "/api/v1/hosts", lambda store: [
+        views.host(config, store, name, now, states=views.host_states(store)) for name in config.hosts])
+    incidents, _ = _read(config, "/api/v1/incidents?state=open", lambda store: views.incidents(store, state="open"))
+    if args.json:
+        print(json.dumps({"daemon": daemon, "hosts": hosts, "open_incidents": incidents}, indent=2))
+        return EXIT_OK
+    out = _console()
+    down = [(h, c) for h in hosts for c in h["checks"] if c["state"] in ("soft", "hard")]
+    out.print(f"daemon: monitord {daemon['version']}, up {_age(daemon['started_at'], now)}"
+              + (", [yellow]dry run[/]" if daemon["dry_run"] else "")
+              + ("" if daemon["store"]["ok"] else f", [red]store: {daemon['store']['fault']}[/]")
+              if daemon else "daemon: [red]not running[/] (read from the state store)")
+    down_hosts = {h["name"] for h, _ in down}
+    out.print(f"hosts: {len(hosts)}, {len(hosts) - len(down_hosts)} ok, "
+              + (f"[red]{len(down_hosts)} with failing checks[/]" if down_hosts else "none failing")
+              + f"; open incidents: {len(incidents)}")
+    if down:
+        table = _table("HOST", "CHECK", "STATE", "LEVEL", "PHASE", "SUMMARY")
+        for h, c in down:
+            table.add_row(h["name"], c["name"], f"[red]{c['state']}[/]" if c["state"] == "hard" else c["state"],
+                          str(h["escalation"]["level"]), h["escalation"]["phase"]
+                          + (f" (blocked: {h['escalation']['blocked']})" if h["escalation"]["blocked"] else ""),
+                          c["summary"] or "")
+        out.print(table)
+    if incidents:
+        _print_incidents(out, incidents, now)
+    return EXIT_OK
+
+
+def _print_incidents(out: "Console", incidents: list[dict], now: float) -> None:
+    table = _table("ID", "HOST", "CHECK", "LEVEL", "AGE", "STATE", "SUMMARY")
+    for i in incidents:
+        acked = any(p["acked_at"] for p in i["pages"])
+        table.add_row(str(i["id"]), i["host"], i["check"], str(i["level"]), _age(i["opened_at"], now),
+                      ("[red]open[/]" if not acked else "open, acked") if i["open"] else "closed", i["summary"])
+    out.print(table)
+
+
+def _cmd_incidents(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    state = "open" if args.open else "all"
+    query = f"?state={state}" + (f"&host={urllib.parse.quote(args.host)}" if args.host else "")
+    incidents, _ = _read(config, "/api/v1/incidents" + query,
+                         lambda store: views.incidents(store, state=state, host_name=args.host))
+    if args.json:
+        print(json.dumps(incidents, indent=2))
+    elif incidents:
+        _print_incidents(_console(), incidents, time.time())
+    else:
+        print("no incidents")
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _known_host(config, args.host, args.config)
+    answer = _ask_daemon(config, f"/api/v1/hosts/{args.host}/explain")
+    if answer is None:
+        print(f"monitord: no daemon answers on {config.daemon.state_path}: nothing acts on {args.host} now "
+              f"(see `monitord status` for what the store says)", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK
+    out, ladder, now = _console(), answer["ladder"], time.time()
+    out.print(f"[bold]{args.host}[/]: level {ladder['level']}, {ladder['phase']}"
+              + (f" ({ladder['ladder']}, incident #{ladder['incident']})" if ladder["ladder"] else "")
+              + (f", blocked by {ladder['blocked']}" if ladder["blocked"] else ""))
+    if ladder["tried"]:
+        out.print("tried: " + ", ".join(ladder["tried"]))
+    checks = _table("CHECK", "STATE", "NEXT RUN", "SUMMARY")
+    for c in answer["checks"]:
+        colour = {"hard": "red", "soft": "yellow"}.get(c["state"])
+        checks.add_row(c["name"], f"[{colour}]{c['state']}[/]" if colour else c["state"],
+                       f"in {_age(now, c['next_run'])}" if c["next_run"] else "-", c["summary"] or "")
+    out.print(checks)
+    nxt = answer["next"]
+    out.print("next: " + nxt["what"] + (f" (at {_when(nxt['at'])})" if nxt["at"] else ""))
+    guards = _table("GUARD", f"FOR {answer['guards_for'].upper()}", "REASON")
+    for g in answer["guards"]:
+        guards.add_row(g["guard"], "[red]BLOCK[/]" if g["verdict"] == "block" else "[green]pass[/]", g["reason"])
+    out.print(guards)
+    return EXIT_OK
 
 
 def _cmd_answer(args: argparse.Namespace) -> int:
