@@ -162,28 +162,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("incident", type=_id)
         cmd.set_defaults(func=_cmd_incident_event, verb=verb)
 
-    journal = sub.add_parser("journal", help="print the action journal")
-    journal.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    journal = _reader(sub, "journal", "print the action journal", _cmd_journal)
     journal.add_argument("--incident", type=_id)
     journal.add_argument("--host")
-    journal.add_argument("--json", action="store_true")
-    journal.set_defaults(func=_cmd_journal)
-
-    status = sub.add_parser("status", help="fleet summary: what is down, open incidents with level and age")
-    status.add_argument("--config", "-c", default=DEFAULT_CONFIG)
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=_cmd_status)
-    incidents = sub.add_parser("incidents", help="list incidents, newest first")
-    incidents.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    _reader(sub, "status", "fleet summary: what is down, open incidents with level and age", _cmd_status)
+    incidents = _reader(sub, "incidents", "list incidents, newest first", _cmd_incidents)
     incidents.add_argument("--open", action="store_true", help="only open incidents")
     incidents.add_argument("--host")
-    incidents.add_argument("--json", action="store_true")
-    incidents.set_defaults(func=_cmd_incidents)
-    explain = sub.add_parser("explain", help="why the daemon is or is not acting on a host right now")
-    explain.add_argument("--config", "-c", default=DEFAULT_CONFIG)
-    explain.add_argument("--json", action="store_true")
-    explain.add_argument("host")
-    explain.set_defaults(func=_cmd_explain)
+    _reader(sub, "explain", "why the daemon is or is not acting on a host right now", _cmd_explain).add_argument("host")
 
     report = sub.add_parser("report", help="incident reports (障害報告), due 2 business days after recovery")
     report_sub = report.add_subparsers(metavar="ACTION")
@@ -519,6 +505,15 @@ def _table(*columns: str) -> "Table":
 
 def _age(since: float, now: float) -> str:
     return format_duration(max(0, round(now - since)))
+
+
+def _reader(sub: argparse._SubParsersAction, verb: str, text: str, func: Callable) -> argparse.ArgumentParser:
+    """A verb that reads and lists: ``--config`` and ``--json``."""
+    cmd = sub.add_parser(verb, help=text)
+    cmd.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cmd.set_defaults(func=func)
+    return cmd
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
