@@ -97,8 +97,8 @@ def test_a_broken_link_is_reported() -> None:
 
 def test_an_unknown_verb_is_reported() -> None:
     text = ("Run `monitord run --config X`, then `monitord restart`; `monitord approve\\|deny HOST`;\n"
-            "    /opt/monitord/venv/bin/monitord status\n"
+            "    /opt/monitord/venv/bin/monitord dashboard\n"
             "`monitord maintenance add --host web1`, `monitord maintenance purge 3`,\n"
             "`monitord report list|show|shred`; prose: monitord is not a command; `monitord_store_healthy`.")
-    assert unknown_commands(text) == ["monitord restart", "monitord status", "monitord maintenance purge",
+    assert unknown_commands(text) == ["monitord restart", "monitord dashboard", "monitord maintenance purge",
                                       "monitord report shred"]
