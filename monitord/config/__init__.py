@@ -280,7 +280,7 @@ class DaemonSettings(StrictModel):
     metrics_listen: str = Field(default="127.0.0.1:9925", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$")
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    api_token: SecretRef | None = Field(default=None, description="bearer token for the HTTP API (acks); unset: API off")
+    api_token: SecretRef | None = Field(default=None, description="bearer token for the HTTP API's writes (acks, maintenance, quarantine); unset: writes off")
     api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")

@@ -6,10 +6,11 @@ that it acts at once and under its own locks (the CLI uses it when the daemon ru
   quarantine, then power the host off under its lock; answers ``{"powered_off": bool, "summary": "..."}``.
 - ``POST /api/v1/hosts/{host}/release``, body ``{"by": "name"}``: lift it (409 if not quarantined).
 
-Every request carries ``Authorization: Bearer TOKEN`` (``daemon.api_token``); bodies are
+These write: every request carries ``Authorization: Bearer TOKEN`` (``daemon.api_token``); bodies are
 optional JSON objects with only those keys. Without a configured token the API is off (403);
 a token file that cannot be read also turns it off (403, and the daemon logs why). The id is
 plain digits. Limits, timeouts and JSON error answers come from :mod:`monitord.edge.listener`.
+The reads, and maintenance windows, are in :mod:`monitord.edge.readapi`.
 """
 
 from __future__ import annotations
