@@ -23,7 +23,9 @@ def test_every_answer_matches_the_document(live):  # noqa: F811 - the imported f
     _, port = live
     schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/api/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 10  # every operation of the document, none skipped
+    # quarantine powers hosts off: tests/test_power_path.py and the CLI tests drive it, not a fuzzer
+    operations = [op for op in operations if not op.path.endswith(("/quarantine", "/release"))]
+    assert len(operations) == 10  # every other operation of the document, none skipped
 
     for operation in operations:
         @given(case=operation.as_strategy())

@@ -283,3 +283,22 @@ def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
     explained = cli("explain", "db")
     assert explained.returncode == 1 and "nothing acts on db now" in explained.stderr
     assert cli("explain", "nosuch").returncode == 2
+
+
+def test_the_document_describes_exactly_the_routes_served(tmp_path):
+    from aiohttp import web
+
+    from monitord.config import parse_config
+    from monitord.edge.api import Api
+    from monitord.edge.readapi import OPENAPI, ReadApi
+    from monitord.shared.clock import SystemClock
+
+    store = SQLiteStore(tmp_path / "state.db")
+    app = web.Application()
+    api = Api(store, SystemClock(), lambda: parse_config("{}"), actions=object())  # actions: the engine's routes
+    api.install(app)
+    ReadApi(api, live=None).install(app)
+    served = {(route.method.lower(), route.resource.canonical) for route in app.router.routes()}
+    documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
+    assert served == documented
+    store.close()
