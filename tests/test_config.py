@@ -68,6 +68,17 @@ INVALID = {
         "customers.acme.notify[0]: integration 'slack' is of type slack: notices are e-mails (line 6)",
         "customers.globex.emails: notices need both notify (an e-mail integration) and emails (line 7)",
     ],
+    "ladder-steps": [
+        "groups.appliances.defaults.remediation.ladder[0]: a ladder step is exactly one of restart, power or vendor (got restart, power) (line 6)",
+        "groups.appliances.defaults.remediation.ladder[1].restart: input should be 'services' or 'processes' (line 7)",
+        "groups.appliances.defaults.remediation.ladder[2]: a ladder step is exactly one of restart, power or vendor (line 8)",
+    ],
+    "ladder-cannot-act": [
+        "groups.appliances.defaults.remediation.ladder[1].vendor: unknown vendor 'iaaas' (did you mean 'iaas'?) (line 5)",
+        "hosts.nopower: its remediation.ladder has a power step but the host has no bmc:, vm: or pdu: block (line 7)",
+        "hosts.nopower: its remediation.ladder has a restart step but the host has no ssh: block (line 7)",
+        "hosts.nossh: its remediation.ladder has a restart step but the host has no ssh: block (line 15)",
+    ],
     "several-errors": [
         "daemon.max_concurency: unknown key (did you mean 'max_concurrency'?) (line 2)",
         "hosts.web1.checks.ping.max_attempts: input should be greater than or equal to 1 (line 8)",

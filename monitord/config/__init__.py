@@ -56,6 +56,28 @@ class ConfigError(Exception):
 ActionName = Literal["power_reset", "power_cycle", "fsck", "service_restart"]
 
 
+class LadderStep(StrictModel):
+    """One step of a configured ladder (``remediation.ladder``): exactly one of the keys."""
+
+    restart: Literal["services", "processes"] | None = Field(
+        default=None, description="restart the failing check's service (unit) or process (kill/start), re-probe it")
+    power: Literal["reset", "cycle"] | None = Field(
+        default=None, description="through the host's power drivers (ipmi, vm, pdu), then verify ping, login, the check")
+    vendor: Name | None = Field(default=None, description="escalate to this paging.vendors entry, then take the next step")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "LadderStep":
+        given = [k for k in ("restart", "power", "vendor") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a ladder step is exactly one of restart, power or vendor"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    def key(self) -> str:
+        """The step as the state machine knows it, e.g. ``restart:services``."""
+        return next(f"{k}:{getattr(self, k)}" for k in ("restart", "power", "vendor") if getattr(self, k) is not None)
+
+
 class RemediationSettings(StrictModel):
     """How the escalation ladders act on a host; every field cascades like the rest of ``defaults``."""
 
@@ -77,12 +99,15 @@ class RemediationSettings(StrictModel):
     approval_timeout: Duration | None = None
     on_no_answer: Literal["hold", "proceed"] | None = None
     fsck_command: str | None = Field(default=None, description="forces a filesystem check at next boot, and reboots")
+    ladder: list[LadderStep] | None = Field(
+        default=None, min_length=1, description="ordered steps replacing the built-in host and service ladders")
 
 
 REMEDIATION_DEFAULTS = dict(
     dry_run=False, power_method="reset", power_wait=2.0, power_timeout=60.0, power_retries=1, boot_timeout=600.0,
     verify_interval=10.0, max_resets=3, reset_window=86400.0, grace=300.0, max_restarts=3, restart_window=3600.0,
     contact_first=[], approval_timeout=900.0, on_no_answer="hold", fsck_command="touch /forcefsck && systemctl reboot",
+    ladder=[],
 )
 
 
@@ -495,6 +520,7 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
                 if target not in known:
                     hint = _did_you_mean(target, known) or (" (no host has it)" if field == "tags" else "")
                     problems.append((loc + (field, i), f"unknown {field[:-1]} {target!r}{hint}"))
+    problems += _ladder_problems(config)
     for cycle_host in _parent_cycles(config):
         problems.append((("hosts", cycle_host, "parents"), "parents form a cycle through this host"))
     for spec in config._all_checks():
@@ -513,6 +539,26 @@ def _semantic_problems(config: Config) -> list[tuple[tuple, str]]:
             problems.append((loc, f"timeout {format_duration(spec.timeout)} must be longer than {what}"))
         if spec.retry_interval > spec.interval:
             problems.append((loc, f"retry_interval {format_duration(spec.retry_interval)} must not exceed the interval {format_duration(spec.interval)}"))
+    return problems
+
+
+def _ladder_problems(config: Config) -> list[tuple[tuple, str]]:
+    """Every configured ladder's vendors exist; each host can take its ladder's steps."""
+    problems: list[tuple[tuple, str]] = []
+    places = [(("defaults",), config.defaults)]
+    places += [(("groups", name, "defaults"), group.defaults) for name, group in config.groups.items()]
+    places += [(("hosts", name, "defaults"), host.defaults) for name, host in config.hosts.items()]
+    for loc, settings in places:
+        for i, rung in enumerate(settings.remediation.ladder or ()):
+            if rung.vendor is not None and rung.vendor not in config.paging.vendors:
+                problems.append((loc + ("remediation", "ladder", i, "vendor"),
+                                 f"unknown vendor {rung.vendor!r}{_did_you_mean(rung.vendor, config.paging.vendors)}"))
+    for name, host in config.hosts.items():
+        keys = {rung.key().split(":")[0] for rung in config.remediation(name)["ladder"]}
+        if "power" in keys and not host.power_drivers():
+            problems.append((("hosts", name), "its remediation.ladder has a power step but the host has no bmc:, vm: or pdu: block"))
+        if "restart" in keys and host.ssh is None:
+            problems.append((("hosts", name), "its remediation.ladder has a restart step but the host has no ssh: block"))
     return problems
 
 

@@ -425,7 +425,8 @@ class Engine:
                 self.metrics.escalation_pages.labels(d.kind).inc()
                 log.warning("%s: PAGE %s (level %d): %s", host, d.kind, d.level, d.summary)
                 if not self.blast.hold(host, d.kind, d.summary):
-                    self.notifier.page(host, d.kind, f"{host}: {d.summary}", incident, self._page_details(host, d))
+                    self.notifier.page(host, d.kind, f"{host}: {d.summary}", incident, self._page_details(host, d),
+                                       vendors=[d.detail["vendor"]] if "vendor" in d.detail else [])
             elif isinstance(d, esc.Act):
                 log.warning("%s: level %d: %s (%s)", host, d.level, d.step, d.why)
                 if d.step is esc.Step.REQUEST_APPROVAL:
@@ -500,6 +501,9 @@ class Engine:
             restartable=frozenset(name for name, check in h.checks.items() if check.restart is not None),
             name=host, verify_interval=max(r["verify_interval"], 5.0),
             engineer_on_site=self.config.paging.sla.engineer_on_site,
+            steps=tuple(rung.key() for rung in r["ladder"]),
+            processes=frozenset(name for name, check in h.checks.items()
+                                if check.restart is not None and check.restart.start_command is not None),
         )
 
     def explain(self, host: str) -> dict:
@@ -749,7 +753,7 @@ class Engine:
         detail = await self._boot_check(host)
         ok = bool(detail["ping"] and detail["login"])
         summary = "ping ok, login ok" if ok else f"ping {'ok' if detail['ping'] else 'failed'}, login failed"
-        if ok and state.ladder is esc.Ladder.SERVICE and (host, state.check) in self._specs:
+        if ok and state.ladder is not esc.Ladder.HOST and (host, state.check) in self._specs:
             result = await self.scheduler.run_now(self._specs[(host, state.check)].id)
             ok, summary = result.ok, f"{summary}, {state.check}: {result.summary}"
         return esc.Done(esc.Step.VERIFY, ok, "" if ok else "not verified", {**detail, "summary": summary})

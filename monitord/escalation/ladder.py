@@ -15,7 +15,12 @@ Host-down ladder (a confirmed ping failure, or a check marked ``host_critical``)
 Service-down ladder (a confirmed port or database check failure):
   L1  SSH login, check the service, restart it, wait the grace period, re-probe at once.
   L2  login fails: hand over to the host-down ladder.
-  A restart that does not bring the service back pages a human.
+    A restart that does not bring the service back pages a human.
+Configured ladder (``Policy.steps``, e.g. contract 004's appliance: restart services, restart
+processes, restart the VM, escalate to the vendor): replaces both ladders for the host. Each
+step is verified before the next: a restart by re-probing the check, a power step by ping and
+SSH login and then the check; a step that does not fit the failing check (a process restart
+for a service check) is skipped with a note; after the last step, level 3 dispatch.
 Recovery: an open ladder ends only when its own verification passes (ping AND an SSH login,
 plus the service probe for a service ladder). A check that recovers while an action is in
 flight is left to that action's verification; one that recovers while the ladder waits for
@@ -37,6 +42,7 @@ from typing import Literal
 class Ladder(enum.StrEnum):
     HOST = "host_down"
     SERVICE = "service_down"
+    CONFIGURED = "configured"  # the host's remediation.ladder steps
 
 
 class Phase(enum.StrEnum):
@@ -89,6 +95,8 @@ class Policy:
     name: str = ""  # the host's name, for pages that must name it
     verify_interval: float = 30.0  # how often a recovered check is verified again while verification fails
     engineer_on_site: float = 7200.0  # the SLA target from dispatch to an engineer on site (paging.sla)
+    steps: tuple[str, ...] = ()  # a configured ladder: restart:services|processes, power:reset|cycle, vendor:NAME
+    processes: frozenset[str] = frozenset()  # restartable checks restarted by kill/start (a process), not a service
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +242,7 @@ class HostState:
     causes: tuple[str, ...] = ()  # what humans must fix (e.g. the BMC's credentials), for the dispatch page
     resume: Phase | None = None  # while verifying a recovery: the phase to return to if it fails
     verifying_since: float = 0.0  # when verification of a recovery began (0: not verifying)
+    rung: int = 0  # the configured ladder's step in progress (an index into Policy.steps)
 
 
 def step(state: HostState, event: Event, policy: Policy, guards: Guards, now: float) -> tuple[HostState, list[Decision]]:
@@ -273,9 +282,11 @@ def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) 
             return s, []  # already handled by the ladder in progress
     if now < s.grace_until:
         return s, [Retry(s.grace_until, f"{e.check} failed within the grace period after the last action")]
-    ladder = Ladder.HOST if e.host_down else Ladder.SERVICE
+    ladder = Ladder.CONFIGURED if p.steps else Ladder.HOST if e.host_down else Ladder.SERVICE
     fresh = replace(s, ladder=ladder, level=1, check=e.check, incident_id=e.incident_id, started_at=now,
                     tried=(), causes=(), drivers_failed=(), pending=None, step=None, resume=None, verifying_since=0.0)
+    if ladder is Ladder.CONFIGURED:
+        return _rung(fresh, 0, f"{e.check} confirmed down", p, g, now)
     if ladder is Ladder.SERVICE:
         if e.check not in p.restartable:
             return _page_held(fresh, "service_failed", 1, f"{e.check} is down and has no restart method configured")
@@ -303,6 +314,9 @@ def _on_recovered(s: HostState, e: Recovered, now: float) -> tuple[HostState, li
 def _on_verified(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
     if e.ok:
         return _end(s), [Resolved(f"verified after {s.check} recovered: {e.detail.get('summary', 'ok')}")]
+    if s.resume is None and s.pending is None:  # a configured ladder's step was not enough
+        return _rung(s, s.rung + 1, f"not verified after step {s.rung + 1} ({e.detail.get('summary', e.reason)})",
+                     p, g, now)
     if s.resume is None:  # it answered right before an action: not verified, so the action goes ahead
         return _pending(replace(s, phase=Phase.IDLE, step=None, pending=None, verifying_since=0.0), s.pending,
                         f"{s.check} answered but the host is not verified ({e.detail.get('summary', e.reason)})",
@@ -349,7 +363,12 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
             return _power(replace(s, drivers_failed=failed), e.step, s.level,
                           f"{e.step} through {failed[-1]} failed ({e.reason}); falling back to {remaining[0]}", p, g,
                           now)
-        return _dispatch(s, f"{e.step} failed through every power driver ({e.reason})", p, now)
+        return _next(s, f"{e.step} failed through every power driver ({e.reason})", p, g, now)
+    if e.step is Step.WAIT_BOOT and s.ladder is Ladder.CONFIGURED:
+        if e.ok:
+            verifying = replace(s, phase=Phase.ACTING, step=Step.VERIFY, resume=None, pending=None)
+            return verifying, [Act(Step.VERIFY, s.level, f"host is back: verify ping, SSH login and {s.check}")]
+        return _rung(s, s.rung + 1, f"not back after the power step ({e.reason or 'boot log shows errors'})", p, g, now)
     if e.step is Step.WAIT_BOOT:
         return _on_boot(s, e, p, g, now)
     if e.step is Step.FSCK:
@@ -361,6 +380,8 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
     if e.step is Step.SERVICE_RESTART:
         if e.ok:
             return _end(s), [Resolved(f"{s.check} is answering again after the restart")]
+        if s.ladder is Ladder.CONFIGURED:
+            return _rung(s, s.rung + 1, f"{s.check} still failing after the restart ({e.reason})", p, g, now)
         if e.detail.get("login") is False:
             handed = replace(s, ladder=Ladder.HOST, level=1)
             why = f"SSH login failed ({e.reason}): follow the host-down procedure"
@@ -408,6 +429,45 @@ def _on_approval(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tup
 # -- helpers --------------------------------------------------------------------------------
 
 
+def _next(s: HostState, why: str, p: Policy, g: Guards, now: float,
+          blocked: Blocked | None = None) -> tuple[HostState, list[Decision]]:
+    """A step failed or cannot be taken: the configured ladder takes its next step, the built-in
+    ladders go to level 3."""
+    if s.ladder is Ladder.CONFIGURED:
+        state, decisions = _rung(s, s.rung + 1, why, p, g, now)
+        return state, ([blocked] if blocked else []) + decisions
+    return _dispatch(s, why, p, now, blocked=blocked)
+
+
+def _rung(s: HostState, i: int, why: str, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
+    """Take step ``i`` of the configured ladder, skipping the steps that do not fit; past the last, level 3."""
+    said: list[Decision] = []
+    for i in range(i, len(p.steps)):
+        kind, _, what = p.steps[i].partition(":")
+        s = replace(s, rung=i, level=i + 1)
+        if kind == "power":
+            state, decisions = _power(s, Step.POWER_CYCLE if what == "cycle" else Step.POWER_RESET, i + 1,
+                                      f"{why}: step {i + 1}, power {what}", p, g, now)
+            return state, said + decisions
+        if kind == "vendor":
+            block = _hand_over_block(p, g)
+            if block is not None:
+                return _end(s, blocked=block.guard), said + ([block] if s.blocked != block.guard else [])
+            said.append(Page("vendor", i + 1, f"{why}: step {i + 1}, escalate to vendor {what}",
+                             {"tried": list(s.tried), "vendor": what}))
+            s = replace(s, tried=s.tried + (f"vendor {what}: paged",))
+            continue
+        fits = s.check in p.restartable and (s.check in p.processes) == (what == "processes")
+        if fits and p.has_ssh:
+            state, decisions = _decide(s, Step.SERVICE_RESTART, i + 1, f"{why}: step {i + 1}, restart {what} of {s.check}",
+                                       p, g, now, args={"check": s.check})
+            return state, said + decisions
+        said.append(Note(f"step {i + 1} (restart {what}) skipped: {s.check} has no {what[:-1]} restart"
+                         + ("" if p.has_ssh else " (no SSH access)")))
+    state, decisions = _dispatch(s, f"{why}; every step of the ladder was tried", p, now)
+    return state, said + decisions
+
+
 def _pending(s: HostState, what: Step | None, why: str, p: Policy, g: Guards, now: float,
              approved: bool = False) -> tuple[HostState, list[Decision]]:
     """Decide the action that waited (for an answer, for a verification)."""
@@ -421,12 +481,12 @@ def _power(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards,
            approved: bool = False) -> tuple[HostState, list[Decision]]:
     """Decide a power action: limit and drivers first, then the common guards."""
     if not p.power_drivers:
-        return _dispatch(s, "no power control configured (no BMC, no PDU)", p, now)
+        return _next(s, "no power control configured (no BMC, no PDU)", p, g, now)
     recent = recent_power_actions(s, p, now)
     s = replace(s, power_actions=recent)
     if len(recent) >= p.max_resets and not s.drivers_failed:
-        return _dispatch(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", p, now,
-                         blocked=Blocked("limit", f"reset limit reached ({len(recent)}/{p.max_resets})"))
+        return _next(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", p, g, now,
+                     blocked=Blocked("limit", f"reset limit reached ({len(recent)}/{p.max_resets})"))
     driver = next(d for d in p.power_drivers if d not in s.drivers_failed)
     return _decide(s, what, level, why, p, g, now, args={"driver": driver}, approved=approved)
 
@@ -499,10 +559,11 @@ def recent_restarts(s: HostState, p: Policy, now: float) -> tuple[float, ...]:
 def _dispatch(s: HostState, why: str, p: Policy, now: float,
               blocked: Blocked | None = None) -> tuple[HostState, list[Decision]]:
     """Level 3: page for on-site dispatch and start the engineer-on-site timer."""
-    s = replace(s, phase=Phase.DISPATCHED, level=3, step=None, blocked=None)
+    s = replace(s, phase=Phase.DISPATCHED, level=max(3, s.level + 1), step=None, blocked=None)
+    level = s.level
     decisions: list[Decision] = [blocked] if blocked else []
     why = "; ".join((why, *s.causes))
-    decisions += [Page("dispatch", 3, f"level 3: dispatch an engineer on site: {why}",
+    decisions += [Page("dispatch", level, f"level {level}: dispatch an engineer on site: {why}",
                        {"tried": list(s.tried), "causes": list(s.causes)}),
                   StartSla("engineer_on_site", now + p.engineer_on_site)]
     return s, decisions

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zoneinfo
+from collections.abc import Sequence
 
 from monitord.shared.clock import Clock
 from monitord.config import Config
@@ -74,13 +75,14 @@ class Notifier:
     # -- pages ----------------------------------------------------------------------------
 
     def page(self, host: str | None, kind: str, summary: str, incident_id: int | None = None,
-             details: dict | None = None, targets: list[str] | None = None, escalate: bool = True) -> int | None:
+             details: dict | None = None, targets: list[str] | None = None, escalate: bool = True,
+             vendors: Sequence[str] = ()) -> int | None:
         """Open a page and send its first tier; ``targets`` skips routing (e.g. an approval request);
-        ``escalate=False`` sends the first tier only (an information)."""
+        ``escalate=False`` sends the first tier only (an information); ``vendors`` are escalated to
+        besides the route's (a configured ladder's vendor step)."""
         now = self.clock.time()
         severity: Severity = SEVERITY.get(kind, "error")  # type: ignore[assignment]
         paging = self.config.paging
-        vendors: list[str] = []
         if targets is None:
             h = self.config.hosts.get(host) if host else None
             chosen = matching_route(paging.routes, h.groups if h else [], h.tags if h else [], kind, severity)
@@ -88,7 +90,7 @@ class Notifier:
                 self._journal("page_unrouted", host, incident_id, kind, f"no route matches: {summary}")
                 log.error("PAGE (no route configured) %s %s: %s", host or "-", kind, summary)
                 return None
-            policy, vendors = chosen.policy, chosen.vendors
+            policy, vendors = chosen.policy, [*vendors, *(v for v in chosen.vendors if v not in vendors)]
         else:
             policy = ""
         page_id = self.store.open_page(incident_id, host, kind, severity, policy, summary, now)
