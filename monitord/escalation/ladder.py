@@ -314,7 +314,7 @@ def _on_recovered(s: HostState, e: Recovered, now: float) -> tuple[HostState, li
 def _on_verified(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
     if e.ok:
         return _end(s), [Resolved(f"verified after {s.check} recovered: {e.detail.get('summary', 'ok')}")]
-    if s.resume is None and s.pending is None:  # a configured ladder's step was not enough
+    if s.ladder is Ladder.CONFIGURED and s.resume is None and s.pending is None:  # its step was not enough
         return _rung(s, s.rung + 1, f"not verified after step {s.rung + 1} ({e.detail.get('summary', e.reason)})",
                      p, g, now)
     if s.resume is None:  # it answered right before an action: not verified, so the action goes ahead
