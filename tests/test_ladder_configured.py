@@ -25,7 +25,7 @@ def restarted(ok: bool) -> Done:
 
 
 CYCLED = Done(Step.POWER_CYCLE, True, detail={"driver": "vm"})
-LEVEL3 = ["page vendor L4", "page dispatch L5", "sla engineer_on_site"]
+LEVEL3 = ["page vendor L2", "page dispatch L3", "sla engineer_on_site"]
 
 
 @pytest.mark.parametrize("name, events, trace, phase", [
@@ -33,27 +33,27 @@ LEVEL3 = ["page vendor L4", "page dispatch L5", "sla engineer_on_site"]
      [CONSOLE, restarted(True)], [["act service_restart L1"], ["resolved"]], Phase.IDLE),
     ("every step in order: the process step does not fit a service check, the vendor, then level 3",
      [CONSOLE, restarted(False), CYCLED, boot(True, True), verified(False)],
-     [["act service_restart L1"], ["note", "act power_cycle via vm L3"], ["act wait_boot L3"], ["act verify L3"],
+     [["act service_restart L1"], ["note", "act power_cycle via vm L2"], ["act wait_boot L2"], ["act verify L2"],
       LEVEL3], Phase.DISPATCHED),
     ("the VM restart verified by ping, login and the check ends the ladder",
      [CONSOLE, restarted(False), CYCLED, boot(True, True), verified(True)],
-     [["act service_restart L1"], ["note", "act power_cycle via vm L3"], ["act wait_boot L3"], ["act verify L3"],
+     [["act service_restart L1"], ["note", "act power_cycle via vm L2"], ["act wait_boot L2"], ["act verify L2"],
       ["resolved"]], Phase.IDLE),
     ("a process check skips the service step and restarts its process at step 2",
      [AGENT, restarted(False), CYCLED, boot(False, False)],
-     [["note", "act service_restart L2"], ["act power_cycle via vm L3"], ["act wait_boot L3"], LEVEL3],
+     [["note", "act service_restart L2"], ["act power_cycle via vm L2"], ["act wait_boot L2"], LEVEL3],
      Phase.DISPATCHED),
     ("the host down: no restart fits, the VM is cycled first; not back: vendor, then level 3",
      [PING, CYCLED, boot(False, False)],
-     [["note", "note", "act power_cycle via vm L3"], ["act wait_boot L3"], LEVEL3], Phase.DISPATCHED),
+     [["note", "note", "act power_cycle via vm L2"], ["act wait_boot L2"], LEVEL3], Phase.DISPATCHED),
     ("a check without a restart method goes straight to the power step",
-     [STORAGE], [["note", "note", "act power_cycle via vm L3"]], Phase.ACTING),
+     [STORAGE], [["note", "note", "act power_cycle via vm L2"]], Phase.ACTING),
     ("the hypervisor refusing the power command moves on to the vendor (no driver left)",
      [CONSOLE, restarted(False), Done(Step.POWER_CYCLE, False, "refused", {"driver": "vm"})],
-     [["act service_restart L1"], ["note", "act power_cycle via vm L3"], LEVEL3], Phase.DISPATCHED),
+     [["act service_restart L1"], ["note", "act power_cycle via vm L2"], LEVEL3], Phase.DISPATCHED),
     ("a power command whose outcome is unknown is verified by the boot, never sent again",
      [CONSOLE, restarted(False), Done(Step.POWER_CYCLE, False, "timeout", {"driver": "vm", "maybe_done": True})],
-     [["act service_restart L1"], ["note", "act power_cycle via vm L3"], ["act wait_boot L3"]], Phase.ACTING),
+     [["act service_restart L1"], ["note", "act power_cycle via vm L2"], ["act wait_boot L2"]], Phase.ACTING),
 ])
 def test_configured_ladder(name, events, trace, phase):
     state, got = play(events, policy=APPLIANCE)
@@ -70,7 +70,7 @@ def test_the_vendor_page_names_the_vendor_and_what_was_tried():
     assert vendor.detail["vendor"] == "iaas"
     assert vendor.detail["tried"] == ["service_restart: failed (failed)", "power_cycle: ok", "wait_boot: failed"]
     assert "vendor iaas: paged" in dispatch.detail["tried"]
-    assert s.level == 5 and s.phase is Phase.DISPATCHED
+    assert s.level == 3 and s.phase is Phase.DISPATCHED
 
 
 STEPS = {  # the events that make each destructive step of the ladder due
@@ -133,10 +133,10 @@ def test_off_hours_contact_first_asks_before_the_vm_restart():
     off = Guards(off_hours=True)
     state, trace = play([CONSOLE, restarted(False), Done(Step.REQUEST_APPROVAL, True, detail={"answer": "granted"})],
                         policy=policy, guards=off)
-    assert trace == [["act service_restart L1"], ["note", "act request_approval via vm L3"], ["act power_cycle via vm L3"]]
+    assert trace == [["act service_restart L1"], ["note", "act request_approval via vm L2"], ["act power_cycle via vm L2"]]
     denied, trace = play([CONSOLE, restarted(False), Done(Step.REQUEST_APPROVAL, False, detail={"answer": "denied"})],
                          policy=policy, guards=off)
-    assert trace[-1] == ["blocked denied", "page action_held L3"] and denied.phase is Phase.HELD
+    assert trace[-1] == ["blocked denied", "page action_held L2"] and denied.phase is Phase.HELD
 
 
 def test_a_failure_within_the_grace_period_waits():

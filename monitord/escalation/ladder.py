@@ -444,22 +444,23 @@ def _rung(s: HostState, i: int, why: str, p: Policy, g: Guards, now: float) -> t
     said: list[Decision] = []
     for i in range(i, len(p.steps)):
         kind, _, what = p.steps[i].partition(":")
-        s = replace(s, rung=i, level=i + 1)
+        level = min(i + 1, 2)  # the contract's levels: 1 and 2 are ours to act, 3 is people on site
+        s = replace(s, rung=i, level=level)
         if kind == "power":
-            state, decisions = _power(s, Step.POWER_CYCLE if what == "cycle" else Step.POWER_RESET, i + 1,
+            state, decisions = _power(s, Step.POWER_CYCLE if what == "cycle" else Step.POWER_RESET, level,
                                       f"{why}: step {i + 1}, power {what}", p, g, now)
             return state, said + decisions
         if kind == "vendor":
             block = _hand_over_block(p, g)
             if block is not None:
                 return _end(s, blocked=block.guard), said + ([block] if s.blocked != block.guard else [])
-            said.append(Page("vendor", i + 1, f"{why}: step {i + 1}, escalate to vendor {what}",
+            said.append(Page("vendor", level, f"{why}: step {i + 1}, escalate to vendor {what}",
                              {"tried": list(s.tried), "vendor": what}))
             s = replace(s, tried=s.tried + (f"vendor {what}: paged",))
             continue
         fits = s.check in p.restartable and (s.check in p.processes) == (what == "processes")
         if fits and p.has_ssh:
-            state, decisions = _decide(s, Step.SERVICE_RESTART, i + 1, f"{why}: step {i + 1}, restart {what} of {s.check}",
+            state, decisions = _decide(s, Step.SERVICE_RESTART, level, f"{why}: step {i + 1}, restart {what} of {s.check}",
                                        p, g, now, args={"check": s.check})
             return state, said + decisions
         said.append(Note(f"step {i + 1} (restart {what}) skipped: {s.check} has no {what[:-1]} restart"
