@@ -284,6 +284,12 @@ class MaintenanceWindow(TimeWindow):
     tags: list[Name] = Field(default_factory=list)
     reason: str = ""
 
+    def targets(self) -> set[str]:
+        """What the window names, as ``host:NAME``, ``group:NAME`` and ``tag:NAME`` (the form of
+        windows added by the CLI or API); compare with :meth:`Config.targets_of`."""
+        return ({f"host:{h}" for h in self.hosts} | {f"group:{g}" for g in self.groups}
+                | {f"tag:{t}" for t in self.tags})
+
     @model_validator(mode="after")
     def _covers_something(self) -> "MaintenanceWindow":
         if not (self.hosts or self.groups or self.tags):
@@ -351,6 +357,11 @@ class Config(StrictModel):
     customers: dict[Name, CustomerConfig] = Field(default_factory=dict)
     business_hours: BusinessHoursConfig = BusinessHoursConfig()
     maintenance: dict[Name, MaintenanceWindow] = Field(default_factory=dict)
+
+    def targets_of(self, host: str) -> set[str]:
+        """The maintenance targets that cover ``host``: ``host:NAME``, its groups and its tags."""
+        h = self.hosts[host]
+        return {f"host:{host}"} | {f"group:{g}" for g in h.groups} | {f"tag:{t}" for t in h.tags}
 
     def remediation(self, host: str) -> dict[str, Any]:
         """The host's effective remediation settings (cascaded, with built-in defaults)."""

@@ -92,10 +92,9 @@ def maintenance(config: Config, store: Store) -> list[dict]:
     whether it covers them now (dropped by :func:`window_json`)."""
     windows = []
     for name, w in config.maintenance.items():
-        covered = [h for h, hc in config.hosts.items()
-                   if h in w.hosts or set(hc.groups) & set(w.groups) or set(hc.tags) & set(w.tags)]
-        windows.append({"id": f"config:{name}", "target": None, "hosts": covered, "reason": w.reason,
-                        "starts": w.start.timestamp(), "ends": w.end.timestamp(), "created_by": None,
+        covered = [h for h in config.hosts if config.targets_of(h) & w.targets()]
+        windows.append({"id": f"config:{name}", "target": ",".join(sorted(w.targets())), "hosts": covered,
+                        "reason": w.reason, "starts": w.start.timestamp(), "ends": w.end.timestamp(), "created_by": None,
                         "active": w.covers})
     for w in store.maintenance():
         windows.append(_stored(config, w))
@@ -103,10 +102,7 @@ def maintenance(config: Config, store: Store) -> list[dict]:
 
 
 def _stored(config: Config, w: Maintenance) -> dict:
-    kind, _, name = w.target.partition(":")
-    covered = [h for h, hc in config.hosts.items()
-               if (kind == "host" and h == name) or (kind == "group" and name in hc.groups)
-               or (kind == "tag" and name in hc.tags)]
+    covered = [h for h in config.hosts if w.target in config.targets_of(h)]
     return {"id": str(w.id), "target": w.target, "hosts": covered, "reason": w.reason, "starts": w.starts,
             "ends": w.ends, "created_by": w.created_by, "active": lambda now: w.starts <= now < w.ends}
 

@@ -586,12 +586,10 @@ class Engine:
 
     def maintenance_for(self, host: str, now: float) -> str | None:
         """The name of a maintenance window covering ``host`` now, if any."""
-        h = self.config.hosts[host]
+        targets = self.config.targets_of(host)
         for name, window in self.config.maintenance.items():
-            if window.covers(now) and (
-                    host in window.hosts or set(h.groups) & set(window.groups) or set(h.tags) & set(window.tags)):
+            if window.covers(now) and targets & window.targets():
                 return name
-        targets = {f"host:{host}"} | {f"group:{g}" for g in h.groups} | {f"tag:{t}" for t in h.tags}
         for window in self.store.maintenance():
             if window.starts <= now < window.ends and window.target in targets:
                 return f"#{window.id} {window.reason}".strip()
