@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,8 +82,8 @@ def test_named_commands_are_cli_verbs(page: Path) -> None:
 def test_the_guides_are_linked_and_name_commands() -> None:
     """The new pages are reachable from README and the design notes, and the checks above see
     their commands (a page whose commands are not found would pass vacuously)."""
-    for page, guides in (("README.md", {"docs/operator-guide.md", "docs/troubleshooting.md"}),
-                         ("docs/design.md", {"operator-guide.md", "troubleshooting.md"})):
+    for page, guides in (("README.md", {"docs/operator-guide.md", "docs/troubleshooting.md", "docs/api.md"}),
+                         ("docs/design.md", {"operator-guide.md", "troubleshooting.md", "api.md"})):
         assert guides <= {t.split("#")[0] for t in links((REPO / page).read_text())}, page
     guide = commands((REPO / "docs" / "operator-guide.md").read_text())
     assert ("check-config", None) in guide and ("maintenance", "add") in guide
@@ -102,3 +104,27 @@ def test_an_unknown_verb_is_reported() -> None:
             "`monitord report list|show|shred`; prose: monitord is not a command; `monitord_store_healthy`.")
     assert unknown_commands(text) == ["monitord restart", "monitord dashboard", "monitord maintenance purge",
                                       "monitord report shred"]
+
+
+def test_the_api_reference_is_generated_from_the_openapi_document(tmp_path) -> None:
+    """docs/api.md is what scripts/api_doc.py makes of monitord/edge/openapi.json: every route and
+    schema is in it, and a page that no longer matches the document is caught."""
+    import json
+
+    script = REPO / "scripts" / "api_doc.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    doc = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    document = json.loads((REPO / "monitord" / "edge" / "openapi.json").read_text(encoding="utf-8"))
+    for path, operations in document["paths"].items():
+        for method, op in operations.items():
+            access = "reads" if {} in op.get("security", []) else "token"
+            assert f"### `{method.upper()} {path}`" in doc
+            section = doc.split(f"### `{method.upper()} {path}`", 1)[1].split("###", 1)[0]
+            assert f"Access: *{access}*" in section
+    for name in document["components"]["schemas"]:
+        assert f"### {name}\n" in doc
+    stale = tmp_path / "api.md"  # a hand edit is caught
+    stale.write_text(doc.replace("/api/v1/hosts/{host}/release", "/api/v1/hosts/{host}/free"), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), "--check", str(stale)], capture_output=True, text=True)
+    assert done.returncode == 1 and f"{stale} is out of date" in done.stderr
