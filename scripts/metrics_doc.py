@@ -25,7 +25,10 @@ hand. A test holds the manifest to what a running daemon exports, both ways.
 
 Names are as queried in PromQL (counters end in `_total`; a histogram `X` is the series
 `X_bucket{le}`, `X_sum` and `X_count`). Check series carry `host`, `check` and `kind`, and a
-check removed by a reload loses its series. Alert rules for these metrics are in
+check removed by a reload loses its series. A scrape of `/metrics` has three series per check
+(success, duration, state); `/metrics?host=NAME` (repeatable, like blackbox_exporter's
+`/probe?target=`) has only those hosts' check series, with their detail too (status, last run,
+measured values: the metrics marked "per-host scrape only"). Alert rules for these metrics are in
 `deploy/prometheus/monitord.rules.yml`, a Grafana dashboard in `deploy/grafana/monitord.json`.
 
 | metric | type | labels | meaning | series exist |

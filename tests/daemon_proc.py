@@ -7,6 +7,7 @@ import os
 import sqlite3
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -57,9 +58,11 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.popen.poll() is None
 
-    def scrape(self) -> str | None:
+    def scrape(self, host: str | None = None) -> str | None:
+        """The daemon's /metrics, or with ``host`` its per-host scrape (with the checks' detail)."""
+        query = f"?host={urllib.parse.quote(host)}" if host else ""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics{query}", timeout=2) as resp:
                 return resp.read().decode()
         except OSError:
             if self.proc and self.proc.popen.poll() is not None:
@@ -67,8 +70,11 @@ class Daemon:
             return None
 
     def value(self, name: str, **labels: str) -> float | None:
-        """The value of one sample, or None if it is absent."""
+        """The value of one sample, or None if it is absent (a check's detail, such as
+        ``monitord_probe_status``, from the per-host scrape of its ``host``)."""
         text = self.scrape() or ""
+        if "host" in labels and f"# TYPE {name} " not in text:
+            text = self.scrape(labels["host"]) or ""
         for line in text.splitlines():
             if not line.startswith(name + "{") and not line.startswith(name + " "):
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,11 +11,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_proc import REPO, Daemon, wait_for
+from tests.test_metrics_manifest import series_per_check
 from tests.support import free_port, need_binary
 
 pytestmark = pytest.mark.integration
@@ -77,12 +81,22 @@ def test_metrics_pass_promtool_and_reflect_probes(daemon_env):
     assert daemon.value("monitord_build_info") == 1
     assert daemon.value("monitord_incidents_open") == 1
     assert daemon.value("monitord_probe_results_total", kind="tcp", status="critical", reason="refused") >= 2
-    text = daemon.scrape()
-    for name in ("monitord_probe_duration_seconds", "monitord_probe_last_run_timestamp_seconds",
+    text, detail = daemon.scrape(), daemon.scrape(host="local")
+    for name in ("monitord_probe_duration_seconds", "monitord_probe_oldest_run_timestamp_seconds",
                  "monitord_scheduler_lateness_seconds_bucket"):
         assert name in text
-    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert "monitord_probe_last_run_timestamp_seconds" not in text  # a check's detail: per-host scrape only
+    for name in ("monitord_probe_last_run_timestamp_seconds", "monitord_probe_status", "monitord_probe_value"):
+        assert f'{name}{{check="ping",host="local",kind="ping"' in detail
+    for exposition in (text, detail):
+        check = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    assert series_per_check(text) <= 3
+    for query, status, error in (("hots=local", 400, "unknown query parameter 'hots' (only host)"),
+                                 ("host=local&host=nope", 404, "no host 'nope' in the configuration")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics?{query}", timeout=5)
+        assert (refused.value.code, json.loads(refused.value.read())) == (status, {"error": error})
 
 
 def test_sighup_reload_keeps_old_config_when_new_is_bad(daemon_env, listener):

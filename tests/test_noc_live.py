@@ -199,9 +199,18 @@ def families(exposition: str) -> tuple[dict[str, str], dict[str, set[frozenset]]
 
 def test_daemon_exports_exactly_the_manifest(noc):
     daemon, _ = noc
-    types, samples = families(daemon.scrape())
     listed = manifest()
-    assert sorted(set(types) - set(listed)) == [], "exported but not in the manifest"
+    fleet = {name: m for name, m in listed.items() if m.get("scope") != "host"}
+    per_check = {name: m for name, m in listed.items() if {"host", "check", "kind"} <= set(m["labels"])}
+    assert {name for name, m in listed.items() if m.get("scope") == "host"} < set(per_check)
+    for scrape, expected in ((daemon.scrape(), fleet), (daemon.scrape(host="web"), per_check)):
+        types, samples = families(scrape)
+        assert sorted(set(types) - set(expected)) == [], "exported but not in the manifest"
+        exported_as_listed(types, samples, expected)
+
+
+def exported_as_listed(types: dict[str, str], samples: dict[str, set[frozenset]], listed: dict[str, dict]) -> None:
+    """Each listed metric is exported with its type, and each of its series has its labels."""
     for name, m in listed.items():
         assert types.get(name) == m["type"], f"{name}: in the manifest, not exported as a {m['type']}"
         assert samples.get(name), f"{name}: no series in this fleet"

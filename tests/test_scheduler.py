@@ -133,7 +133,7 @@ async def test_failure_confirmed_after_retries_opens_incident_and_recovery_close
     assert store.incidents(open_only=True) == []
     events = [(e.event, e.reason) for e in store.journal()]
     assert events == [("detected", "refused"), ("confirmed", "refused"), ("recovered", None)]
-    assert metrics.check_state.labels("web1", "fake", "fake")._value.get() == 0
+    assert metrics.check("web1", "fake", "fake").state == 0
     assert metrics.incidents_open._value.get() == 0
 
 
@@ -231,5 +231,8 @@ async def test_lateness_is_observed(env):
     await clock.advance(600)
     await stop(task)
     text = metrics.exposition().decode()
-    assert "monitord_scheduler_lateness_seconds_count 5.0" in text
-    assert 'monitord_probe_value{check="fake",host="h0",kind="fake",name="answer"} 42.0' in text
+    assert 'monitord_scheduler_lateness_seconds_count{kind="fake"} 5.0' in text
+    assert "monitord_probe_value" not in text  # per-host detail only
+    host = metrics.exposition(hosts={"h0"}).decode()
+    assert 'monitord_probe_value{check="fake",host="h0",kind="fake",name="answer"} 42.0' in host
+    assert 'host="h1"' not in host and "monitord_scheduler_lateness" not in host

@@ -119,16 +119,10 @@ def sections() -> list[tuple[str, list]]:
         ("Host detail ($host)", [
             graph("Check state", "0 ok, 1 soft, 2 hard.",
                   (on_host("monitord_check_state"), "{{host}}/{{check}}"), w=8),
-            graph("Probe status", "0 ok, 1 warning, 2 critical, 3 unknown.",
-                  (on_host("monitord_probe_status"), "{{host}}/{{check}}"), w=8),
             graph("Probe success", "1 if the last run was OK.",
                   (on_host("monitord_probe_success"), "{{host}}/{{check}}"), w=8),
             graph("Probe duration", "How long the last run took.",
                   (on_host("monitord_probe_duration_seconds"), "{{host}}/{{check}}"), unit="s", w=8),
-            graph("Measured values", "Values the probes measured (rtt, loss, disk %, certificate days...).",
-                  (on_host("monitord_probe_value"), "{{host}}/{{check}} {{name}}"), w=8),
-            grid("Since the last run", "Seconds since each check last started.",
-                 f"time() - {on_host('monitord_probe_last_run_timestamp_seconds')}", w=8),
             grid("Escalation level and last action",
                  "The host's level now, and seconds since its last remediation action (if any since start-up).",
                  f"{on_host('monitord_escalation_level')}"
@@ -184,6 +178,10 @@ def sections() -> list[tuple[str, list]]:
             graph("Scheduler lateness", "How late checks start; high means an overloaded daemon.",
                   (quantile(0.5, "monitord_scheduler_lateness_seconds"), "p50"),
                   (quantile(0.99, "monitord_scheduler_lateness_seconds"), "p99"),
+                  unit="s", w=8),
+            graph("Stalest check by kind", "Seconds since the check of each kind that ran least recently last "
+                  "started; above the kind's interval (plus its timeout) means checks are not running.",
+                  (f"time() - min by (kind) ({fleet('monitord_probe_oldest_run_timestamp_seconds')})", "{{kind}}"),
                   unit="s", w=8),
             graph("Probe results", "Probe runs per second by kind, status and reason.",
                   (increase_by("kind, status, reason", "monitord_probe_results_total", "rate"),

@@ -244,7 +244,15 @@ class Daemon:
         return self.engine.explain(host)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+        """The exposition, rendered in a thread (never on the scheduler's loop); ``?host=NAME``
+        (repeatable) limits it to those hosts' checks, in detail."""
+        if unknown := sorted(set(request.query) - {"host"}):
+            return web.json_response({"error": f"unknown query parameter {unknown[0]!r} (only host)"}, status=400)
+        hosts = request.query.getall("host", None)
+        if hosts is not None and (missing := [h for h in hosts if h not in self.config.hosts]):
+            return web.json_response({"error": f"no host {missing[0]!r} in the configuration"}, status=404)
+        body = await asyncio.to_thread(self.metrics.exposition, hosts)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _healthy_handler(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import platform
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 from monitord import __version__
 from monitord.run.checkstate import CheckState
@@ -24,33 +29,91 @@ CLOSE_REASONS = ("idle", "evicted", "refused")
 prometheus_client.disable_created_metrics()
 
 
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+@dataclass(slots=True)
+class _Check:
+    """What the exposition shows of one check: its label text (made once) and its last figures."""
+
+    labels: str
+    host: str
+    kind: str
+    success: float | None = None
+    duration: float | None = None
+    state: int = 0
+    status: int | None = None
+    last_run: float | None = None
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+class CheckFamily:
+    """A gauge with one series per check (labels host, check, kind; ``values``: one per value name).
+
+    Described in the registry like any metric, but its samples are rendered by
+    :meth:`Metrics.exposition` straight from the checks' rows: no child object per check.
+    ``detail`` families appear only in a per-host scrape (``/metrics?host=...``).
+    """
+
+    def __init__(self, name: str, documentation: str, attribute: str, *, registry: CollectorRegistry,
+                 detail: bool = False) -> None:
+        self.name, self.documentation, self.attribute, self.detail = name, documentation, attribute, detail
+        self._labelnames = CHECK_LABELS + (("name",) if attribute == "values" else ())
+        registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "gauge")]
+
+    def collect(self) -> list[Metric]:
+        return []  # rendered by Metrics.exposition
+
+    def render(self, rows: list[_Check]) -> str:
+        """The family's text: HELP, TYPE and a line per check that has the figure."""
+        name, attribute = self.name, self.attribute
+        doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines = [f"# HELP {name} {doc}\n# TYPE {name} gauge\n"]
+        if attribute == "values":
+            lines.extend(f'{name}{{{row.labels},name="{_escape(key)}"}} {floatToGoString(value)}\n'
+                         for row in rows for key, value in row.values.items())
+        else:
+            for row in rows:
+                value = getattr(row, attribute)
+                if value is not None:
+                    lines.append(f"{name}{{{row.labels}}} {floatToGoString(value)}\n")
+        return "".join(lines)
+
+
 class Metrics:
     """The daemon's metrics, on a registry of their own (so tests can run several daemons)."""
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.probe_success = Gauge(
-            "monitord_probe_success", "1 if the last run of the check was OK, else 0.", CHECK_LABELS, registry=r)
-        self.probe_duration = Gauge(
-            "monitord_probe_duration_seconds", "How long the last run of the check took.", CHECK_LABELS, registry=r)
-        self.probe_last_run = Gauge(
-            "monitord_probe_last_run_timestamp_seconds", "When the last run of the check started.", CHECK_LABELS,
+        self.probe_success = CheckFamily(
+            "monitord_probe_success", "1 if the last run of the check was OK, else 0.", "success", registry=r)
+        self.probe_duration = CheckFamily(
+            "monitord_probe_duration_seconds", "How long the last run of the check took.", "duration", registry=r)
+        self.check_state = CheckFamily(
+            "monitord_check_state", "0 ok, 1 soft (unconfirmed) problem, 2 hard (confirmed) problem.", "state",
             registry=r)
-        self.probe_status = Gauge(
-            "monitord_probe_status", "Status of the last run: 0 ok, 1 warning, 2 critical, 3 unknown.", CHECK_LABELS,
-            registry=r)
-        self.probe_value = Gauge(
-            "monitord_probe_value", "A value measured by the last run (name says which, e.g. rtt_avg_ms).",
-            CHECK_LABELS + ("name",), registry=r)
-        self.check_state = Gauge(
-            "monitord_check_state", "0 ok, 1 soft (unconfirmed) problem, 2 hard (confirmed) problem.", CHECK_LABELS,
-            registry=r)
+        self.probe_status = CheckFamily(
+            "monitord_probe_status", "Status of the last run: 0 ok, 1 warning, 2 critical, 3 unknown.", "status",
+            registry=r, detail=True)
+        self.probe_last_run = CheckFamily(
+            "monitord_probe_last_run_timestamp_seconds", "When the last run of the check started.", "last_run",
+            registry=r, detail=True)
+        self.probe_value = CheckFamily(
+            "monitord_probe_value", "A value measured by the last run (name says which, e.g. rtt_avg_ms).", "values",
+            registry=r, detail=True)
+        self.oldest_run = Gauge(
+            "monitord_probe_oldest_run_timestamp_seconds", "When the check of this kind that ran least recently "
+            "last started (time() minus it: how stale the stalest check is).", ("kind",), registry=r)
         self.probe_results = Counter(
             "monitord_probe_results", "Probe runs by kind, status and reason.", ("kind", "status", "reason"),
             registry=r)
         self.lateness = Histogram(
-            "monitord_scheduler_lateness_seconds", "How late checks started relative to their due time.",
-            buckets=LATENESS_BUCKETS, registry=r)
+            "monitord_scheduler_lateness_seconds", "How late checks of the kind started relative to their due time.",
+            ("kind",), buckets=LATENESS_BUCKETS, registry=r)
         self.checks_configured = Gauge(
             "monitord_checks_configured", "Enabled checks in the running configuration.", registry=r)
         self.checks_running = Gauge(
@@ -104,6 +167,9 @@ class Metrics:
         self.reload_timestamp = Gauge(
             "monitord_config_last_reload_success_timestamp_seconds", "When the configuration last loaded.",
             registry=r)
+        self._families = [self.probe_success, self.probe_duration, self.check_state, self.probe_status,
+                          self.probe_last_run, self.probe_value]
+        self._checks: dict[tuple[str, str, str], _Check] = {}
         self.build_info.labels(__version__, platform.python_version()).set(1)
         # counters of a known set of labels start at 0, so increase() sees their first event
         for step in Step:
@@ -116,30 +182,58 @@ class Metrics:
 
     def observe(self, host: str, check: str, kind: str, result: Result, state: CheckState) -> None:
         """Record a finished run and the state it left the check in."""
-        labels = (host, check, kind)
-        self.probe_success.labels(*labels).set(1 if result.ok else 0)
-        self.probe_duration.labels(*labels).set(result.duration)
-        self.probe_last_run.labels(*labels).set(result.started_at)
-        self.probe_status.labels(*labels).set(int(result.status))
-        for name, value in result.values.items():
-            self.probe_value.labels(*labels, name).set(value)
-        self.check_state.labels(*labels).set(state.level)
+        row = self._row(host, check, kind)
+        row.success = 1.0 if result.ok else 0.0
+        row.duration = result.duration
+        row.state = state.level
+        row.status = int(result.status)
+        row.last_run = result.started_at
+        row.values = result.values
         self.probe_results.labels(kind, str(result.status), str(result.reason) or "none").inc()
 
     def restore(self, host: str, check: str, kind: str, state: CheckState) -> None:
         """Show a check's persisted state right after start-up, before its first run."""
-        self.check_state.labels(host, check, kind).set(state.level)
+        row = self._row(host, check, kind)
+        row.state = state.level
         if state.last_result is not None:
-            self.probe_success.labels(host, check, kind).set(1 if state.last_result.ok else 0)
-            self.probe_last_run.labels(host, check, kind).set(state.last_result.started_at)
+            row.success = 1.0 if state.last_result.ok else 0.0
+            row.last_run = state.last_result.started_at
 
     def forget(self, host: str, check: str, kind: str) -> None:
         """Drop every series of a check that left the configuration."""
-        labels = {"host": host, "check": check, "kind": kind}
-        for gauge in (self.probe_success, self.probe_duration, self.probe_last_run, self.probe_status,
-                      self.probe_value, self.check_state):
-            gauge.remove_by_labels(labels)
+        self._checks.pop((host, check, kind), None)
 
-    def exposition(self) -> bytes:
-        """The text exposition format of every metric."""
-        return redact(generate_latest(self.registry).decode()).encode()
+    def check(self, host: str, check: str, kind: str) -> _Check | None:
+        """What the exposition shows of a check, or None if it has no series."""
+        return self._checks.get((host, check, kind))
+
+    def _row(self, host: str, check: str, kind: str) -> _Check:
+        row = self._checks.get((host, check, kind))
+        if row is None:
+            row = self._checks[(host, check, kind)] = _Check(
+                f'check="{_escape(check)}",host="{_escape(host)}",kind="{_escape(kind)}"', host, kind)
+        return row
+
+    def exposition(self, hosts: Collection[str] | None = None) -> bytes:
+        """The text exposition format: every metric, with the three series of each check; or, for
+        ``hosts`` (a per-host scrape, like blackbox's ``/probe``), only their checks' series, in detail.
+
+        Reads a snapshot of the checks and takes no lock the event loop waits on, so it can run
+        in a thread while the loop goes on recording results.
+        """
+        rows = list(self._checks.values())  # one C-level copy: safe against the loop adding checks meanwhile
+        if hosts is None:
+            oldest: dict[str, float] = {}
+            for row in rows:
+                if row.last_run is not None and row.last_run < oldest.get(row.kind, math.inf):
+                    oldest[row.kind] = row.last_run
+            self.oldest_run.clear()
+            for kind, when in oldest.items():
+                self.oldest_run.labels(kind).set(when)
+            head = generate_latest(self.registry).decode()
+            families = [f for f in self._families if not f.detail]
+        else:
+            wanted = set(hosts)
+            rows = [row for row in rows if row.host in wanted]
+            head, families = "", self._families
+        return redact(head + "".join(family.render(rows) for family in families)).encode()

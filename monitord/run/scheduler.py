@@ -196,7 +196,7 @@ class Scheduler:
         spec = entry.spec
         async with self._sem if spec.kind.bounded else contextlib.nullcontext():
             start = self.clock.time()
-            self.metrics.lateness.observe(max(0.0, start - entry.due))
+            self.metrics.lateness.labels(spec.kind.name).observe(max(0.0, start - entry.due))
             self.metrics.checks_running.inc()
             try:
                 result = await run_probe(spec.kind, self.ctx, spec.call(), spec.params, start)
