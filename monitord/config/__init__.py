@@ -298,10 +298,15 @@ class MaintenanceWindow(TimeWindow):
 
 
 class ApiSettings(StrictModel):
-    """The HTTP API's read side (``GET /api/v1/...``); writes always need ``daemon.api_token``."""
+    """The HTTP API's read side (``GET /api/v1/...`` and the status page at ``/``); writes always
+    need ``daemon.api_token``."""
 
     reads: Literal["open", "token", "off"] = Field(
         default="open", description="open: anyone who reaches the listener; token: the bearer token too; off: 403")
+    page_refresh: Duration = Field(default=30.0, ge=5, le=3600,
+                                   description="how often the status page at / reloads itself in the browser")
+    page_lang: Literal["ja", "en"] = Field(
+        default="ja", description="the status page's language when the browser's Accept-Language names neither")
 
 
 class DaemonSettings(StrictModel):

@@ -54,13 +54,17 @@ class Api:
 
     def authenticate(self, request: web.Request) -> None:
         """Refuse the request unless it carries the API token."""
+        self.check_token(bearer_token(request))
+
+    def check_token(self, given: bytes) -> None:
+        """Refuse unless ``given`` is the API token (a bearer token, or typed into the status page)."""
         token_ref = self.config().daemon.api_token
         if token_ref is None:
             raise Refusal(403, "the API is off: set daemon.api_token")
         token = read_token(token_ref, "the API token (daemon.api_token)")
         if token is None:
             raise Refusal(403, "the API is off: its token cannot be read (see the daemon's log)")
-        if not token_matches(bearer_token(request), [token]):
+        if not token_matches(given, [token]):
             raise unauthorised()
 
     async def ack(self, request: web.Request) -> web.Response:
@@ -68,10 +72,14 @@ class Api:
         self.authenticate(request)
         incident_id = path_id(request, "incident")
         body = await body_of(request, "by")
+        count = self.acknowledge(incident_id, body.get("by") or "api")
+        return web.json_response({"incident": incident_id, "acknowledged": count})
+
+    def acknowledge(self, incident_id: int, by: str) -> int:
+        """Acknowledge an incident's open pages (404 if there is no such incident); how many."""
         if not any(i.id == incident_id for i in self.store.incidents()):
             raise Refusal(404, f"no incident #{incident_id}")
-        count = acknowledge(self.store, incident_id, body.get("by") or "api", self.clock.time())
-        return web.json_response({"incident": incident_id, "acknowledged": count})
+        return acknowledge(self.store, incident_id, by, self.clock.time())
 
     async def quarantine(self, request: web.Request) -> web.Response:
         """Quarantine a host: recorded at once, powered off under the host's lock."""

@@ -18,6 +18,7 @@ from monitord.records import report
 from monitord.edge import sdnotify
 from monitord.edge.api import Api
 from monitord.edge.readapi import ReadApi
+from monitord.edge.statuspage import StatusPage
 from monitord.escalation.engine import Engine
 from monitord.edge.listener import Listener
 from monitord.paging.notify import Notifier
@@ -225,6 +226,7 @@ class Daemon:
         api = Api(self.store, self.clock, lambda: self.config, self.engine)
         api.install(app)
         ReadApi(api, self).install(app)
+        StatusPage(api, self).install(app)
         await self.listener.start(*self.config.daemon.metrics_address)
 
     def status(self) -> dict:
@@ -233,7 +235,8 @@ class Daemon:
         return {"version": __version__, "started_at": self.started_at, "uptime": now - self.started_at,
                 "dry_run": self.dry_run, "hosts": len(self.config.hosts), "checks": len(due),
                 "scheduler_lateness": max([0.0, *(now - d for d in due.values())]),
-                "last_reload": self.last_reload, "store": {"ok": self.store.fault is None, "fault": self.store.fault}}
+                "last_reload": self.last_reload, "store": {"ok": self.store.fault is None, "fault": self.store.fault},
+                "blast_radius": {"active": self.engine.blast.active is not None, "reason": self.engine.blast.active}}
 
     def due(self) -> dict[str, float]:
         """When each check runs next."""

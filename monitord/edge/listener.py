@@ -206,9 +206,10 @@ class Listener:
 
 async def _finish(request: web.Request, response: web.StreamResponse) -> None:
     """Last touches on every answer: no versions in ``Server``; aiohttp's own errors (no route,
-    wrong method, body too large, bad ``Expect``...) told in JSON like ours."""
+    wrong method, body too large, bad ``Expect``...; plain text) told in JSON like ours. The
+    status page's own refusals stay HTML."""
     response.headers["Server"] = SERVER
-    if response.status >= 400 and isinstance(response, web.Response) and response.content_type != "application/json":
+    if response.status >= 400 and isinstance(response, web.Response) and response.content_type == "text/plain":
         text = response.text or ""
         prefix = f"{response.status}: "
         why = text[len(prefix):] if text.startswith(prefix) else text or response.reason
