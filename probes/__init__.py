@@ -6,7 +6,7 @@ kind adds to the config's cascaded settings (:data:`BackupPlan`).
 
 from __future__ import annotations
 
-from probes import backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, process, smtp, snmphost, ssh, tcp
+from probes import alertmanager, backup, bmc, disk, ftp, heartbeat, http, imap, logs, mysql, ping, plugin, pop, postgres, process, smtp, snmphost, ssh, tcp
 from monitord.shared.probe import ProbeKind
 
 BackupPlan = backup.PlanName
@@ -34,5 +34,6 @@ REGISTRY: dict[str, ProbeKind] = {
         disk.KIND,
         backup.KIND,
         process.KIND,
+        alertmanager.KIND,
     )
 }

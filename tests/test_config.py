@@ -17,7 +17,7 @@ from monitord.shared.fields import format_duration, parse_duration
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
-KINDS = "ping, tcp, http, https, ftp, smtp, pop, imap, ssh, postgres, mysql, plugin, heartbeat, bmc, snmp, logs, disk, backup, process"
+KINDS = "ping, tcp, http, https, ftp, smtp, pop, imap, ssh, postgres, mysql, plugin, heartbeat, bmc, snmp, logs, disk, backup, process, alertmanager"
 
 INVALID = {
     "unknown-key-typo": ["defaults.intervalls: unknown key (did you mean 'intervals'?) (line 2)"],

@@ -206,7 +206,8 @@ class Daemon:
     async def _set_up_kinds(self, config: Config, add_route: Callable | None = None) -> None:
         """Each probe kind's start-up setup (:attr:`ProbeKind.setup`); ``add_route`` only at the start."""
         await set_up_kinds(self.ctx, config, config.checks(), add_route=add_route, store=self.store,
-                           clock=self.clock, running=lambda: self.config)
+                           clock=self.clock, running=lambda: self.config, metrics=self.metrics,
+                           run_soon=self.scheduler.run_soon)
 
     def _journal(self, what: str, reason: str, **detail: object) -> None:
         """Journal what the daemon did; if the store cannot take it, it has said so (once) already."""

@@ -157,6 +157,9 @@ class Metrics:
             "monitord_http_connections_closed", "Connections the HTTP listener closed to protect itself: idle (no "
             "request in time), evicted (idle the longest, to make room at the cap), refused (at the cap, all busy).",
             ("reason",), registry=r)
+        self.alertmanager_unmatched = Counter(
+            "monitord_alertmanager_alerts_unmatched", "Alerts Alertmanager posted that matched no alertmanager check.",
+            registry=r)
         self.store_healthy = Gauge(
             "monitord_store_healthy", "1 if the state store can be written; 0 while writes fail (disk full, I/O "
             "error, damage): automatic actions are held.", registry=r)

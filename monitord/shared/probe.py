@@ -169,7 +169,9 @@ class Runtime:
     (for the CLI: among the checks about to run). Only the daemon's start gives the rest:
     ``add_route(path, handler)`` adds a POST route to the daemon's hardened HTTP listener,
     ``store`` keeps what the kind receives (:class:`HeartbeatStore`), ``clock`` is the daemon's
-    clock and ``running()`` the running config.
+    clock and ``running()`` the running config, ``metrics`` the daemon's metrics and
+    ``run_soon(check_id)`` runs a check at once, out of schedule (a passive kind that just
+    received something that changes a check's verdict).
     """
 
     settings: Any = None
@@ -178,6 +180,8 @@ class Runtime:
     store: Any = None
     clock: Any = None
     running: Callable[[], Any] | None = None
+    metrics: Any = None
+    run_soon: Callable[[str], None] | None = None
 
 
 class SetupFunc(Protocol):
