@@ -5,6 +5,7 @@ each failing with a dead BMC; a closed incident from ten days ago."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -35,7 +36,8 @@ def fleet(tmp: Path, port: int, open_port: int, reads: str = "open") -> Path:
     down = {"closed": {"kind": "tcp", "port": closed, "host_critical": True}}
     config = {
         "daemon": {"state_path": str(tmp / "state.db"), "metrics_listen": f"127.0.0.1:{port}",
-                   "api_token": {"file": str(tmp / "api.token")}, "api": {"reads": reads}},
+                   "api_token": {"file": str(tmp / "api.token")}, "api": {"reads": reads},
+                   "alertmanager": {"token": {"file": str(tmp / "api.token")}}},  # schemathesis posts with it
         "defaults": {"intervals": {"tcp": "1s"}, "retry_interval": "500ms", "max_attempts": 2, "timeout": "800ms"},
         "escalation": {"blast_radius": {"max_down_percent": 100, "max_down_hosts": 100}},
         "hosts": {
@@ -290,14 +292,22 @@ def test_the_document_describes_exactly_the_routes_served(tmp_path):
 
     from monitord.config import parse_config
     from monitord.edge.api import Api
+    from monitord.edge.metrics import Metrics
     from monitord.edge.readapi import OPENAPI, ReadApi
+    from monitord.run.runner import set_up_kinds
     from monitord.shared.clock import SystemClock
+    from monitord.shared.probe import ProbeContext
 
     store = SQLiteStore(tmp_path / "state.db")
     app = web.Application()
-    api = Api(store, SystemClock(), lambda: parse_config("{}"), actions=object())  # actions: the engine's routes
+    config = parse_config("{}")
+    api = Api(store, SystemClock(), lambda: config, actions=object())  # actions: the engine's routes
     api.install(app)
     ReadApi(api, live=None).install(app)
+    ctx = ProbeContext(tmp_path)  # and the routes probe kinds add at the start (heartbeats, Alertmanager)
+    asyncio.run(set_up_kinds(ctx, config, [], add_route=app.router.add_post, store=store, clock=SystemClock(),
+                             running=lambda: config, metrics=Metrics(), run_soon=lambda check_id: None))
+    asyncio.run(ctx.aclose())
     served = {(route.method.lower(), route.resource.canonical) for route in app.router.routes()}
     documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert served == documented

@@ -5,6 +5,8 @@ that it acts at once and under its own locks (the CLI uses it when the daemon ru
 - ``POST /api/v1/hosts/{host}/quarantine``, body ``{"reason": "...", "by": "name"}``: record the
   quarantine, then power the host off under its lock; answers ``{"powered_off": bool, "summary": "..."}``.
 - ``POST /api/v1/hosts/{host}/release``, body ``{"by": "name"}``: lift it (409 if not quarantined).
+- ``POST /api/v1/pagerduty``: PagerDuty's V3 webhooks, signed instead of carrying the token
+  (:mod:`monitord.paging.pdwebhook`).
 
 These write: every request carries ``Authorization: Bearer TOKEN`` (``daemon.api_token``); bodies are
 optional JSON objects with only those keys. Without a configured token the API is off (403);
@@ -24,6 +26,7 @@ from monitord.config import Config
 from monitord.shared.http import (Refusal, bearer_token, loads, path_id, read_body, read_token, token_matches,
                                   unauthorised)
 from monitord.paging.notify import acknowledge
+from monitord.paging.pdwebhook import ROUTE as PAGERDUTY_ROUTE, PagerDutyWebhook
 from monitord.records.state import Store
 
 ACK_ROUTE = "/api/v1/incidents/{incident}/ack"
@@ -48,6 +51,7 @@ class Api:
     def install(self, app: web.Application) -> None:
         """Add the API routes to ``app``."""
         app.router.add_post(ACK_ROUTE, self.ack)
+        app.router.add_post(PAGERDUTY_ROUTE, PagerDutyWebhook(self.store, self.clock, self.config).handle)
         if self.actions is not None:
             app.router.add_post(QUARANTINE_ROUTE, self.quarantine)
             app.router.add_post(RELEASE_ROUTE, self.release)

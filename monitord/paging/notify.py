@@ -286,8 +286,9 @@ class Notifier:
                                            decision=decision, reason=reason, detail=detail or {}))
 
 
-def acknowledge(store: Store, incident_id: int, by: str | None, now: float) -> int:
-    """Mark an incident's unacknowledged pages acknowledged (the CLI and the HTTP API); return how many.
+def acknowledge(store: Store, incident_id: int, by: str | None, now: float, why: str = "", **detail: str) -> int:
+    """Mark an incident's unacknowledged pages acknowledged (the CLI, the HTTP API, PagerDuty); return
+    how many. ``why`` and ``detail`` add to the journal entry.
 
     The running daemon's notifier sends the acknowledgements to the receivers and stops escalating.
     """
@@ -296,5 +297,6 @@ def acknowledge(store: Store, incident_id: int, by: str | None, now: float) -> i
         for page in pages:
             store.update_page(page.id, acked_at=now, acked_by=by)
         store.append(JournalEntry(ts=now, event="ack", incident_id=incident_id, decision="acknowledged",
-                                  reason=f"{len(pages)} page(s) acknowledged", detail={"by": by}))
+                                  reason=f"{len(pages)} page(s) acknowledged" + (f": {why}" if why else ""),
+                                  detail={"by": by, **detail}))
     return len(pages)

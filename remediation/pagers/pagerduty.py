@@ -28,6 +28,8 @@ class PagerDutyConfig(IntegrationBase):
     url: HttpUrl = DEFAULT_URL
     component: str | None = None
     group: str | None = None
+    webhook_secret: SecretRef | None = Field(
+        default=None, description="the signing secret of the V3 webhook subscription that posts to /api/v1/pagerduty")
 
 
 def event(message: Message, routing_key: str, config: PagerDutyConfig) -> dict:
