@@ -100,3 +100,29 @@ def unit_engine(store, config, scheduler, drivers):
     notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
     return Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=scheduler,
                   notifier=notifier, drivers=drivers)
+
+
+class Served:
+    """The daemon's hardened HTTP listener on a free loopback port, with the routes a test adds
+    to :attr:`app`, and an HTTP client for it (``async with``)."""
+
+    def __init__(self) -> None:
+        from monitord.edge.listener import Listener
+        from monitord.edge.metrics import Metrics
+
+        self.listener = Listener(Metrics())
+        self.app = self.listener.app
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.listener.port}{path}"
+
+    async def __aenter__(self):
+        import aiohttp
+
+        await self.listener.start("127.0.0.1", 0)
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.http.close()
+        await self.listener.stop()

@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 import logging
 
-import aiohttp
 import pytest
 
 from monitord.config import ConfigError, parse_config
-from monitord.edge.listener import Listener
-from monitord.edge.metrics import Metrics
 from monitord.shared.probe import ProbeCall, ProbeContext
 from monitord.shared.results import Reason, Status
 from probes import alertmanager
 from probes.alertmanager import Receiver, parse_matcher, parse_payload
 from tests.fakeclock import FakeClock
+from tests.support import Served
 
 TOKEN = "am-t0ken"
 
@@ -140,32 +138,22 @@ def test_bad_payloads_say_why(raw, why):
 # The receiver, over HTTP, on a fake clock
 
 
-class Served:
+class Receiving(Served):
     """A receiver on the daemon's listener, with what it counted and ran."""
 
     def __init__(self, tmp_path, clock: FakeClock, config_text: str = CONFIG):
+        super().__init__()
         self.config = parse_config(config_text)
         self.clock, self.path = clock, tmp_path / "alerts.json"
         self.unmatched: list[int] = []
         self.ran: list[str] = []
         self.receiver = Receiver(self.path, clock, lambda: self.config, settings=lambda: self.config.daemon.alertmanager,
                                  unmatched=self.unmatched.append, run_soon=self.ran.append)
-        self.listener = Listener(Metrics())
-        self.listener.app.router.add_post(alertmanager.ROUTE, self.receiver.handle)
-
-    async def __aenter__(self) -> "Served":
-        await self.listener.start("127.0.0.1", 0)
-        self.http = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.http.close()
-        await self.listener.stop()
+        self.app.router.add_post(alertmanager.ROUTE, self.receiver.handle)
 
     async def post(self, body: bytes, token: str | None = TOKEN) -> tuple[int, dict]:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        async with self.http.post(f"http://127.0.0.1:{self.listener.port}{alertmanager.ROUTE}", data=body,
-                                  headers=headers) as response:
+        async with self.http.post(self.url(alertmanager.ROUTE), data=body, headers=headers) as response:
             return response.status, await response.json()
 
     def verdict(self, host: str, check: str) -> tuple[Status, str]:
@@ -180,7 +168,7 @@ def token_env(monkeypatch):
 
 async def test_firing_alerts_become_verdicts_and_resolving_clears_them(tmp_path):
     clock = FakeClock()
-    async with Served(tmp_path, clock) as served:
+    async with Receiving(tmp_path, clock) as served:
         assert served.verdict("web1", "disk") == (Status.OK, "no alert firing")
         status, body = await served.post(payload(alert(severity="warning"), alert("DiskFull", "db1")))
         assert (status, body) == (200, {"alerts": 2, "matched": 2, "unmatched": 0})
@@ -206,7 +194,7 @@ async def test_firing_alerts_become_verdicts_and_resolving_clears_them(tmp_path)
 
 async def test_an_alert_not_repeated_within_stale_after_is_unknown_until_it_comes_again(tmp_path):
     clock = FakeClock()
-    async with Served(tmp_path, clock) as served:
+    async with Receiving(tmp_path, clock) as served:
         await served.post(payload(alert("Load")))
         await clock.advance(3600)
         assert served.verdict("web1", "anything")[0] is Status.WARNING  # exactly stale_after: still fresh
@@ -228,11 +216,11 @@ async def test_an_alert_not_repeated_within_stale_after_is_unknown_until_it_come
 
 async def test_alerts_survive_a_restart_and_age_from_the_start(tmp_path):
     clock = FakeClock()
-    async with Served(tmp_path, clock) as served:
+    async with Receiving(tmp_path, clock) as served:
         await served.post(payload(alert(), alert("Load")))
         await served.post(payload(alert("Load", status="resolved")))
     await clock.advance(2 * 3600)  # the daemon was down for two hours: Alertmanager's repeats were lost
-    async with Served(tmp_path, clock) as restarted:
+    async with Receiving(tmp_path, clock) as restarted:
         assert restarted.verdict("web1", "disk")[0] is Status.CRITICAL
         assert restarted.verdict("web1", "anything")[0] is Status.WARNING  # DiskFull, not the resolved Load
         await clock.advance(3601)
@@ -242,7 +230,7 @@ async def test_alerts_survive_a_restart_and_age_from_the_start(tmp_path):
 async def test_unmatched_alerts_are_counted_and_logged_at_most_once_a_minute(tmp_path, caplog):
     clock = FakeClock()
     caplog.set_level(logging.WARNING, logger="probes.alertmanager")
-    async with Served(tmp_path, clock) as served:
+    async with Receiving(tmp_path, clock) as served:
         status, body = await served.post(payload(alert(), alert("DiskFull", "mail1"), alert("Load", "mail1")))
         assert (status, body) == (200, {"alerts": 3, "matched": 1, "unmatched": 2})
         assert served.verdict("web1", "disk")[0] is Status.CRITICAL  # the batch counts, only the strays do not
@@ -263,19 +251,19 @@ async def test_unmatched_alerts_are_counted_and_logged_at_most_once_a_minute(tmp
     ("wrong", 401, "missing or wrong bearer token"),
 ])
 async def test_a_notification_without_the_token_is_refused(tmp_path, token, status, why):
-    async with Served(tmp_path, FakeClock()) as served:
+    async with Receiving(tmp_path, FakeClock()) as served:
         assert await served.post(payload(alert()), token=token) == (status, {"error": why})
         assert served.verdict("web1", "disk")[0] is Status.OK and not served.path.exists()
 
 
 async def test_without_a_configured_token_the_receiver_is_off(tmp_path):
-    async with Served(tmp_path, FakeClock(), CONFIG.replace("{token: {env: AM_TEST_TOKEN}}", "{}")) as served:
+    async with Receiving(tmp_path, FakeClock(), CONFIG.replace("{token: {env: AM_TEST_TOKEN}}", "{}")) as served:
         assert await served.post(payload(alert())) == (
             403, {"error": "the Alertmanager receiver is off: set daemon.alertmanager.token"})
 
 
 async def test_a_bad_or_oversized_body_is_refused_with_a_reason_and_nothing_is_kept(tmp_path):
-    async with Served(tmp_path, FakeClock()) as served:
+    async with Receiving(tmp_path, FakeClock()) as served:
         assert await served.post(payload(alert(status="pending"))) == (
             400, {"error": 'alerts[0]: status must be "firing" or "resolved"'})
         status, body = await served.post(payload(*[alert(f"A{n}") for n in range(300)]))
@@ -284,7 +272,7 @@ async def test_a_bad_or_oversized_body_is_refused_with_a_reason_and_nothing_is_k
 
 
 async def test_alerts_that_cannot_be_kept_are_refused_with_503_so_alertmanager_retries(tmp_path):
-    async with Served(tmp_path, FakeClock()) as served:
+    async with Receiving(tmp_path, FakeClock()) as served:
         served.path.mkdir()  # not a file: the write fails
         assert await served.post(payload(alert())) == (503, {"error": "the alerts could not be kept; try again later"})
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.daemon_proc import wait_for
 from tests.support import Proc, free_port, need_binary, wait_port
-from tests.test_scenarios import HOST, HttpCapture, Fleet, loop  # noqa: F401 - shared fixtures
+from tests.test_scenarios import HOST, fleet, loop, pagerduty  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -58,20 +58,6 @@ class Alertmanager:
 
     def stop(self) -> None:
         self.proc.stop()
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = Fleet(tmp_path)
-    yield f
-    f.stop()
-
-
-@pytest.fixture
-def pagerduty():
-    capture = HttpCapture()
-    yield capture
-    capture.close()
 
 
 @pytest.fixture

@@ -11,18 +11,15 @@ import time
 import urllib.error
 import urllib.request
 
-import aiohttp
 import pytest
 
 from monitord.config import parse_config
 from monitord.edge.api import Api
-from monitord.edge.listener import Listener
-from monitord.edge.metrics import Metrics
 from monitord.paging.pdwebhook import ROUTE, parse_event, signed
 from monitord.records.state import SQLiteStore
 from tests.daemon_proc import wait_for
 from tests.fakeclock import FakeClock
-from tests.support import free_port
+from tests.support import Served, free_port
 from tests.test_scenarios import Fleet, HttpCapture
 
 SECRET = "pd-webhook-s3cret"
@@ -99,35 +96,29 @@ def secrets_env(monkeypatch):
     monkeypatch.setenv("PD_WEBHOOK_OLD", OLD_SECRET)
 
 
-class Served:
+class Paged(Served):
     """The API's routes on the daemon's listener, a store with one incident paged twice (two rounds)."""
 
     def __init__(self, tmp_path, config_text: str = CONFIG):
+        super().__init__()
         self.clock = FakeClock()
         self.store = SQLiteStore(tmp_path / "state.db")
         self.config = parse_config(config_text)
-        self.listener = Listener(Metrics())
-        Api(self.store, self.clock, lambda: self.config).install(self.listener.app)
+        Api(self.store, self.clock, lambda: self.config).install(self.app)
         now = self.clock.time()
         self.incident = self.store.open_incident("web1", "nginx", "http", now, now, "nginx is down")
         for n, key in enumerate(("monitord-page-1", "monitord-page-2")):
             page = self.store.open_page(self.incident, "web1", "service_failed", "error", "ops", "nginx is down", now)
             self.store.update_page(page, paged=[["pd", key], ["hook", key]], next_at=now + 900)
 
-    async def __aenter__(self) -> "Served":
-        await self.listener.start("127.0.0.1", 0)
-        self.http = aiohttp.ClientSession()
-        return self
-
     async def __aexit__(self, *exc) -> None:
-        await self.http.close()
-        await self.listener.stop()
+        await super().__aexit__(*exc)
         self.store.close()
 
     async def post(self, raw: bytes, sig: str | None = None) -> tuple[int, dict]:
         headers = {"X-PagerDuty-Signature": sig if sig is not None else signature(raw, SECRET),
                    "Content-Type": "application/json"}
-        async with self.http.post(f"http://127.0.0.1:{self.listener.port}{ROUTE}", data=raw, headers=headers) as r:
+        async with self.http.post(self.url(ROUTE), data=raw, headers=headers) as r:
             return r.status, await r.json()
 
     def acks(self) -> list[tuple[str, str, dict]]:
@@ -136,7 +127,7 @@ class Served:
 
 
 async def test_an_acknowledgement_in_pagerduty_acknowledges_the_incident_once(tmp_path):
-    async with Served(tmp_path) as served:
+    async with Paged(tmp_path) as served:
         assert await served.post(event("incident.acknowledged", "monitord-page-2")) == (
             200, {"event": "01EVENT", "acknowledged": 2})  # the key names one page; its incident's pages all
         pages = served.store.pages(incident_id=served.incident)
@@ -151,7 +142,7 @@ async def test_an_acknowledgement_in_pagerduty_acknowledges_the_incident_once(tm
 
 
 async def test_a_resolve_in_pagerduty_acknowledges_and_never_closes_the_incident(tmp_path):
-    async with Served(tmp_path) as served:
+    async with Paged(tmp_path) as served:
         status, body = await served.post(event("incident.resolved", "monitord-page-1", "01RESOLVE"))
         assert (status, body) == (200, {"event": "01RESOLVE", "acknowledged": 2})
         [incident] = served.store.incidents()
@@ -171,14 +162,14 @@ async def test_a_resolve_in_pagerduty_acknowledges_and_never_closes_the_incident
     (event("incident.acknowledged", "monitord-vendor-iaas-incident-1"), "no open monitord page has this incident key"),
 ])
 async def test_other_events_and_keys_are_answered_200_and_ignored(tmp_path, raw, why):
-    async with Served(tmp_path) as served:
+    async with Paged(tmp_path) as served:
         assert await served.post(raw) == (200, {"ignored": why})
         assert served.acks() == [] and all(p.acked_at is None for p in served.store.pages())
 
 
 async def test_signatures_are_required_and_checked_against_every_configured_secret(tmp_path):
     raw = event("incident.acknowledged", "monitord-page-1")
-    async with Served(tmp_path) as served:
+    async with Paged(tmp_path) as served:
         assert await served.post(raw, "") == (401, {"error": "missing X-PagerDuty-Signature"})
         assert await served.post(raw, signature(raw, "guess")) == (
             401, {"error": "X-PagerDuty-Signature matches no webhook secret"})
@@ -191,14 +182,14 @@ async def test_signatures_are_required_and_checked_against_every_configured_secr
 
 
 async def test_a_bad_body_with_a_good_signature_is_a_400_with_the_reason(tmp_path):
-    async with Served(tmp_path) as served:
+    async with Paged(tmp_path) as served:
         assert await served.post(b'{"messages": []}') == (400, {"error": 'body must be a PagerDuty V3 webhook: {"event": {...}}'})
 
 
 async def test_without_a_webhook_secret_the_route_is_off(tmp_path):
     config = CONFIG.replace(", webhook_secret: {env: PD_WEBHOOK_SECRET}", "").replace(
         ", webhook_secret: {env: PD_WEBHOOK_OLD}", "")
-    async with Served(tmp_path, config) as served:
+    async with Paged(tmp_path, config) as served:
         raw = event("incident.acknowledged", "monitord-page-1")
         assert await served.post(raw) == (
             403, {"error": "the PagerDuty webhook is off: set webhook_secret on a pagerduty integration"})
