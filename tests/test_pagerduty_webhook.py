@@ -158,8 +158,8 @@ async def test_a_resolve_in_pagerduty_acknowledges_and_never_closes_the_incident
 @pytest.mark.parametrize("raw,why", [
     (event("incident.triggered", "monitord-page-1"), "event type incident.triggered is not acted on"),
     (event("service.updated", "monitord-page-1"), "event type service.updated is not acted on"),
-    (event("incident.acknowledged", "d3640fbd41094207a1c11e58e46b1662"), "no open monitord page has this incident key"),
-    (event("incident.acknowledged", "monitord-vendor-iaas-incident-1"), "no open monitord page has this incident key"),
+    (event("incident.acknowledged", "d3640fbd41094207a1c11e58e46b1662"), "the incident key names no open page"),
+    (event("incident.acknowledged", "monitord-vendor-iaas-incident-1"), "the incident key names no open page"),
 ])
 async def test_other_events_and_keys_are_answered_200_and_ignored(tmp_path, raw, why):
     async with Paged(tmp_path) as served:

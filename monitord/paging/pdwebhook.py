@@ -109,7 +109,7 @@ class PagerDutyWebhook:
         incidents = {p.incident_id for p in self.store.pages()
                      if p.incident_id is not None and any(k == key for _, k in p.paged)}
         if not incidents:
-            return web.json_response({"ignored": "no open monitord page has this incident key"})
+            return web.json_response({"ignored": "the incident key names no open page"})
         agent = event.get("agent")
         by = "pagerduty" + (f": {agent['summary']}" if isinstance(agent, dict) and isinstance(agent.get("summary"), str)
                             else "")
