@@ -20,7 +20,7 @@ Alertmanager's side (``alertmanager.yml``)::
 Answers: 200 ``{"alerts": N, "matched": M, "unmatched": U}``; 403 while no token is configured
 (the receiver is off); 401 a missing or wrong token; 400 a body that is not a version 4 payload
 (saying what is wrong); 413 a body over the listener's limit; 503 when the alerts could not be
-kept (Alertmanager retries). Alerts that match no check are counted
+kept (nothing of the notification is taken; Alertmanager retries). Alerts that match no check are counted
 (``monitord_alertmanager_alerts_unmatched_total``) and logged at most once a minute; they never
 refuse the batch.
 
@@ -255,20 +255,20 @@ class Receiver:
         touched = {cid for _, ids in matched for cid in ids}
         before = {cid: self.judge(params) for cid, params in checks if cid in touched}
         now = self.clock.time()
+        firing = dict(self._firing)
         for alert, ids in matched:
             if alert.firing and ids:
-                self._firing[alert.fingerprint] = {"labels": alert.labels, "summary": alert.summary, "received": now}
+                firing[alert.fingerprint] = {"labels": alert.labels, "summary": alert.summary, "received": now}
             else:
-                self._firing.pop(alert.fingerprint, None)
-        if len(self._firing) > MAX_ALERTS:
-            oldest = sorted(self._firing, key=lambda fp: self._firing[fp]["received"])
-            for fingerprint in oldest[:len(self._firing) - MAX_ALERTS]:
-                del self._firing[fingerprint]
+                firing.pop(alert.fingerprint, None)
+        for fingerprint in sorted(firing, key=lambda fp: firing[fp]["received"])[:max(0, len(firing) - MAX_ALERTS)]:
+            del firing[fingerprint]
         try:
-            write_json(self.path, self._firing)
-        except OSError as exc:
+            write_json(self.path, firing)
+        except OSError as exc:  # nothing is taken: Alertmanager retries the notification
             log.error("could not keep Alertmanager's alerts in %s: %s", self.path, exc)
             return web.json_response({"error": "the alerts could not be kept; try again later"}, status=503)
+        self._firing = firing
         self._count_unmatched([alert for alert, ids in matched if not ids], now)
         for cid, params in checks:
             if cid in before and self.judge(params) != before[cid]:

@@ -275,6 +275,11 @@ async def test_alerts_that_cannot_be_kept_are_refused_with_503_so_alertmanager_r
     async with Receiving(tmp_path, FakeClock()) as served:
         served.path.mkdir()  # not a file: the write fails
         assert await served.post(payload(alert())) == (503, {"error": "the alerts could not be kept; try again later"})
+        assert served.verdict("web1", "disk")[0] is Status.OK and served.ran == []  # nothing taken
+        served.path.rmdir()
+        assert (await served.post(payload(alert())))[0] == 200  # Alertmanager's retry
+        assert served.verdict("web1", "disk")[0] is Status.CRITICAL
+        assert sorted(served.ran) == ["web1/anything", "web1/disk"]
 
 
 async def test_without_a_receiver_the_probe_is_unknown():
