@@ -11,7 +11,7 @@ PEER_PACKAGES=(
     nginx-light vsftpd dovecot-pop3d dovecot-imapd openssh-server openssh-client
     prometheus systemd python3-venv
     openipmi ipmitool snmpd snmp postgresql mariadb-server monitoring-plugins-basic
-    restic chromium prometheus-alertmanager
+    restic chromium fonts-vlgothic prometheus-alertmanager
     libvirt-daemon libvirt-clients libvirt-dev pkg-config gcc python3-dev
 )
 

@@ -239,6 +239,7 @@ async def test_everything_from_config_and_probes_is_escaped(fleet):
     words = Page(html).words
     assert "ACTIVE: no power action is taken 3 of 5 hosts down" in words
     assert "OVERDUE by 10m" in words and "FAILED, running the previous config" in words
+    assert "decided power_reset — reset via BMC" in words  # what was done, from the journal
 
 
 async def test_sla_timers_are_computed_when_the_page_is_rendered(fleet):
@@ -335,6 +336,13 @@ async def test_the_page_without_a_token_configured_refuses_acks(tmp_path):
     finally:
         store.close()
     assert status == 403 and "the API is off: set daemon.api_token" in Page(html).words
+
+
+def test_both_languages_have_every_label():
+    from monitord.edge.statuspage import STATES, words
+
+    assert set(words("ja")) == set(words("en"))
+    assert {*STATES, "ev_decided", "ev_outcome", "ev_blocked", "engineer_on_site"} <= set(words("en"))
 
 
 def test_html_parser_sees_text():  # the helper the tests above rely on

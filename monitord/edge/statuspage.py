@@ -44,7 +44,7 @@ STATES = ("critical", "warning", "unknown", "maintenance", "quarantined", "ok")
 """A host's state on the page, worst first (the order of the legend)."""
 ACK_ROUTE = "/incidents/{incident}/ack"
 UNGROUPED = ""
-HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                       "frame-ancestors 'none'; base-uri 'none'"}
 
