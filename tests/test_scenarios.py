@@ -279,10 +279,14 @@ def test_dead_service_is_restarted_over_ssh_and_verified(fleet, loop, HOST, make
     wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="http") == 1, 10, "http OK again")
 
 
-def test_off_hours_action_waits_for_the_emergency_contact(fleet, loop, HOST, make_ipmi_sim, make_ssh_host):
+@pytest.mark.parametrize("through", ["store", "api"])
+def test_off_hours_action_waits_for_the_emergency_contact(fleet, loop, HOST, make_ipmi_sim, make_ssh_host, through):
     bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}) &"})
     ssh = make_ssh_host(HOST)
     fleet.add("web1", HOST, bmc=bmc, ssh=ssh)
+    if through == "api":  # the answer goes through the daemon's API and wakes the waiting ladder
+        fleet.top["daemon"] = {"state_path": str(fleet.tmp / "state.db"), "log_level": "debug",
+                               "metrics_listen": f"127.0.0.1:{fleet.port}", "api_token": fleet.secret("api", "t0ken")}
     fleet.top["business_hours"] = {"days": ["mon"], "start": "00:00", "end": "00:00:01"}  # never business time
     daemon = fleet.start(remediation={"contact_first": ["power_reset"], "approval_timeout": "2m"})
     wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
@@ -290,7 +294,8 @@ def test_off_hours_action_waits_for_the_emergency_contact(fleet, loop, HOST, mak
     wait_for(lambda: "decided request_approval" in ladder(daemon), 30, "the approval request")
     time.sleep(1)
     assert bmc.commands() == []  # nothing happens before the contact answers
-    daemon.cli("approve", "web1", "--by", "customer-night-contact")
+    answered = daemon.cli("approve", "web1", "--by", "customer-night-contact")
+    assert answered.endswith("(the running daemon goes on at once)\n") == (through == "api")
     wait_for(lambda: "resolved" in ladder(daemon), 30, "the approved reset to resolve")
     assert bmc.commands() == ["reset"]
     assert ladder(daemon)[2:6] == ["decided request_approval", "outcome request_approval ok",

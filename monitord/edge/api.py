@@ -5,6 +5,8 @@ that it acts at once and under its own locks (the CLI uses it when the daemon ru
 - ``POST /api/v1/hosts/{host}/quarantine``, body ``{"reason": "...", "by": "name"}``: record the
   quarantine, then power the host off under its lock; answers ``{"powered_off": bool, "summary": "..."}``.
 - ``POST /api/v1/hosts/{host}/release``, body ``{"by": "name"}``: lift it (409 if not quarantined).
+- ``POST /api/v1/hosts/{host}/approve`` and ``/deny``, body ``{"by": "name"}``: the emergency
+  contact's answer for the host's pending off-hours action; the ladder waiting for it goes on at once.
 - ``POST /api/v1/pagerduty``: PagerDuty's V3 webhooks, signed instead of carrying the token
   (:mod:`monitord.paging.pdwebhook`).
 
@@ -17,6 +19,7 @@ The reads, and maintenance windows, are in :mod:`monitord.edge.readapi`.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Protocol
 
 from aiohttp import web
@@ -25,6 +28,8 @@ from monitord.shared.clock import Clock
 from monitord.config import Config
 from monitord.shared.http import (Refusal, bearer_token, loads, path_id, read_body, read_token, token_matches,
                                   unauthorised)
+from monitord.edge import acts, views
+from monitord.escalation.ladder import Phase
 from monitord.paging.notify import acknowledge
 from monitord.paging.pdwebhook import ROUTE as PAGERDUTY_ROUTE, PagerDutyWebhook
 from monitord.records.state import Store
@@ -32,6 +37,7 @@ from monitord.records.state import Store
 ACK_ROUTE = "/api/v1/incidents/{incident}/ack"
 QUARANTINE_ROUTE = "/api/v1/hosts/{host}/quarantine"
 RELEASE_ROUTE = "/api/v1/hosts/{host}/release"
+ANSWER_ROUTES = {"granted": "/api/v1/hosts/{host}/approve", "denied": "/api/v1/hosts/{host}/deny"}
 
 
 class Actions(Protocol):
@@ -40,6 +46,8 @@ class Actions(Protocol):
     async def quarantine(self, host: str, reason: str, by: str | None) -> tuple[bool, str]: ...
 
     async def release(self, host: str, by: str | None) -> bool: ...
+
+    def answered(self, host: str) -> None: ...
 
 
 class Api:
@@ -55,6 +63,8 @@ class Api:
         if self.actions is not None:
             app.router.add_post(QUARANTINE_ROUTE, self.quarantine)
             app.router.add_post(RELEASE_ROUTE, self.release)
+            for answer, route in ANSWER_ROUTES.items():
+                app.router.add_post(route, functools.partial(self.answer, answer))
 
     def authenticate(self, request: web.Request) -> None:
         """Refuse the request unless it carries the API token."""
@@ -102,6 +112,18 @@ class Api:
         if not await self.actions.release(host, body.get("by") or "api"):
             raise Refusal(409, f"{host} is not quarantined")
         return web.json_response({"host": host, "released": True})
+
+    async def answer(self, answer: str, request: web.Request) -> web.Response:
+        """The emergency contact's answer for a host's pending action: recorded, and the ladder
+        waiting for it told at once; ``awaiting`` says whether one was waiting."""
+        self.authenticate(request)
+        host = self.known_host(request)
+        body = await body_of(request, "by")
+        state = views.host_states(self.store).get(host)
+        awaiting = state is not None and state.phase is Phase.AWAITING_APPROVAL
+        acts.answer_approval(self.store, host, answer, body.get("by") or "api", self.clock.time())
+        self.actions.answered(host)
+        return web.json_response({"host": host, "answer": answer, "awaiting": awaiting})
 
     def known_host(self, request: web.Request) -> str:
         """The request's ``{host}``, which must be in the running config (404)."""

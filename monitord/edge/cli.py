@@ -11,8 +11,10 @@ windows, quarantine, approvals, acks, SLA stops, report texts) in short transact
 SQLite's locking serialises with the running daemon; the daemon picks them up on its next
 look. ``quarantine`` also powers the host off: the operator's explicit act, recorded first,
 which the daemon's guards then respect. While a daemon runs on the store (and has
-``daemon.api_token``), ``quarantine`` and ``release`` ask it through its API instead, so it acts
-at once under the host's lock, through the same power path as its ladders.
+``daemon.api_token``), ``quarantine``, ``release``, ``ack``, ``approve``, ``deny`` and
+``maintenance add|remove`` ask it through its API instead, so it acts at once under the host's
+lock (quarantine through the same power path as its ladders; an approval wakes the ladder
+waiting for it). Either way an act is written the same way (:mod:`monitord.edge.acts`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from monitord import __version__
-from monitord.edge import logsetup, views
+from monitord.edge import acts, logsetup, views
 from monitord.edge.caps import keep_capabilities_to_ourselves
 from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.shared.fields import format_duration, parse_duration, parse_id
@@ -341,16 +343,27 @@ def _cmd_maintenance_add(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         length = parse_duration(args.duration)
-        start = dt.datetime.fromisoformat(args.start).timestamp() if args.start else time.time()
+        start = dt.datetime.fromisoformat(args.start).astimezone() if args.start else None
     except ValueError as exc:
         print(f"monitord: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    with _store(config) as store:
-        window_id = store.add_maintenance(f"{kind}:{name}", start, start + length, args.reason, args.by)
-        _note(store, ts=time.time(), event="maintenance", decision="added", host=args.host,
-                     reason=args.reason, detail={"id": window_id, "target": f"{kind}:{name}",
-                                                 "start": start, "end": start + length, "by": args.by})
-    print(f"maintenance #{window_id}: {kind} {name} until {_when(start + length)}")
+    body = {"target": f"{kind}:{name}", "duration": args.duration, "reason": args.reason, "by": args.by,
+            "start": start and start.isoformat()}
+    answer = _ask_daemon(config, "/api/v1/maintenance", body)
+    if answer is not None:
+        window_id, ends = answer["id"], answer["ends"]
+    else:
+        begins = start.timestamp() if start else time.time()
+        with _store(config) as store:
+            try:
+                window_id = acts.add_window(config, store, body["target"], begins, length, args.reason, args.by,
+                                            time.time())
+            except ValueError as exc:
+                print(f"monitord: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+        ends = begins + length
+    print(f"maintenance #{window_id}: {kind} {name} until {_when(ends)}"
+          + (" (added by the running daemon)" if answer else ""))
     return EXIT_OK
 
 
@@ -371,11 +384,19 @@ def _cmd_maintenance_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
-    with _store(load_config(args.config)) as store:
-        if not store.remove_maintenance(args.id):
-            print(f"monitord: no maintenance window #{args.id}", file=sys.stderr)
-            return EXIT_USAGE
-        _note(store, ts=time.time(), event="maintenance", decision="removed", detail={"id": args.id})
+    config = load_config(args.config)
+    try:
+        answer = _ask_daemon(config, f"/api/v1/maintenance/{args.id}", {}, method="DELETE")
+    except Refused as exc:
+        if exc.status != 404:
+            raise
+        answer = {"removed": False}
+    if answer is None:
+        with _store(config) as store:
+            answer = {"removed": acts.remove_window(store, args.id, time.time())}
+    if not answer["removed"]:
+        print(f"monitord: no maintenance window #{args.id}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"maintenance #{args.id} removed")
     return EXIT_OK
 
@@ -433,12 +454,13 @@ class Refused(Exception):
         self.status = status
 
 
-def _ask_daemon(config: Config, path: str, body: dict | None = None) -> dict | list | None:
+def _ask_daemon(config: Config, path: str, body: dict | None = None, method: str | None = None) -> dict | list | None:
     """Ask the running daemon (its API) to act, so it acts at once under its own lock; None
     when no daemon runs on this store, or it cannot be asked (no ``daemon.api_token``, not
     answering): then the caller acts on the store directly, which the daemon's guards read.
     Raises :class:`Refused` with the daemon's reason for a 4xx answer. Without ``body`` it
-    reads (GET): reads may be open, so the token goes along only when there is one."""
+    reads (GET): reads may be open, so the token goes along only when there is one; with it, it
+    writes (POST, or ``method``)."""
     import urllib.error
     import urllib.request
 
@@ -459,7 +481,7 @@ def _ask_daemon(config: Config, path: str, body: dict | None = None) -> dict | l
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}{path}"
     data = None if body is None else json.dumps({k: v for k, v in body.items() if v is not None}).encode()
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    request = urllib.request.Request(url, data=data, headers=headers)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=API_TIMEOUT) as answer:
             return json.load(answer)
@@ -608,11 +630,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_answer(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _known_host(config, args.host, args.config)
-    with _store(config) as store:
-        store.set_approval(args.host, args.answer, time.time(), args.by)
-        _note(store, ts=time.time(), event="approval", host=args.host, decision=args.answer,
-                     detail={"by": args.by})
-    print(f"{args.host}: {args.answer}")
+    verb = "approve" if args.answer == "granted" else "deny"
+    answer = _ask_daemon(config, f"/api/v1/hosts/{args.host}/{verb}", {"by": args.by})
+    if answer is None:
+        with _store(config) as store:
+            acts.answer_approval(store, args.host, args.answer, args.by, time.time())
+    elif not answer["awaiting"]:
+        print(f"monitord: no action on {args.host} is waiting for an answer now; this one counts only for "
+              "a request already made", file=sys.stderr)
+    print(f"{args.host}: {args.answer}" + (" (the running daemon goes on at once)" if answer else ""))
     return EXIT_OK
 
 

@@ -7,7 +7,8 @@
 - ``GET /api/v1/incidents`` (``?state=open|closed|all``, ``?host=NAME``), ``/api/v1/incidents/{id}``
   (with its journal).
 - ``GET /api/v1/maintenance``; ``POST`` (body ``{"target": "host:NAME", "duration": "2h",
-  "reason": "...", "by": "..."}``) and ``DELETE /api/v1/maintenance/{id}`` need the bearer token.
+  "reason": "...", "by": "...", "start": "2026-12-01T02:00+09:00"}``, ``start`` optional: now)
+  and ``DELETE /api/v1/maintenance/{id}`` need the bearer token (:mod:`monitord.edge.acts`).
 
 Reads are open, token-protected or off by ``daemon.api.reads``. Nothing here probes, acts or
 journals, except adding and removing a window (journaled like the CLI's).
@@ -15,22 +16,20 @@ journals, except adding and removing a window (journaled like the CLI's).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from importlib import resources
 from typing import Mapping, Protocol
 
 from aiohttp import web
 
-from monitord.edge import views
+from monitord.edge import acts, views
 from monitord.edge.api import Api, body_of
-from monitord.records.state import JournalEntry
 from monitord.shared.fields import parse_duration
 from monitord.shared.http import Refusal, path_id
 
 OPENAPI = json.loads(resources.files("monitord.edge").joinpath("openapi.json").read_text(encoding="utf-8"))
 """The API's OpenAPI 3 document: the one description of its routes and answers."""
-MAX_WINDOW = 90 * 86400.0
-"""The longest maintenance window the API adds (a typo such as 3000h must not silence a host for months)."""
 
 
 class Live(Protocol):
@@ -122,40 +121,34 @@ class ReadApi:
                                   for w in views.maintenance(self.api.config(), self.api.store)])
 
     async def add_maintenance(self, request: web.Request) -> web.Response:
-        """Add a window from now for ``duration`` (it expires by itself)."""
+        """Add a window from now, or from ``start``, for ``duration`` (it expires by itself)."""
         self.api.authenticate(request)
-        body = await body_of(request, "target", "duration", "reason", "by")
-        config, store = self.api.config(), self.api.store
-        kind, _, name = body.get("target", "").partition(":")
-        known = {"host": config.hosts, "group": config.groups,
-                 "tag": {t for h in config.hosts.values() for t in h.tags}}.get(kind)
-        if known is None or name not in known:
-            raise Refusal(400, "target must be host:NAME, group:NAME or tag:NAME naming one in the running config")
+        body = await body_of(request, "target", "duration", "reason", "by", "start")
+        config, store, now = self.api.config(), self.api.store, self.api.clock.time()
         try:
             length = parse_duration(body.get("duration", ""))
         except ValueError as exc:
             raise Refusal(400, f"duration: {exc}") from None
-        if not 0 < length <= MAX_WINDOW:
-            raise Refusal(400, f"duration must be more than 0 and at most {MAX_WINDOW / 86400:g} days")
-        reason = body.get("reason", "").strip()
-        if not reason:
-            raise Refusal(400, "reason is required")
-        now, by = self.api.clock.time(), body.get("by") or "api"
-        with store.transaction(durable=True):
-            window_id = store.add_maintenance(f"{kind}:{name}", now, now + length, reason, by)
-            store.append(JournalEntry(ts=now, event="maintenance", decision="added", host=name if kind == "host" else None,
-                                      reason=reason, detail={"id": window_id, "target": f"{kind}:{name}", "start": now,
-                                                             "end": now + length, "by": by}))
+        start = now
+        if "start" in body:
+            try:
+                when = dt.datetime.fromisoformat(body["start"])
+            except ValueError:
+                when = None
+            if when is None or when.tzinfo is None:
+                raise Refusal(400, "start must be an ISO 8601 time with a UTC offset, e.g. 2026-12-01T02:00+09:00")
+            start = when.timestamp()
+        try:
+            window_id = acts.add_window(config, store, body.get("target", ""), start, length, body.get("reason", ""),
+                                        body.get("by") or "api", now)
+        except ValueError as exc:
+            raise Refusal(400, str(exc)) from None
         window = next(w for w in views.maintenance(config, store) if w["id"] == str(window_id))
         return web.json_response(views.window_json(window, now), status=201)
 
     async def remove_maintenance(self, request: web.Request) -> web.Response:
         self.api.authenticate(request)
         window_id = path_id(request, "window")
-        store = self.api.store
-        with store.transaction(durable=True):
-            if not store.remove_maintenance(window_id):
-                raise Refusal(404, f"no maintenance window #{window_id} (config windows are removed in the config)")
-            store.append(JournalEntry(ts=self.api.clock.time(), event="maintenance", decision="removed",
-                                      detail={"id": window_id}))
+        if not acts.remove_window(self.api.store, window_id, self.api.clock.time()):
+            raise Refusal(404, f"no maintenance window #{window_id} (config windows are removed in the config)")
         return web.json_response({"id": str(window_id), "removed": True})

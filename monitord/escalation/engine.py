@@ -80,6 +80,7 @@ class Engine:
         self.dry_run = dry_run
         self.drivers = drivers or Drivers()
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._answers: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
         # held only while a power command is under way: a quarantine waits for that, not for a boot wait
         self._power_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
@@ -674,6 +675,10 @@ class Engine:
         async with self._locks[host]:
             return quarantine.release(self.store, host, by)
 
+    def answered(self, host: str) -> None:
+        """An approval answer for ``host`` was recorded through the API: a ladder waiting for it reads it now."""
+        self._answers[host].set()
+
     async def _execute(self, host: str, act: esc.Act) -> esc.Done:
         self.metrics.last_action.labels(host).set(self.clock.time())
         try:
@@ -774,13 +779,17 @@ class Engine:
                         {"login": True, "was_active": was_active, "probe": result.summary})
 
     async def _approval(self, host: str, deadline: float) -> esc.Done:
-        """Wait for the emergency contact's answer (``monitord approve|deny HOST``) until ``deadline``."""
+        """Wait for the emergency contact's answer (``monitord approve|deny HOST``) until ``deadline``:
+        at once when it comes through the API (:meth:`answered`), else at the next look at the store
+        (the CLI writes it there when the daemon has no API token)."""
         since = self.clock.time()
         while self.clock.time() < deadline:
+            self._answers[host].clear()
             answer = self.store.take_approval(host, since)
             if answer is not None:
                 return esc.Done(esc.Step.REQUEST_APPROVAL, answer == "granted", detail={"answer": answer})
-            await self.clock.sleep_until(min(deadline, self.clock.time() + APPROVAL_POLL))
+            poll = min(deadline, self.clock.time() + APPROVAL_POLL)
+            await _first(self._answers[host].wait(), self.clock.sleep_until(poll))
         return esc.Done(esc.Step.REQUEST_APPROVAL, False, "timeout", {"answer": None})
 
     async def _resume(self, host: str) -> None:
@@ -884,3 +893,13 @@ def _journal_entry(host: str, d: esc.Decision, state: esc.HostState, incident: i
     if isinstance(d, esc.Retry):
         return JournalEntry(event="deferred", reason=d.why, detail={"until": d.at}, **base)
     return JournalEntry(event="note", reason=d.text, **base)
+
+
+async def _first(*waits) -> None:
+    """Wait until the first of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
