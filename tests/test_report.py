@@ -529,7 +529,7 @@ def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tm
                    check=True, timeout=600)
     [wheel] = (tmp_path / "dist").glob("monitord-*.whl")
     templates = sorted(p.relative_to(root).as_posix() for p in (root / "monitord" / "templates").rglob("*") if p.is_file())
-    assert len(templates) == 7 and set(templates) <= set(zipfile.ZipFile(wheel).namelist())
+    assert len(templates) == 12 and set(templates) <= set(zipfile.ZipFile(wheel).namelist())  # report/ and status/
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, timeout=600)
 
