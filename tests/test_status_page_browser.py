@@ -5,12 +5,15 @@ protocol) against a real daemon: a fake host on a loopback address behind a real
 The NOC's view, step by step: the page reloads itself; the host goes down and an incident
 appears; the ladder climbs to level 2 (reset, then power cycle) and dispatches; the operator
 acknowledges it with the page's button (the pages are acknowledged in the store and at the
-receiver); the host comes back and the incident clears. A screenshot of the page with the
-open incident is written to artifacts/status-page.png (not committed)."""
+receiver; a wrong token first gets the refusal page with its reason); the host comes back and
+the incident clears. A screenshot of the page with the open incident is written to
+artifacts/status-page.png (not committed)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +31,6 @@ TOKEN = "page-t0ken"
 
 async def until(browser: Browser, url: str, expression: str, what: str, timeout: float = 90):
     """Reload ``url`` until ``expression`` (on its DOM; a JSON value) is truthy; its value."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         await browser.goto(url)
@@ -93,6 +93,11 @@ async def test_an_incident_appears_climbs_is_acknowledged_and_clears(fleet: Flee
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         await browser.goto(page)
 
+        await browser.type_into(f"{section} form.ack input[name=token]", "a guess")
+        await browser.click(f"{section} form.ack button")
+        assert await browser.js("document.querySelector('#reason').innerText") == "missing or wrong bearer token"
+        assert (await browser.js("document.title")).startswith("Refused")
+        await browser.goto(page)
         await browser.type_into(f"{section} form.ack input[name=token]", TOKEN)
         await browser.type_into(f"{section} form.ack input[name=by]", "aoki")
         await browser.click(f"{section} form.ack button")
