@@ -1,20 +1,24 @@
 """``http`` and ``https``: a URL answers with an expected status (and body); https also checks
 how long the server's certificate stays valid.
 
-Each probe run uses its own :class:`aiohttp.ClientSession`, closed before the run ends. A
-shared session would pool keep-alive connections, so a run could reuse a connection made ten
-minutes earlier and never test that the server still accepts connections or what certificate
-it presents now; at the checks' intervals pooling saves nothing. ``async with`` closes the
-session on every path, including the runner's timeout cancelling the run.
+Every run of the daemon goes through one :class:`aiohttp.ClientSession` (a connector, no
+cookie jar), and the two TLS client contexts (verifying or not) are made once per process: a
+session and the system CA bundle per run cost more CPU than the request. The connector closes
+every connection after its response (``force_close``), so a run never reuses a connection made
+minutes earlier: each run tests that the server still accepts connections, and sees the
+certificate it presents now. Which TLS connections a run made is recorded per run (a context
+variable), since the contexts are shared.
 
 Timeouts and connection errors are not caught here: :func:`monitord.run.runner.classify` maps them.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 import time
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -31,6 +35,9 @@ MAX_BODY = 1024 * 1024
 """At most this many bytes of a body are read for ``body_match``."""
 
 USER_AGENT = "monitord-probe"
+
+_TLS_MADE: ContextVar[list[ssl.SSLObject]] = ContextVar("tls_made")
+"""The TLS objects the current run's connections were made with (set by :func:`run_https`)."""
 
 
 class _HttpCommon(CheckParams):
@@ -108,14 +115,14 @@ class HttpsParams(_HttpCommon):
 
 
 class _RecordingContext(ssl.SSLContext):
-    """An SSL context that remembers the TLS objects it creates, to read the peer certificate.
+    """An SSL context that hands the TLS objects it creates to the run that made them
+    (:data:`_TLS_MADE`), to read the peer certificate.
 
     aiohttp may release a connection before returning the response (when the whole body came
     with the headers), so the response cannot be relied on to reach the socket; the context
-    that made the TLS connection can.
+    that made the TLS connection can. The TLS object is made in a callback the connecting task
+    scheduled, so it runs in that task's context.
     """
-
-    made: list[ssl.SSLObject]
 
     def __repr__(self) -> str:
         # aiohttp puts the context in its error messages, which become check summaries
@@ -124,20 +131,33 @@ class _RecordingContext(ssl.SSLContext):
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
         """Create the TLS object as usual and remember it."""
         obj = super().wrap_bio(*args, **kwargs)
-        self.made.append(obj)
+        if (made := _TLS_MADE.get(None)) is not None:
+            made.append(obj)
         return obj
 
 
-def _tls_context(verify: bool) -> _RecordingContext:
-    """A client context; ``verify`` false checks neither the chain nor the name."""
+@functools.cache
+def tls_context(verify: bool) -> _RecordingContext:
+    """The client context, made once per process; ``verify`` false checks neither the chain nor the name."""
     context = _RecordingContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.made = []
     if verify:
         context.load_default_certs()
     else:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+async def session(ctx: ProbeContext) -> aiohttp.ClientSession:
+    """The daemon's one session for http and https runs, closed with ``ctx``."""
+    return await ctx.resource("http-session", _open_session)
+
+
+async def _open_session(ctx: ProbeContext) -> aiohttp.ClientSession:
+    # No aiohttp timeout: the runner's deadline covers the whole run.
+    return await ctx.enter(aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=0, force_close=True)))
 
 
 def _url(scheme: str, call: ProbeCall, params: _HttpCommon) -> URL:
@@ -166,7 +186,8 @@ def cert_days_left(der: bytes, now: float) -> float:
     return (not_after - datetime.fromtimestamp(now, timezone.utc)).total_seconds() / 86400
 
 
-async def _request(scheme: str, call: ProbeCall, params: _HttpCommon, tls: _RecordingContext | None) -> Outcome:
+async def _request(ctx: ProbeContext, scheme: str, call: ProbeCall, params: _HttpCommon,
+                   tls: _RecordingContext | None) -> Outcome:
     """Make the request, check status and body; the OK outcome carries status and timing."""
     headers = {"User-Agent": USER_AGENT}
     extra: dict[str, Any] = {}
@@ -174,39 +195,31 @@ async def _request(scheme: str, call: ProbeCall, params: _HttpCommon, tls: _Reco
         headers["Host"] = params.host_header
         if tls is not None:
             extra["server_hostname"] = params.host_header
+    http = await session(ctx)
     start = time.monotonic()
-    # No aiohttp timeout: the runner's deadline covers the whole run. Connections stay in the
-    # session's pool (reused by redirects to the same server) until the session closes, which
-    # aborts them and waits until their sockets are closed. (``force_close`` would instead start
-    # a graceful TLS shutdown that can outlive the run.)
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None), connector=aiohttp.TCPConnector(limit=1)
-    ) as session:
-        async with session.request(
-            params.method, _url(scheme, call, params), headers=headers,
-            allow_redirects=params.follow_redirects, ssl=tls if tls is not None else False, **extra,
-        ) as response:
-            body = await _read_body(response) if params.body_match is not None else None
-            elapsed = time.monotonic() - start
-            status = f"HTTP {response.status} {response.reason or ''}".rstrip()
-            if response.status not in params.expect_status:
-                expected = ", ".join(map(str, params.expect_status))
-            values = {"status_code": float(response.status), "response_seconds": elapsed}
-            if response.status not in params.expect_status:
-                expected = ", ".join(map(str, params.expect_status))
-                raise ProbeError(
-                    Reason.PROTOCOL, f"{params.method} {params.path} answered {status}, expected {expected}", values
-                )
-            if body is not None and not re.search(params.body_match, body):
-                raise ProbeError(
-                    Reason.PROTOCOL, f"{params.method} {params.path}: body does not match /{params.body_match}/", values
-                )
+    async with http.request(
+        params.method, _url(scheme, call, params), headers=headers,
+        allow_redirects=params.follow_redirects, ssl=tls if tls is not None else False, **extra,
+    ) as response:
+        body = await _read_body(response) if params.body_match is not None else None
+        elapsed = time.monotonic() - start
+        status = f"HTTP {response.status} {response.reason or ''}".rstrip()
+        values = {"status_code": float(response.status), "response_seconds": elapsed}
+        if response.status not in params.expect_status:
+            expected = ", ".join(map(str, params.expect_status))
+            raise ProbeError(
+                Reason.PROTOCOL, f"{params.method} {params.path} answered {status}, expected {expected}", values
+            )
+        if body is not None and not re.search(params.body_match, body):
+            raise ProbeError(
+                Reason.PROTOCOL, f"{params.method} {params.path}: body does not match /{params.body_match}/", values
+            )
     return Outcome(Status.OK, f"{status} for {params.method} {params.path}", values=values)
 
 
 async def run_http(ctx: ProbeContext, call: ProbeCall, params: HttpParams) -> Outcome:
     """Request the URL over plain HTTP."""
-    return await _request("http", call, params, None)
+    return await _request(ctx, "http", call, params, None)
 
 
 async def run_https(ctx: ProbeContext, call: ProbeCall, params: HttpsParams) -> Outcome:
@@ -214,9 +227,10 @@ async def run_https(ctx: ProbeContext, call: ProbeCall, params: HttpsParams) -> 
 
     The certificate read is the one of the last TLS connection (after redirects, the final one).
     """
-    tls = _tls_context(params.tls_verify)
-    outcome = await _request("https", call, params, tls)
-    der = next((cert for obj in reversed(tls.made) if (cert := obj.getpeercert(binary_form=True))), None)
+    made: list[ssl.SSLObject] = []
+    _TLS_MADE.set(made)
+    outcome = await _request(ctx, "https", call, params, tls_context(params.tls_verify))
+    der = next((cert for obj in reversed(made) if (cert := obj.getpeercert(binary_form=True))), None)
     if der is None:
         raise ProbeError(Reason.PROTOCOL, f"no server certificate seen on port {params.port}")
     days = cert_days_left(der, time.time())

@@ -61,8 +61,11 @@ class PeerStarter:
         self._peers: list[Peer] = []
 
     def directory(self, name: str) -> Path:
-        """A fresh working directory for peer ``name``."""
-        path = self.root / name
+        """A fresh working directory for peer ``name`` (``name-2``... for a second one of the kind)."""
+        path, count = self.root / name, 1
+        while path.exists():
+            count += 1
+            path = self.root / f"{name}-{count}"
         path.mkdir(mode=0o755)
         return path
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Callable
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -172,6 +173,35 @@ async def test_https_expired_cert(make_https_peer: Callable[[float], Peer]) -> N
     result = await probe(http.HTTPS, http.HttpsParams(port=peer.port, tls_verify=False))
     assert (result.status, result.reason) == (Status.CRITICAL, Reason.THRESHOLD), result.summary
     assert "expired" in result.summary
+
+
+@integration
+async def test_one_session_per_daemon_and_each_concurrent_run_reads_its_own_certificate(
+    make_https_peer: Callable[[float], Peer], http_peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http and https runs of one ProbeContext share one session (none is made per run) and the
+    process's TLS contexts; https runs at the same time through them each grade the certificate
+    of their own server."""
+    made = []
+    opened = aiohttp.ClientSession.__init__
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", lambda self, *a, **k: made.append(self) or opened(self, *a, **k))
+    peers = {days: make_https_peer(days) for days in (3, 14, 400)}
+    ctx = ProbeContext()
+    try:
+        async def run(kind: ProbeKind, params: CheckParams) -> Result:
+            return await run_probe(kind, ctx, ProbeCall(host="h", address="127.0.0.1", timeout=5), params, time.time())
+
+        for _ in range(2):
+            results = await asyncio.gather(
+                run(http.HTTP, http.HttpParams(port=http_peer.port)),
+                *(run(http.HTTPS, http.HttpsParams(port=peer.port, tls_verify=False)) for peer in peers.values()))
+            assert results[0].status is Status.OK, results[0].summary
+            assert [r.values["cert_days_left"] for r in results[1:]] == pytest.approx(list(peers), abs=0.01)
+        assert len(made) == 1 and made[0] is await http.session(ctx)
+        assert http.tls_context(False) is http.tls_context(False) and http.tls_context(True) is not http.tls_context(False)
+    finally:
+        await ctx.aclose()
+    assert made[0].closed
 
 
 @integration
