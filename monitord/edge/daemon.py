@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -37,6 +38,21 @@ REPORT_METRICS_EVERY = 60.0
 STALL_ALLOWANCE = 60.0
 """How late the scheduler's next check or the engine's next pass may be before the watchdog says so,
 and how long it then waits before it stops pinging systemd."""
+
+
+GC_THRESHOLDS = (20_000, 50, 100)
+"""Young collections every 20,000 net allocations instead of 700, full ones 70x rarer: at fleet
+scale the default thresholds spent a tenth of the CPU in the collector and paused the loop."""
+
+
+def settle_memory() -> None:
+    """After start-up (and each reload): move what exists now (config, check specs, state) out
+    of the collector's reach (``gc.freeze``) and collect the young generations less often. What
+    an earlier settling froze is thawed first, so a replaced config's cycles are still collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Daemon:
@@ -102,6 +118,7 @@ class Daemon:
             watched = [scheduler_task, engine_task, *loops]
             watchdog = sdnotify.Watchdog(lambda: self._stalled(watched), patience=STALL_ALLOWANCE)
             loops.append(asyncio.create_task(watchdog.run(interval), name="watchdog"))
+        settle_memory()
         log.info("monitord %s running: %d checks on %d hosts, metrics on http://%s/metrics%s",
                  __version__, len(self.config.checks()), len(self.config.hosts), self.config.daemon.metrics_listen,
                  " (dry run: no actions)" if self.dry_run else "")
@@ -169,6 +186,7 @@ class Daemon:
             log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
             self._journal("reloaded", f"{len(new.checks())} checks")
             self.last_reload = {"at": self.clock.time(), "ok": True, "error": None}
+            settle_memory()
             return True
 
     def _apply(self, config: Config) -> None:
