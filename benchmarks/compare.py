@@ -267,7 +267,8 @@ class Lateness:
 
 def scale_config(hosts: int, t: dict, state: Path) -> str:
     lines = [f"daemon: {{state_path: {state}, max_concurrency: 1000}}",
-             "defaults: {interval: 60s, timeout: 5s, retry_interval: 60s}", "hosts:"]
+             "defaults: {intervals: {" + ", ".join(f"{k}: 60s" for k in KINDS) + "}, timeout: 5s, retry_interval: 60s}",
+             "hosts:"]
     for i, address in enumerate(addresses(hosts)):
         lines.append(
             f"  h{i}: {{address: {address}, checks: {{ping: {{count: 1, reply_timeout: 1s}}, "
@@ -346,7 +347,7 @@ def median(values: list[float]) -> float:
 
 
 def run_all(args: argparse.Namespace) -> dict:
-    report: dict = {"machine": machine(), "repo": str(args.repo), "rounds": args.rounds, "figures": {}}
+    report: dict = {"machine": machine(), "repo": str(args.repo), "loop": args.loop, "rounds": args.rounds, "figures": {}}
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp_name:
         tmp = Path(tmp_name)
         targets = Targets(tmp)
@@ -440,6 +441,9 @@ def markdown(report: dict) -> str:
 
 def child(argv: list[str]) -> None:
     what = argv[0]
+    if os.environ.get("BENCH_LOOP") == "uvloop":  # evaluating uvloop: python -m benchmarks.compare --loop uvloop
+        import uvloop
+        uvloop.install()
     if what == "mixed":
         result = asyncio.run(child_mixed(int(argv[1]), int(argv[2]), float(argv[3])))
     elif what == "scale":
@@ -466,12 +470,15 @@ def main() -> None:
     parser.add_argument("--mixed-seconds", type=float, default=15.0)
     parser.add_argument("--scale-seconds", type=float, default=150.0)
     parser.add_argument("--tracemalloc", action="store_true", help="top allocation sites in 'scale' (slower)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="monitord's event loop in the children (uvloop: pip install uvloop)")
     parser.add_argument("--repo", type=Path, default=REPO, help="the monitord checkout to measure")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "compare")
     args = parser.parse_args()
     missing = [package for binary, package in NEEDS.items() if not shutil.which(binary)]
     if missing:
         sys.exit(f"missing: {', '.join(missing)} (apt-get install {' '.join(missing)})")
+    os.environ["BENCH_LOOP"] = args.loop
     report = run_all(args)
     report["hosts"] = args.hosts
     args.out.parent.mkdir(parents=True, exist_ok=True)

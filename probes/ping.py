@@ -3,9 +3,11 @@
 All ping checks of a daemon share a :class:`Pinger` per address family: one ICMP socket, one
 reader registered with the event loop, and a table of outstanding echo requests keyed by
 (destination, sequence number). A probe submits its packets and waits on futures; replies,
-ICMP errors and per-packet timers settle them. So a sweep of thousands of hosts costs one
-socket and one timer per packet in flight, and dead hosts only wait out their own reply
-timeout instead of holding a slot (what fping does, unlike icmplib's socket per host).
+ICMP errors and reply timers settle them. Reply deadlines share a timer wheel: one event-loop
+timer per :data:`TIMER_SLOT` of deadlines, not one per packet. So a sweep of thousands of hosts
+costs one socket and a few timers, and dead hosts only wait out their own reply timeout
+(rounded up to the slot) instead of holding a slot (what fping does, unlike icmplib's socket
+per host). IP literals are parsed once per process, not per run.
 
 Socket modes (daemon setting ``ping.privileged``):
 
@@ -28,7 +30,9 @@ error queue, which is where datagram sockets report unreachable destinations.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import math
 import os
 import platform
 import random
@@ -57,6 +61,8 @@ class PingSettings(StrictModel):
 
 SocketKind = Literal["raw", "datagram"]
 
+TIMER_SLOT = 0.01
+"""Reply deadlines are rounded up to this many seconds and share one timer per slot."""
 SEND_BURST = 256
 """Packets sent per event-loop turn before the reader gets a turn, so replies do not overflow
 the socket's receive buffer while a large sweep is still being sent."""
@@ -269,7 +275,7 @@ async def _open_pingers(ctx: ProbeContext) -> "Pingers":
 class _Request:
     """One echo request in flight."""
 
-    __slots__ = ("key", "sockaddr", "packet", "timeout", "future", "sent_at", "timer")
+    __slots__ = ("key", "sockaddr", "packet", "timeout", "future", "sent_at")
 
     def __init__(self, key: tuple[str, int], sockaddr: tuple, packet: bytes, timeout: float, future: asyncio.Future):
         self.key = key
@@ -278,7 +284,6 @@ class _Request:
         self.timeout = timeout
         self.future = future
         self.sent_at: float | None = None
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class Pinger:
@@ -304,6 +309,7 @@ class Pinger:
         self._outbox: deque[_Request] = deque()
         self._flush_scheduled = False
         self._writer_waiting = False
+        self._wheel: dict[int, tuple[asyncio.TimerHandle, list[_Request]]] = {}
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
     def _setup_socket(self) -> None:
@@ -419,14 +425,20 @@ class Pinger:
                 # An ICMP error for another request leaves a pending socket error that fails
                 # the next send once (sk_err). Drain the error queue, which clears it, and retry.
                 self._drain_errors()
-        request.timer = self._loop.call_later(request.timeout, self._expire, request)
+        slot = math.ceil((self._loop.time() + request.timeout) / TIMER_SLOT)
+        if (entry := self._wheel.get(slot)) is None:
+            entry = self._wheel[slot] = (self._loop.call_at(slot * TIMER_SLOT, self._expire, slot), [])
+        entry[1].append(request)
 
-    def _expire(self, request: _Request) -> None:
-        """The reply timer fired. Read what already arrived first: on a busy event loop a timer
-        can run before the reader callback for a reply the kernel received in time."""
-        self._on_readable()
-        if not request.future.done():
-            self._settle(request, None)
+    def _expire(self, slot: int) -> None:
+        """The timer of a slot of reply deadlines fired. Read what already arrived first: on a busy
+        event loop a timer can run before the reader callback for a reply the kernel received in time."""
+        _timer, requests = self._wheel.pop(slot)
+        if any(not request.future.done() for request in requests):
+            self._on_readable()
+            for request in requests:
+                if not request.future.done():
+                    self._settle(request, None)
 
     def _on_readable(self) -> None:
         """Dispatch waiting echo replies and ICMP errors to their requests."""
@@ -486,11 +498,9 @@ class Pinger:
             request.future.set_result(result)
 
     def _release(self, request: _Request) -> None:
-        """Forget ``request``: no reply or timer will reach it any more."""
+        """Forget ``request``: no reply will reach it any more (its slot's timer finds it settled)."""
         if self._pending.get(request.key) is request:
             del self._pending[request.key]
-        if request.timer is not None:
-            request.timer.cancel()
 
     def close(self) -> None:
         """Close the socket; pings still waiting are cancelled."""
@@ -502,6 +512,9 @@ class Pinger:
         for request in list(self._pending.values()):
             self._release(request)
             request.future.cancel()
+        for timer, _requests in self._wheel.values():
+            timer.cancel()
+        self._wheel.clear()
         self._outbox.clear()
         self._sock.close()
 
@@ -551,23 +564,32 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def canonical(family: int, address: str) -> str:
     """``address`` written the way the kernel reports reply sources (no scope, compressed)."""
     return socket.inet_ntop(family, socket.inet_pton(family, address.partition("%")[0]))
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def literal(address: str) -> tuple[int, tuple] | None:
+    """The address family and socket address of an IP literal (parsed once), or None for a name."""
+    if "%" in address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return (socket.AF_INET, (str(ip), 0)) if ip.version == 4 else (socket.AF_INET6, (str(ip), 0, 0, 0))
+
+
 async def resolve(address: str) -> tuple[int, tuple]:
     """The address family and socket address to ping for an IP address or a host name.
 
-    IP addresses are used as they are; names are looked up once, and the first address wins.
+    IP addresses are used as they are; names are looked up on every run (their address may
+    move), and the first address wins.
     """
-    if "%" not in address:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            pass
-        else:
-            return (socket.AF_INET, (str(ip), 0)) if ip.version == 4 else (socket.AF_INET6, (str(ip), 0, 0, 0))
+    if (known := literal(address)) is not None:
+        return known
     infos = await asyncio.get_running_loop().getaddrinfo(address, None, type=socket.SOCK_DGRAM)
     family, _type, _proto, _canonname, sockaddr = infos[0]
     return family, sockaddr
