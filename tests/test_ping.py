@@ -194,6 +194,23 @@ async def test_cancelled_ping_leaves_nothing_in_flight() -> None:
         await ctx.aclose()
 
 
+async def test_reply_deadlines_share_one_timer_per_slot() -> None:
+    need_root()
+    ctx = ProbeContext()
+    try:
+        pinger = (await ping.pingers(ctx)).get(socket.AF_INET)
+        targets = [(f"127.0.{i >> 8}.{i & 255}", 0) for i in range(1, 301)]
+        results = await asyncio.gather(*(pinger.ping(target, 1, 0.2, 5.0) for target in targets))
+        assert all(isinstance(packets[0], float) for packets in results)
+        # answered, but each deadline stays on its slot until the slot's timer fires
+        assert sum(len(requests) for _timer, requests in pinger._wheel.values()) == 300
+        assert len(pinger._wheel) < 30  # sent in a few bursts: one timer per 10 ms slot, not per packet
+        assert pinger.in_flight == 0
+    finally:
+        await ctx.aclose()
+    assert pinger._wheel == {}
+
+
 # ---------------------------------------------------------------------------------------------
 # Namespaces
 
