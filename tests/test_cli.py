@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -86,3 +87,12 @@ def test_ids_are_plain_ascii_digits(config, capsys, tmp_path, given):
             cli.main(args)
         assert exit_.value.code == 2
         assert f"{given!r} must be a number (digits 0-9, at most 18)" in capsys.readouterr().err
+
+
+def test_the_daemon_runs_on_uvloop_when_installed_else_on_asyncio(monkeypatch):
+    import asyncio
+
+    import uvloop
+    assert cli.event_loop_runner() is uvloop.run
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: the import fails
+    assert cli.event_loop_runner() is asyncio.run

@@ -34,7 +34,7 @@ import urllib.parse
 import zoneinfo
 from collections import Counter
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Coroutine, Iterator, Sequence
 
 from monitord import __version__
 from monitord.edge import acts, logsetup, views
@@ -217,6 +217,16 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     logsetup.configure(level, fmt)
 
 
+def event_loop_runner() -> Callable[[Coroutine], object]:
+    """How the daemon's loop runs: uvloop when installed (about a third more probes per
+    CPU-second in benchmarks/compare.py), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from monitord.edge.daemon import Daemon  # the daemon's imports are not needed by the other commands
 
@@ -228,7 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         await Daemon(args.config, config, dry_run=args.dry_run).run()
 
     try:
-        asyncio.run(serve())
+        event_loop_runner()(serve())
     except (PermissionError, OSError) as exc:
         logging.getLogger("monitord").error("%s", exc)
         return EXIT_FAIL
