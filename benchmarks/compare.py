@@ -320,7 +320,9 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
             "lateness_p99_ms": values[max(0, int(len(values) * 0.99) - 1)] * 1000, "lateness_max_ms": values[-1] * 1000,
             "rss_loaded_mib": rss_loaded, "rss_mib": rss_now(), "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "scrape_cpu_ms": max(s["cpu_ms"] for s in scrapes) if scrapes else None,
-            "scrape_mb": last.get("mb"), "scrape_series": last.get("series"), "tracemalloc_top": top}
+            "scrape_mb": last.get("mb"), "scrape_series": last.get("series"), "tracemalloc_top": top,
+            "results": {" ".join(s.labels.values()): s.value for m in metrics.probe_results.collect() for s in m.samples
+                        if s.name.endswith("_total")}}
 
 
 def scrape(metrics) -> dict:
