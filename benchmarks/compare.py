@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, os.environ.get("BENCH_REPO") or str(REPO))  # a child measures the monitord of --repo
 
 from benchmarks.scale import addresses  # noqa: E402
 
@@ -66,14 +66,14 @@ def process_cpu(pid: int) -> float:
 
 
 def child_env(repo: Path) -> dict[str, str]:
-    """A child Python importing monitord from ``repo`` and these benchmarks from here."""
-    return {**os.environ, "PYTHONPATH": f"{repo}:{REPO}"}
+    """A child Python importing monitord (and its benchmarks and test peers) from ``repo``."""
+    return {**os.environ, "PYTHONPATH": str(repo), "BENCH_REPO": str(repo)}
 
 
 def run_child(repo: Path, *args: str) -> dict:
-    """``python -m benchmarks.compare --child ...``: its last line of output, as JSON."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.compare", "--child", *args], env=child_env(repo),
-                          cwd=REPO, capture_output=True, text=True)
+    """This script with ``--child ...`` on the monitord of ``repo``: its last line of output, as JSON."""
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", *args], env=child_env(repo),
+                          cwd=repo, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -234,7 +234,7 @@ def sweeps(repo: Path, tmp: Path, hosts: int) -> tuple[dict, dict]:
     spec = tmp / "sweep.json"
     spec.write_text(json.dumps({"addresses": targets, "mode": "raw", "count": 1, "packet_interval": 0.2,
                                 "reply_timeout": 1.0}))
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ping_sweep.py"), "--child", str(spec)],
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "ping_sweep.py"), "--child", str(spec)],
                           env=child_env(repo), capture_output=True, text=True, check=True)
     ours = json.loads(done.stdout.strip().splitlines()[-1])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -280,7 +280,7 @@ def scale_config(hosts: int, t: dict, state: Path) -> str:
 async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) -> dict:
     """In a child: N hosts x 5 checks for ``seconds``, scraped every 15 s in a thread."""
     import tracemalloc
-    from monitord.config import parse_config
+    from monitord.config import load_config
     from monitord.edge.metrics import Metrics
     from monitord.records.state import SQLiteStore
     from monitord.run.scheduler import Scheduler
@@ -290,7 +290,8 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
     if trace:
         tracemalloc.start(1)
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(scale_config(hosts, targets, Path(tmp) / "state.db"))
+        (Path(tmp) / "monitord.yaml").write_text(scale_config(hosts, targets, Path(tmp) / "state.db"))
+        config = load_config(Path(tmp) / "monitord.yaml")  # as the daemon loads it
         store, metrics, ctx = SQLiteStore(Path(tmp) / "state.db"), Metrics(), ProbeContext()
         lateness = metrics.lateness = Lateness()
         await ping.configure(ctx, "auto")

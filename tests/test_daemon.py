@@ -213,3 +213,31 @@ def test_systemd_unit_verifies(tmp_path):
     example = (REPO / "config" / "monitord.example.yaml").read_text()
     loaded = set(re.findall(r"^LoadCredential=([^:]+):", unit, re.M))
     assert loaded == set(re.findall(r"\{credential: ([^}\s]+)\}", example))
+
+
+def test_settling_memory_freezes_what_exists_and_raises_the_collector_thresholds():
+    import gc
+    import weakref
+
+    from monitord.edge.daemon import GC_THRESHOLDS, settle_memory
+    before = gc.get_threshold()
+    try:
+        settle_memory()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 1000  # this process's modules, at least
+
+        class Node:
+            pass
+
+        cycle = Node()
+        cycle.me = cycle  # garbage only the collector can free, like a replaced config's cycles
+        ref = weakref.ref(cycle)
+        gc.freeze()
+        del cycle
+        gc.collect()
+        assert ref() is not None  # frozen: out of the collector's reach
+        settle_memory()
+        assert ref() is None  # the next settling (a reload) thawed it first
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -47,12 +48,17 @@ scale the default thresholds spent a tenth of the CPU in the collector and pause
 
 def settle_memory() -> None:
     """After start-up (and each reload): move what exists now (config, check specs, state) out
-    of the collector's reach (``gc.freeze``) and collect the young generations less often. What
+    of the collector's reach (``gc.freeze``), collect the young generations less often, and
+    return freed heap to the system. What
     an earlier settling froze is thawed first, so a replaced config's cycles are still collected."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    try:  # hand the heap freed by parsing back to the system (glibc; elsewhere a no-op)
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Daemon:
