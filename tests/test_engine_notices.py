@@ -47,7 +47,7 @@ class IdleScheduler:
         pass
 
 
-def make_engine(tmp_path, text: str):
+def make_engine(tmp_path, text: str, scheduler=None):
     """An engine on a fake clock with a real store and outbox, for the config ``text``."""
     clock = FakeClock()
     store = SQLiteStore(tmp_path / "state.db")
@@ -55,7 +55,7 @@ def make_engine(tmp_path, text: str):
     metrics = Metrics()
     notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
     engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(),
-                    scheduler=IdleScheduler(), notifier=notifier)
+                    scheduler=scheduler or IdleScheduler(), notifier=notifier)
     return engine, store, {s.name: s for s in config.checks()}
 
 
@@ -173,8 +173,7 @@ def hard(result: Result) -> CheckState:
 
 @pytest.fixture
 def lifecycle(tmp_path):
-    engine, store, specs = make_engine(tmp_path, PING_CONFIG)
-    engine.scheduler = StateScheduler()
+    engine, store, specs = make_engine(tmp_path, PING_CONFIG, StateScheduler())
     yield engine, store, specs
     store.close()
 

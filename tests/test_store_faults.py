@@ -152,7 +152,7 @@ async def test_a_check_that_recovered_meanwhile_starts_nothing(tmp_path):
 
 async def test_a_fault_during_an_action_is_reconciled_never_redone(tmp_path):
     engine, store, spec, checks = make(tmp_path, None)
-    engine.drivers = drivers = Drivers(during=lambda: break_store(store))  # the disk fills during the restart
+    engine.drivers = engine.actions.drivers = drivers = Drivers(during=lambda: break_store(store))  # the disk fills during the restart
     engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()

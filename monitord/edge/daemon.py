@@ -88,8 +88,7 @@ class Daemon:
                                  metrics=self.metrics)
         self.engine = Engine(config=config, store=self.store, metrics=self.metrics, clock=self.clock, ctx=self.ctx,
                              scheduler=self.scheduler, notifier=self.notifier, dry_run=dry_run)
-        self.scheduler.listener = self.engine.notify
-        self.scheduler.episode = self.engine.episode
+        self.scheduler.listener = self.engine
         self.storewatch = StoreWatch(store=self.store, clock=self.clock, metrics=self.metrics,
                                      config=lambda: self.config, pagers=lambda: self.dispatcher.pagers,
                                      recovered=self.engine.store_recovered)

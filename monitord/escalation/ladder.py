@@ -34,6 +34,7 @@ contact-first rule.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -280,7 +281,7 @@ def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) 
             pass  # a held service problem became a host problem: take the host ladder
         else:
             return s, []  # already handled by the ladder in progress
-    if now < s.grace_until:
+    if grace_verdict(s, now):
         return s, [Retry(s.grace_until, f"{e.check} failed within the grace period after the last action")]
     ladder = Ladder.CONFIGURED if p.steps else Ladder.HOST if e.host_down else Ladder.SERVICE
     fresh = replace(s, ladder=ladder, level=1, check=e.check, incident_id=e.incident_id, started_at=now,
@@ -485,9 +486,10 @@ def _power(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards,
         return _next(s, "no power control configured (no BMC, no PDU)", p, g, now)
     recent = recent_power_actions(s, p, now)
     s = replace(s, power_actions=recent)
-    if len(recent) >= p.max_resets and not s.drivers_failed:
+    limit = limit_verdict(what, s, p, now)
+    if limit and not s.drivers_failed:
         return _next(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", p, g, now,
-                     blocked=Blocked("limit", f"reset limit reached ({len(recent)}/{p.max_resets})"))
+                     blocked=Blocked("limit", limit))
     driver = next(d for d in p.power_drivers if d not in s.drivers_failed)
     return _decide(s, what, level, why, p, g, now, args={"driver": driver}, approved=approved)
 
@@ -508,7 +510,7 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
         checking = replace(s, phase=Phase.ACTING, step=Step.VERIFY, pending=what, level=level, resume=None,
                            verifying_since=now, blocked=None)
         return checking, [Act(Step.VERIFY, level, f"{s.check} answers again: verify before any {what}")]
-    if what in DESTRUCTIVE and what in p.contact_first and g.off_hours and not approved:
+    if approval_verdict(what, p, g) and not approved:
         asked = replace(s, phase=Phase.AWAITING_APPROVAL, step=Step.REQUEST_APPROVAL, pending=what, level=level,
                         blocked=None)
         return asked, [Act(Step.REQUEST_APPROVAL, level, f"outside business hours: ask the emergency contact before {what}",
@@ -520,7 +522,7 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
         new = replace(new, grace_until=now + p.grace)
     if what is Step.SERVICE_RESTART:
         new = replace(new, restarts=recent_restarts(s, p, now) + (now,))
-        if len(new.restarts) > p.max_restarts:
+        if limit_verdict(what, s, p, now):
             return _page_held(s, "service_failed", 2,
                               f"{s.check}: {p.max_restarts} restarts within {p.restart_window:g}s; not restarting again")
     return new, [Act(what, level, why, args or {})]
@@ -541,6 +543,31 @@ def guard_verdicts(what: Step, p: Policy, g: Guards) -> list[tuple[str, Blocked 
         ("dry_run", Blocked("dry_run", "dry run: decide and journal, never act")
          if (g.dry_run or p.dry_run) and destructive else None),
     ]
+
+
+def limit_verdict(what: Step, s: HostState, p: Policy, now: float) -> str | None:
+    """The attempt limit on ``what`` (power steps count against ``max_resets`` within
+    ``reset_window``, restarts against ``max_restarts`` within ``restart_window``): why it blocks, or None."""
+    if what in POWER_STEPS:
+        kind, used, limit = "reset", len(recent_power_actions(s, p, now)), p.max_resets
+    else:
+        kind, used, limit = "restart", len(recent_restarts(s, p, now)), p.max_restarts
+    return f"{kind} limit reached ({used}/{limit})" if used >= limit else None
+
+
+def grace_verdict(s: HostState, now: float) -> str | None:
+    """The grace period after the last action (a new failure waits for its end): why it holds, or None."""
+    if now < s.grace_until:
+        at = dt.datetime.fromtimestamp(s.grace_until, dt.timezone.utc).isoformat(timespec="seconds")
+        return f"grace period after the last action until {at}"
+    return None
+
+
+def approval_verdict(what: Step, p: Policy, g: Guards) -> str | None:
+    """The off-hours contact-first rule: why ``what`` waits for the emergency contact's answer, or None."""
+    if what in DESTRUCTIVE and what in p.contact_first and g.off_hours:
+        return f"outside business hours: the emergency contact is asked before {what}"
+    return None
 
 
 def _guard(what: Step, p: Policy, g: Guards) -> Blocked | None:

@@ -17,7 +17,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 from monitord.run.checkstate import CheckState, Event, transition
 from monitord.shared.clock import Clock
@@ -68,6 +68,17 @@ _JOURNALED = {
 }
 
 
+class CheckListener(Protocol):
+    """Who hears of check events (the escalation engine, :class:`monitord.escalation.engine.Engine`)."""
+
+    def notify(self, spec: CheckSpec, event: Event, result: Result, incident_id: int | None) -> None:
+        """A check was confirmed down, changed status while down, or recovered."""
+
+    def episode(self, host: str) -> int | None:
+        """The incident ``host``'s open ladder owns: a check confirmed meanwhile joins it instead
+        of opening its own, and a check recovering meanwhile does not close it."""
+
+
 class Scheduler:
     """Runs checks when due, at most ``max_concurrency`` at once."""
 
@@ -85,11 +96,8 @@ class Scheduler:
         self._tokens = itertools.count(1)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
-        self.listener: Callable[[CheckSpec, Event, Result, int | None], None] | None = None
-        """Told when a check is confirmed down, changes status while down, or recovers (the engine)."""
-        self.episode: Callable[[str], int | None] = lambda host: None
-        """The incident a host's open ladder owns (the engine): a check confirmed meanwhile joins
-        it instead of opening its own, and a check recovering meanwhile does not close it."""
+        self.listener: CheckListener | None = None
+        """Told of check events, asked for a host's episode (the engine)."""
 
     # -- configuration -------------------------------------------------------------------
 
@@ -197,14 +205,7 @@ class Scheduler:
 
     async def _execute(self, entry: _Entry, token: int) -> None:
         spec = entry.spec
-        async with self._sem if spec.kind.bounded else contextlib.nullcontext():
-            start = self.clock.time()
-            self.metrics.lateness.labels(spec.kind.name).observe(max(0.0, start - entry.due))
-            self.metrics.checks_running.inc()
-            try:
-                result = await run_probe(spec.kind, self.ctx, spec.call(), spec.params, start)
-            finally:
-                self.metrics.checks_running.dec()
+        result = await self._probe(spec, entry.due)
         current = self._entries.get(spec.id)
         if current is not entry or entry.token != token:
             return  # the check was removed, changed or re-scheduled while it ran
@@ -223,12 +224,26 @@ class Scheduler:
             entry.due = next_slot(max(now, entry.due), spec.interval, phase(spec.id, spec.interval))
         self._push(entry)
 
+    async def _probe(self, spec: CheckSpec, due: float | None = None) -> Result:
+        """Run ``spec`` through the runner, within the concurrency bound, counted as running;
+        a scheduled run (``due``) also observes its lateness."""
+        async with self._sem if spec.kind.bounded else contextlib.nullcontext():
+            start = self.clock.time()
+            if due is not None:
+                self.metrics.lateness.labels(spec.kind.name).observe(max(0.0, start - due))
+            self.metrics.checks_running.inc()
+            try:
+                return await run_probe(spec.kind, self.ctx, spec.call(), spec.params, start)
+            finally:
+                self.metrics.checks_running.dec()
+
     async def run_now(self, check_id: str) -> Result:
-        """Run a check at once, out of schedule, and record its result (a re-probe)."""
+        """Run a check at once, out of schedule, and record its result (a re-probe, a guard's or a
+        verification's probe): the runner's path, so check state and metrics follow; KeyError for
+        a check that is not scheduled."""
         entry = self._entries[check_id]
         spec = entry.spec
-        start = self.clock.time()
-        result = await run_probe(spec.kind, self.ctx, spec.call(), spec.params, start)
+        result = await self._probe(spec)
         if self._entries.get(check_id) is entry:
             was_retrying = entry.state.retrying
             self._record(entry, result)
@@ -252,7 +267,8 @@ class Scheduler:
         incident_id = entry.incident_id
         now = result.started_at
         with self.store.transaction(durable=event in (Event.CONFIRMED, Event.RECOVERED)):
-            episode = self.episode(spec.host) if event in (Event.CONFIRMED, Event.RECOVERED) else None
+            episode = (self.listener.episode(spec.host)
+                       if self.listener is not None and event in (Event.CONFIRMED, Event.RECOVERED) else None)
             if event is Event.CONFIRMED:
                 incident_id = episode if episode is not None else self.store.open_incident(
                     spec.host, spec.name, spec.kind.name, now, state.problem_since or now, result.summary)
@@ -275,7 +291,7 @@ class Scheduler:
             self._with_incident.add(spec.id)
         self.metrics.observe(spec.host, spec.name, spec.kind.name, result, state)
         if self.listener is not None and event in (Event.CONFIRMED, Event.CHANGED, Event.RECOVERED):
-            self.listener(spec, event, result, event_incident)
+            self.listener.notify(spec, event, result, event_incident)
         if event in _JOURNALED:
             level = logging.WARNING if event in (Event.CONFIRMED, Event.CHANGED) else logging.INFO
             log.log(level, "%s: %s (%s%s): %s", spec.id, _JOURNALED[event], result.status,

@@ -1,0 +1,197 @@
+"""Intake: what a check event means for the host's escalation.
+
+The scheduler tells the engine when a check is confirmed down, changes status while down, or
+recovers (:meth:`Intake.on_check_event`). A confirmed problem becomes one of: a business-hours
+ticket (a failed drive, a backup failed twice), a capacity notice to the customer, a warning page
+(people decide: some packet loss, a certificate about to expire), or a ladder event
+(:class:`~monitord.escalation.ladder.Confirmed`). A host's episode is the incident its open ladder
+owns: a second failing check of the host joins it, and only the ladder's verification closes it.
+An event that waited (for the host's lock, for the end of a grace period) is checked against the
+check's state when it is handled (:meth:`Intake.stale`); a stale one is cancelled, journaled.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Coroutine, Iterator
+
+from monitord.config import CheckSpec, Config
+from monitord.escalation import ladder as esc
+from monitord.escalation.blastradius import BlastGuard
+from monitord.escalation.fleet import Fleet, is_host_down_check
+from monitord.paging.business_calendar import Calendars
+from monitord.paging.notify import Notifier
+from monitord.records.state import JournalEntry, Store
+from monitord.run.checkstate import Event as CheckEvent
+from monitord.shared.clock import Clock
+from monitord.shared.results import Reason, Result, Status
+
+log = logging.getLogger(__name__)
+
+TICKETS = ("hardware_ticket", "backup_ticket")
+"""Result values that make a confirmed problem business-hours work (a page of that kind), not a ladder."""
+
+
+def actionable(result: Result) -> bool:
+    """Whether a confirmed result may start a ladder: the thing is down (critical, and not a
+    threshold verdict such as partial packet loss or a certificate about to expire, nor a
+    refused login, e.g. a wrong database password: the service answered, and a restart would
+    not fix our credentials)."""
+    return result.status is Status.CRITICAL and result.reason not in (Reason.THRESHOLD, Reason.AUTH)
+
+
+def notice_kind(spec: CheckSpec, result: Result) -> str:
+    """Which customer notice a confirmed problem of ``spec`` is: a capacity threshold or a failure."""
+    return "threshold" if result.reason is Reason.THRESHOLD and spec.kind.threshold_notice else "failure"
+
+
+class Intake:
+    """Turns check events into ladder events, notices, warnings and tickets.
+
+    ``state(host)`` is the host's escalation state; ``start(host, confirmed, when, notice)``
+    runs a ladder for a confirmed failure in the background (after :meth:`announce`);
+    ``submit(host, event)`` feeds the host's ladder; ``spawn(work, name)`` runs background work.
+    """
+
+    def __init__(self, *, config: Config, store: Store, clock: Clock, notifier: Notifier, blast: BlastGuard,
+                 calendars: Calendars, fleet: Fleet, state: Callable[[str], esc.HostState],
+                 start: Callable[[str, esc.Confirmed, float, bool], None],
+                 submit: Callable[[str, esc.Event], None], spawn: Callable[[Coroutine[Any, Any, Any], str], None]):
+        self.config, self.store, self.clock, self.notifier, self.blast = config, store, clock, notifier, blast
+        self.calendars, self.fleet, self.state = calendars, fleet, state
+        self.start, self.submit, self.spawn = start, submit, spawn
+
+    def episode(self, host: str) -> int | None:
+        """The incident of ``host``'s open ladder: other checks of the host join it, and only
+        the ladder's verification closes it."""
+        state = self.state(host)
+        return state.incident_id if state.ladder is not None and state.phase is not esc.Phase.IDLE else None
+
+    def on_check_event(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
+        host_down = is_host_down_check(spec)
+        notice = notice_kind(spec, result)
+        joined = incident_id is not None and incident_id == self.episode(spec.host)
+        if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
+            ticket = next((k for k in TICKETS if result.values.get(k)), None)
+            if ticket is not None:
+                self.ticket(ticket, spec, result, incident_id)
+                return  # business-hours work, announced; never a reset
+            if notice == "threshold":
+                # contact the customer first; operations hear of it too (a warning, routed by policy)
+                self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
+                                     result.started_at)
+                self.notifier.page(spec.host, "threshold", f"{spec.host}/{spec.name}: {result.summary}", incident_id)
+            elif not actionable(result):
+                # e.g. some packet loss, a certificate about to expire: people decide, no ladder
+                self.warning(spec, result, incident_id)
+            else:
+                self.start(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary),
+                           result.started_at, not joined)
+        elif event is CheckEvent.RECOVERED:
+            if incident_id is not None and not joined:
+                self.close_incident(spec.host, incident_id, result.started_at, notice != "threshold")
+            self.submit(spec.host, esc.Recovered(spec.name, host_down))
+            if host_down and self.blast.active:
+                self.spawn(self.blast.evaluate(), "blast radius")  # it may clear now
+
+    def warning(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+        """A warning pages people, unless the host's ladder (or the grace after its last action)
+        is in progress: then it is part of that incident, journaled there."""
+        summary = f"{spec.host}/{spec.name}: {result.summary}"
+        episode = self.episode(spec.host)
+        if episode is not None or esc.grace_verdict(self.state(spec.host), self.clock.time()):
+            with self.store.transaction():
+                self.store.append(JournalEntry(
+                    ts=self.clock.time(), event="note", host=spec.host, check=spec.name,
+                    incident_id=episode or incident_id, reason=f"warning folded into the ladder in progress: {summary}"))
+        elif not self.blast.hold(spec.host, "check_warning", summary):
+            self.notifier.page(spec.host, "check_warning", summary, incident_id)
+
+    def ticket(self, kind: str, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+        """A failed drive or part, a backup failed twice in a row: schedule the work into the next
+        business window and announce it."""
+        when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())
+        self.notifier.page(spec.host, kind, f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
+        self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
+
+    async def announce(self, host: str, event: esc.Confirmed, when: float, notice: bool) -> bool:
+        """A confirmed failure, before its ladder runs: a host down is first seen through the
+        blast-radius guard (is the monitor's side broken? does the host answer its fresh probe?);
+        then the customer is told (unless the guard holds notices, or this incident was announced
+        already). False: the confirmation is stale (cancelled, journaled)."""
+        if event.host_down:
+            await self.blast.evaluate()
+            if self.blast.answered.get(host, False):
+                self.cancelled(host, event, f"{host} answers now: the confirmation of {event.check} is stale")
+                return False
+        if notice and event.incident_id is not None and not self.noticed(event.incident_id):
+            summary = f"{event.check}: {event.summary}"
+            if not self.blast.hold(host, "failure", summary):
+                self.notifier.notice(host, "failure", summary, event.incident_id, when)
+        return True
+
+    def noticed(self, incident_id: int, what: str = "failure") -> bool:
+        """Whether the customer was sent the ``what`` notice of ``incident_id``."""
+        return any(e.event == "notice" and e.decision == what for e in self.store.journal(incident_id=incident_id))
+
+    def close_incident(self, host: str, incident_id: int, when: float, recovery_notice: bool = True) -> None:
+        """The incident is over: close it, resolve its open pages, and tell the customer who
+        was told of the failure (once; the ladder's verification may have done all this already)."""
+        with self.store.transaction(durable=True):
+            self.store.close_incident(incident_id, when)
+        self.notifier.resolve(incident_id)
+        if recovery_notice and self.noticed(incident_id) and not self.noticed(incident_id, "recovery"):
+            self.notifier.notice(host, "recovery", host, incident_id, when)
+
+    def still_down(self, blast_holds: bool) -> Iterator[tuple[str, esc.Confirmed, float]]:
+        """Hosts still failing but idle (blocked, deferred), each with the confirmation to feed its
+        ladder again: guards may have lifted. Hosts blocked by the blast-radius guard wait quietly
+        while it holds."""
+        for (host, name), spec in self.fleet.specs.items():
+            state = self.state(host)
+            if state.phase is not esc.Phase.IDLE or state.ladder is not None:
+                continue
+            if state.blocked == "blast_radius" and blast_holds:
+                continue
+            check = self.fleet.state(host, name)
+            if check is None:
+                continue
+            if (check.level == 2 and check.last_result is not None and actionable(check.last_result)
+                    and notice_kind(spec, check.last_result) != "threshold"
+                    and (is_host_down_check(spec) or spec.params.restart is not None)):
+                yield host, esc.Confirmed(name, is_host_down_check(spec), self.fleet.checks.incident_of(spec.id),
+                                          check.last_result.summary), check.last_result.started_at
+
+    def stale(self, host: str, event: esc.Event) -> str | None:
+        """Why a check event no longer holds now that it is handled (it waited for the host's
+        lock, or for the end of a grace period), or None."""
+        if isinstance(event, esc.Done) or (isinstance(event, esc.Recovered) and self.state(host).ladder is None):
+            return None  # an action's outcome is fresh; a recovery with no ladder to feed changes nothing
+        check = self.fleet.state(host, event.check)
+        if check is None:
+            return None
+        if isinstance(event, esc.Confirmed) and not (check.level == 2 and check.last_result is not None
+                                                     and actionable(check.last_result)):
+            return f"{event.check} is no longer confirmed down ({check.status})"
+        if isinstance(event, esc.Confirmed) and event.incident_id is not None and self.over(event.incident_id):
+            return f"incident {event.incident_id} of {event.check} is over already"
+        if isinstance(event, esc.Recovered) and check.status is not Status.OK:
+            return f"{event.check} failed again ({check.status})"
+        return None
+
+    def over(self, incident_id: int) -> bool:
+        """Whether incident ``incident_id`` was closed (e.g. by a ladder's verification)."""
+        if any(i.id == incident_id for i in self.store.incidents(open_only=True)):
+            return False
+        return any(i.id == incident_id and i.closed_at is not None for i in self.store.incidents())
+
+    def cancelled(self, host: str, event: esc.Event, why: str | None) -> bool:
+        """Journal that ``event``'s decision is cancelled because ``why`` (None: it is not)."""
+        if why is None:
+            return False
+        with self.store.transaction(durable=True):
+            self.store.append(JournalEntry(ts=self.clock.time(), event="cancelled", host=host,
+                                           check=getattr(event, "check", None), incident_id=self.state(host).incident_id,
+                                           decision=type(event).__name__.lower(), reason=why))
+        log.info("%s: cancelled: %s", host, why)
+        return True
