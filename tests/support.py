@@ -86,9 +86,10 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
-def unit_engine(store, config, scheduler, drivers):
+def unit_engine(store, config, scheduler, drivers, clock=None, metrics=None):
     """An Engine for unit tests: on a fake clock, over ``store``, with a real notifier and outbox;
-    ``scheduler`` and ``drivers`` are the test's stand-ins."""
+    ``scheduler`` and ``drivers`` are the test's stand-ins (or a real scheduler on ``clock`` with
+    ``metrics``: :class:`Scripted`)."""
     from monitord.edge.metrics import Metrics
     from monitord.escalation.engine import Engine
     from monitord.paging.notify import Notifier
@@ -96,7 +97,7 @@ def unit_engine(store, config, scheduler, drivers):
     from monitord.shared.probe import ProbeContext
     from tests.fakeclock import FakeClock
 
-    clock, metrics = FakeClock(), Metrics()
+    clock, metrics = clock or FakeClock(), metrics or Metrics()
     notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
     return Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=scheduler,
                   notifier=notifier, drivers=drivers)
@@ -126,3 +127,33 @@ class Served:
     async def __aexit__(self, *exc) -> None:
         await self.http.close()
         await self.listener.stop()
+
+
+class Scripted:
+    """Answers for a real :class:`~monitord.run.scheduler.Scheduler` on a fake clock, no peers:
+    every check of a config runs this script instead of its kind's probe (keeping the kind's
+    traits: host-down, bounded). A host in ``down`` fails with ``unreachable``; ``calls`` lists
+    each probe run, by check id."""
+
+    def __init__(self, clock) -> None:
+        self.clock, self.down, self.calls = clock, set(), []
+
+    async def run(self, ctx, call, params):
+        from monitord.shared.results import Outcome, ProbeError, Reason, Status
+
+        self.calls.append(f"{call.host}/{call.check}")
+        if call.host in self.down:
+            raise ProbeError(Reason.UNREACHABLE, "no reply")
+        return Outcome(Status.OK, "answers")
+
+    def scheduler(self, config, store, metrics):
+        """A scheduler with ``config``'s checks loaded, each running this script."""
+        import dataclasses
+
+        from monitord.run.scheduler import Scheduler
+        from monitord.shared.probe import ProbeContext
+
+        scheduler = Scheduler(clock=self.clock, store=store, metrics=metrics, ctx=ProbeContext(), max_concurrency=10)
+        scheduler.load([dataclasses.replace(s, kind=dataclasses.replace(s.kind, run=self.run)) for s in config.checks()],
+                       store.check_states())
+        return scheduler
