@@ -99,8 +99,7 @@ async def test_parent_down_reads_check_states_and_probes_through_the_scheduler(w
     # the fresh probe was a run of core's check: its state and metrics moved (soft, retried)
     state = scheduler.state_of("core/ping")
     assert (state.status, state.level, state.attempt) == (Status.CRITICAL, 1, 1)
-    assert metrics.registry.get_sample_value("monitord_probe_success", {"host": "core", "check": "ping",
-                                                                    "kind": "ping"}) == 0
+    assert 'monitord_probe_success{check="ping",host="core",kind="ping"} 0.0' in metrics.exposition().decode()
     assert parents.seen("web1") == "core" and parents.seen("core") is None
 
 
@@ -173,7 +172,8 @@ async def test_all_guards_together_as_explain_reports_them(store, world):
     """Several guards at once, each with its own reason; ``explain`` lists exactly what the
     guard set says (one source for "why not")."""
     config, scheduler, script, clock, metrics = world
-    config = parse_config(CONFIG + WINDOW + "business_hours: {days: [sun]}\ndefaults: {remediation: {contact_first: [power_reset]}}\n")
+    config = parse_config(CONFIG + WINDOW + "business_hours: {days: [sun]}\n"
+                          "defaults: {remediation: {contact_first: [power_reset]}}\n")
     engine = unit_engine(store, config, Scripted(clock).scheduler(config, store, metrics), None, clock, metrics)
     store.quarantine("web1", NOW, "intrusion", "op")
     engine._states["web1"] = state = esc.HostState(power_actions=(NOW - 60,) * 3, grace_until=NOW + 60)
