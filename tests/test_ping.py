@@ -154,6 +154,7 @@ def test_checksum_matches_a_known_packet() -> None:
 # Loopback, in this process (raw socket: root)
 
 
+@integration  # a raw ICMP socket: root
 async def test_loopback_names_and_families_in_process() -> None:
     need_root()
     ctx = ProbeContext()
@@ -171,6 +172,7 @@ async def test_loopback_names_and_families_in_process() -> None:
     assert results[1].summary.startswith("localhost (")
 
 
+@integration  # a raw ICMP socket: root
 async def test_cancelled_ping_leaves_nothing_in_flight() -> None:
     need_root()
     ctx = ProbeContext()
