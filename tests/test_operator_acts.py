@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from monitord.config import parse_config
 from monitord.edge import acts
 from monitord.edge.api import Api
-from monitord.escalation import engine as engine_module
+from monitord.escalation import actions as actions_module
 from monitord.escalation.ladder import Phase, Step
 from monitord.records.state import SQLiteStore
 from tests.daemon_proc import REPO, Daemon
@@ -40,7 +40,7 @@ def engine_on(tmp_path):
 
 async def test_an_answer_through_the_api_wakes_the_waiting_ladder_at_once(tmp_path):
     engine, store = engine_on(tmp_path)
-    waiting = asyncio.create_task(engine._approval("web1", NOW + 900))  # noqa: SLF001 - the ladder's wait
+    waiting = asyncio.create_task(engine.actions.answer("web1", NOW + 900))  # noqa: SLF001 - the ladder's wait
     await engine.clock.settle()
     assert not waiting.done()
     acts.answer_approval(store, "web1", "denied", "night-contact", NOW)
@@ -54,13 +54,13 @@ async def test_an_answer_through_the_api_wakes_the_waiting_ladder_at_once(tmp_pa
 
 async def test_an_answer_written_to_the_store_is_read_at_the_next_look(tmp_path):
     engine, store = engine_on(tmp_path)  # the CLI without the API token writes to the store only
-    waiting = asyncio.create_task(engine._approval("web1", NOW + 900))  # noqa: SLF001
+    waiting = asyncio.create_task(engine.actions.answer("web1", NOW + 900))  # noqa: SLF001
     await engine.clock.settle()
     engine.answered("db9")  # another host's answer does not end this wait
     acts.answer_approval(store, "web1", "granted", "night-contact", NOW)
     await engine.clock.settle()
     assert not waiting.done()
-    await engine.clock.advance(engine_module.APPROVAL_POLL)
+    await engine.clock.advance(actions_module.APPROVAL_POLL)
     assert waiting.result().ok and waiting.result().detail == {"answer": "granted"}
     store.close()
 
@@ -68,7 +68,7 @@ async def test_an_answer_written_to_the_store_is_read_at_the_next_look(tmp_path)
 async def test_without_an_answer_the_wait_times_out(tmp_path):
     engine, store = engine_on(tmp_path)
     engine.answered("web1")  # an answer signalled before anyone waits is not an answer
-    waiting = asyncio.create_task(engine._approval("web1", NOW + 10))  # noqa: SLF001
+    waiting = asyncio.create_task(engine.actions.answer("web1", NOW + 10))  # noqa: SLF001
     await engine.clock.settle()
     assert not waiting.done()
     await engine.clock.advance(10)
