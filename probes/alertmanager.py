@@ -213,6 +213,14 @@ def _named(labels: dict[str, str]) -> str:
     return f"{name} on {labels['instance']}" if labels.get("instance") else name
 
 
+def _well_formed(kept: Any) -> bool:
+    """Whether a kept alert read back from the file is one :class:`Receiver` wrote (else it is dropped)."""
+    if not isinstance(kept, dict) or not isinstance(kept.get("labels"), dict):
+        return False
+    return (isinstance(kept.get("summary"), str) and isinstance(kept.get("received"), (int, float))
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in kept["labels"].items()))
+
+
 class Receiver:
     """Takes Alertmanager's notifications, keeps the firing alerts, and judges them for the checks."""
 
@@ -223,7 +231,8 @@ class Receiver:
         self.path, self.clock, self._config, self._settings = path, clock, config, settings
         self._unmatched, self._run_soon = unmatched, run_soon
         self.started = clock.time()
-        self._firing: dict[str, dict] = read_json(path)  # fingerprint -> {"labels", "summary", "received"}
+        self._firing: dict[str, dict] = {  # fingerprint -> {"labels", "summary", "received"}
+            fingerprint: kept for fingerprint, kept in read_json(path).items() if _well_formed(kept)}
         self._unmatched_since_log = 0
         self._unmatched_logged_at: float | None = None
 

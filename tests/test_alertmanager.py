@@ -227,6 +227,17 @@ async def test_alerts_survive_a_restart_and_age_from_the_start(tmp_path):
         assert restarted.verdict("web1", "anything")[0] is Status.UNKNOWN
 
 
+async def test_a_damaged_alerts_file_keeps_what_is_whole(tmp_path):
+    good = {"labels": {"alertname": "DiskFull", "instance": "web1"}, "summary": "", "received": 1.0}
+    (tmp_path / "alerts.json").write_text(json.dumps({
+        "a": good, "b": {"labels": {"alertname": 5}, "summary": "", "received": 1.0}, "c": "x",
+        "d": {"labels": {"alertname": "DiskFull", "instance": "web1"}, "received": "yesterday"}}))
+    async with Receiving(tmp_path, FakeClock()) as served:
+        assert served.verdict("web1", "disk") == (Status.CRITICAL, "firing: DiskFull on web1")
+        assert (await served.post(payload(alert("Load"))))[0] == 200
+        assert json.loads(served.path.read_text()).keys() == {"a", "Load-web1:9100"}
+
+
 async def test_unmatched_alerts_are_counted_and_logged_at_most_once_a_minute(tmp_path, caplog):
     clock = FakeClock()
     caplog.set_level(logging.WARNING, logger="probes.alertmanager")
