@@ -189,6 +189,9 @@ def sections() -> list[tuple[str, list]]:
             graph("Listener self-protection", "Connections the listener closed: idle, evicted, refused.",
                   (increase_by("reason", "monitord_http_connections_closed_total"),
                    "{{reason}}"), stacked=True, w=8),
+            graph("Alertmanager alerts without a check", "Alerts Alertmanager posted that no alertmanager check "
+                  "takes: add a check, fix its matchers, or route them elsewhere.",
+                  (increase_by("instance", "monitord_alertmanager_alerts_unmatched_total"), "{{instance}}"), w=8),
         ]),
     ]
 
