@@ -47,10 +47,10 @@ def test_the_appliance_host():
     assert host.os == "windows" and host.ssh.os == "windows"
     assert host.power_drivers() == ("vm",) and host.vm.shutdown_timeout == 180
     remediation = config.remediation("vvault1")
-    assert set(remediation["contact_first"]) == {"service_restart", "power_reset", "power_cycle"}
+    assert set(remediation.contact_first) == {"service_restart", "power_reset", "power_cycle"}
     assert {name for name, check in host.checks.items() if check.restart} == {"console", "vvault-service",
                                                                                  "vvault-agent"}
-    assert escalation.Step.SERVICE_RESTART.value in remediation["contact_first"]
+    assert escalation.Step.SERVICE_RESTART.value in remediation.contact_first
 
 
 def test_level_3_on_the_appliance_escalates_to_both_vendors():

@@ -80,36 +80,40 @@ class LadderStep(StrictModel):
 
 
 class RemediationSettings(StrictModel):
-    """How the escalation ladders act on a host; every field cascades like the rest of ``defaults``."""
+    """How the escalation ladders act on a host. Every field cascades like the rest of
+    ``defaults`` (host, then its groups, then the top level): a layer sets only what it names;
+    the field defaults are the contract's values. :meth:`Config.remediation` resolves a host's."""
 
-    dry_run: bool | None = Field(default=None, description="decide and journal, never act (this host)")
-    power_method: Literal["reset", "onoff"] | None = Field(
-        default=None, description="reset: IPMI chassis reset / PDU reboot; onoff: off, verify off, on")
-    power_wait: Duration | None = Field(default=None, description="after a power command, before polling status")
-    power_timeout: Duration | None = Field(default=None, description="poll power status until this deadline")
-    power_retries: int | None = Field(default=None, ge=0, le=5)
-    boot_timeout: Duration | None = Field(default=None, description="wait this long for ping and SSH after a reset")
-    verify_interval: Duration | None = Field(default=None, description="how often to try ping and SSH while waiting")
-    max_resets: int | None = Field(default=None, ge=1, le=20, description="power actions per reset_window, then level 3")
-    reset_window: Duration | None = None
-    grace: Duration | None = Field(default=None, description="after an action, failures wait this long before counting")
-    max_restarts: int | None = Field(default=None, ge=1, le=20)
-    restart_window: Duration | None = None
-    contact_first: list[ActionName] | None = Field(
-        default=None, description="actions that need the emergency contact's approval outside business hours")
-    approval_timeout: Duration | None = None
-    on_no_answer: Literal["hold", "proceed"] | None = None
-    fsck_command: str | None = Field(default=None, description="forces a filesystem check at next boot, and reboots")
-    ladder: list[LadderStep] | None = Field(
-        default=None, min_length=1, description="ordered steps replacing the built-in host and service ladders")
+    dry_run: bool = Field(default=False, description="decide and journal, never act (this host)")
+    power_method: Literal["reset", "onoff"] = Field(
+        default="reset", description="reset: IPMI chassis reset / PDU reboot; onoff: off, verify off, on")
+    power_wait: Duration = Field(default=2.0, description="after a power command, before polling status")
+    power_timeout: Duration = Field(default=60.0, description="poll power status until this deadline")
+    power_retries: int = Field(default=1, ge=0, le=5)
+    boot_timeout: Duration = Field(default=600.0, description="wait this long for ping and SSH after a reset")
+    verify_interval: Duration = Field(default=10.0, description="how often to try ping and SSH while waiting")
+    max_resets: int = Field(default=3, ge=1, le=20, description="power actions per reset_window, then level 3")
+    reset_window: Duration = 86400.0
+    grace: Duration = Field(default=300.0, description="after an action, failures wait this long before counting")
+    max_restarts: int = Field(default=3, ge=1, le=20)
+    restart_window: Duration = 3600.0
+    contact_first: list[ActionName] = Field(
+        default_factory=list, description="actions that need the emergency contact's approval outside business hours")
+    approval_timeout: Duration = 900.0
+    on_no_answer: Literal["hold", "proceed"] = "hold"
+    fsck_command: str = Field(default="touch /forcefsck && systemctl reboot",
+                              description="forces a filesystem check at next boot, and reboots")
+    ladder: list[LadderStep] = Field(
+        default_factory=list, min_length=1, description="ordered steps replacing the built-in host and service ladders")
 
-
-REMEDIATION_DEFAULTS = dict(
-    dry_run=False, power_method="reset", power_wait=2.0, power_timeout=60.0, power_retries=1, boot_timeout=600.0,
-    verify_interval=10.0, max_resets=3, reset_window=86400.0, grace=300.0, max_restarts=3, restart_window=3600.0,
-    contact_first=[], approval_timeout=900.0, on_no_answer="hold", fsck_command="touch /forcefsck && systemctl reboot",
-    ladder=[],
-)
+    @classmethod
+    def cascade(cls, layers: list["RemediationSettings"]) -> "RemediationSettings":
+        """The effective settings of ``layers`` (most specific first): each field from the first
+        layer that sets it, else its default."""
+        chosen: dict[str, Any] = {}
+        for layer in reversed(layers):  # the most specific last: what it sets wins
+            chosen.update({name: getattr(layer, name) for name in layer.model_fields_set})
+        return cls().model_copy(update=chosen)
 
 
 class Settings(StrictModel):
@@ -369,11 +373,9 @@ class Config(StrictModel):
         h = self.hosts[host]
         return {f"host:{host}"} | {f"group:{g}" for g in h.groups} | {f"tag:{t}" for t in h.tags}
 
-    def remediation(self, host: str) -> dict[str, Any]:
-        """The host's effective remediation settings (cascaded, with built-in defaults)."""
-        layers = [layer.remediation for layer in self.hosts[host].layers(self)]
-        return {name: _first([getattr(layer, name) for layer in layers], default)
-                for name, default in REMEDIATION_DEFAULTS.items()}
+    def remediation(self, host: str) -> RemediationSettings:
+        """The host's effective remediation settings (cascaded, with the contract's defaults)."""
+        return RemediationSettings.cascade([layer.remediation for layer in self.hosts[host].layers(self)])
 
     def checks(self) -> list["CheckSpec"]:
         """Every enabled check with its effective settings, in config order."""
@@ -578,7 +580,7 @@ def _ladder_problems(config: Config) -> list[tuple[tuple, str]]:
                 problems.append((loc + ("remediation", "ladder", i, "vendor"),
                                  f"unknown vendor {rung.vendor!r}{_did_you_mean(rung.vendor, config.paging.vendors)}"))
     for name, host in config.hosts.items():
-        keys = {rung.key().split(":")[0] for rung in config.remediation(name)["ladder"]}
+        keys = {rung.key().split(":")[0] for rung in config.remediation(name).ladder}
         if "power" in keys and not host.power_drivers():
             problems.append((("hosts", name), "its remediation.ladder has a power step but the host has no bmc:, vm: or pdu: block"))
         if "restart" in keys and host.ssh is None:

@@ -68,7 +68,7 @@ class Actions:
         r = self.config.remediation(host)
         # A PDU outlet is always switched off, verified off, then on: its status may still read
         # "on" right after a reboot command, so a reboot cannot be verified (fence-agents' onoff).
-        cycle = act.step is esc.Step.POWER_CYCLE or r["power_method"] == "onoff" or act.args["driver"] == "pdu"
+        cycle = act.step is esc.Step.POWER_CYCLE or r.power_method == "onoff" or act.args["driver"] == "pdu"
         async with self.power_locks[host]:
             outcome = await power.change(self.drivers, self.store, self.config.hosts[host], host, act.args["driver"],
                                          PowerAction.CYCLE if cycle else PowerAction.RESET,
@@ -76,7 +76,7 @@ class Actions:
         return esc.Done(act.step, True, detail={"driver": act.args["driver"], "steps": list(outcome.steps)})
 
     async def wait_boot(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
-        return await self.boot(host, act.args.get("timeout", self.config.remediation(host)["boot_timeout"]))
+        return await self.boot(host, act.args.get("timeout", self.config.remediation(host).boot_timeout))
 
     async def boot(self, host: str, timeout: float) -> esc.Done:
         """Poll ping and an SSH login until both work or ``timeout``; then read the boot log."""
@@ -88,7 +88,7 @@ class Actions:
                 return esc.Done(esc.Step.WAIT_BOOT, not detail["fs_errors"], detail=detail)
             if self.clock.time() >= deadline:
                 return esc.Done(esc.Step.WAIT_BOOT, False, "timeout", detail)
-            await self.clock.sleep_until(min(deadline, self.clock.time() + r["verify_interval"]))
+            await self.clock.sleep_until(min(deadline, self.clock.time() + r.verify_interval))
 
     async def boot_check(self, host: str) -> dict:
         """One look: does the host answer ping, does an SSH login work, what does the boot log say."""
@@ -111,7 +111,7 @@ class Actions:
 
     async def fsck(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         h = self.config.hosts[host]
-        await self.drivers.ssh(h.address, h.ssh).force_fsck(self.config.remediation(host)["fsck_command"])
+        await self.drivers.ssh(h.address, h.ssh).force_fsck(self.config.remediation(host).fsck_command)
         return esc.Done(act.step, True)
 
     async def verify(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
@@ -144,7 +144,7 @@ class Actions:
                         {"login": True, "was_active": was_active, "probe": result.summary})
 
     async def approval(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
-        return await self.answer(host, self.clock.time() + self.config.remediation(host)["approval_timeout"])
+        return await self.answer(host, self.clock.time() + self.config.remediation(host).approval_timeout)
 
     async def answer(self, host: str, deadline: float) -> esc.Done:
         """Wait for the emergency contact's answer (``monitord approve|deny HOST``) until ``deadline``:

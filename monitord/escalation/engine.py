@@ -342,14 +342,14 @@ class Engine:
         return esc.Policy(
             power_drivers=h.power_drivers(),
             has_bmc=h.bmc is not None, has_ssh=h.ssh is not None,
-            boot_timeout=r["boot_timeout"], max_resets=r["max_resets"], reset_window=r["reset_window"],
-            grace=r["grace"], max_restarts=r["max_restarts"], restart_window=r["restart_window"],
-            contact_first=frozenset(esc.Step(a) for a in r["contact_first"]), on_no_answer=r["on_no_answer"],
-            dry_run=r["dry_run"],
+            boot_timeout=r.boot_timeout, max_resets=r.max_resets, reset_window=r.reset_window,
+            grace=r.grace, max_restarts=r.max_restarts, restart_window=r.restart_window,
+            contact_first=frozenset(esc.Step(a) for a in r.contact_first), on_no_answer=r.on_no_answer,
+            dry_run=r.dry_run,
             restartable=frozenset(name for name, check in h.checks.items() if check.restart is not None),
-            name=host, verify_interval=max(r["verify_interval"], 5.0),
+            name=host, verify_interval=max(r.verify_interval, 5.0),
             engineer_on_site=self.config.paging.sla.engineer_on_site,
-            steps=tuple(rung.key() for rung in r["ladder"]),
+            steps=tuple(rung.key() for rung in r.ladder),
             processes=frozenset(name for name, check in h.checks.items()
                                 if check.restart is not None and check.restart.start_command is not None),
         )

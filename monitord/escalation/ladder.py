@@ -11,7 +11,7 @@ Host-down ladder (a confirmed ping failure, or a check marked ``host_critical``)
       over SSH and reboot (when SSH works), else power-cycle; not back at all: power-cycle
       (off, verified off, on). Wait and verify once more.
   L3  still not up: page for on-site dispatch with the BMC findings, what was tried and the
-      customer's instructions, and start the SLA timer (engineer on site within 120 min).
+      customer's instructions, and start the SLA timer (engineer on site: ``paging.sla``).
 Service-down ladder (a confirmed port or database check failure):
   L1  SSH login, check the service, restart it, wait the grace period, re-probe at once.
   L2  login fails: hand over to the host-down ladder.
@@ -38,6 +38,9 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from monitord.config import RemediationSettings
+from monitord.paging.oncall import SlaTargets
 
 
 class Ladder(enum.StrEnum):
@@ -76,26 +79,30 @@ POWER_STEPS = {Step.POWER_RESET, Step.POWER_CYCLE}
 # -- inputs ---------------------------------------------------------------------------------
 
 
+_DEFAULTS, _SLA = RemediationSettings(), SlaTargets()  # the contract's values live in the config's models only
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A host's remediation settings, resolved from the config."""
+    """A host's remediation settings, resolved from the config (:meth:`Engine.policy`); the
+    defaults are the config's."""
 
     power_drivers: tuple[str, ...] = ()  # fallback order, e.g. ("ipmi", "pdu")
     has_bmc: bool = False
     has_ssh: bool = False
-    boot_timeout: float = 600.0
-    max_resets: int = 3
-    reset_window: float = 86400.0
-    grace: float = 300.0
-    max_restarts: int = 3
-    restart_window: float = 3600.0
+    boot_timeout: float = _DEFAULTS.boot_timeout
+    max_resets: int = _DEFAULTS.max_resets
+    reset_window: float = _DEFAULTS.reset_window
+    grace: float = _DEFAULTS.grace
+    max_restarts: int = _DEFAULTS.max_restarts
+    restart_window: float = _DEFAULTS.restart_window
     contact_first: frozenset[Step] = frozenset()  # actions needing approval outside business hours
-    on_no_answer: Literal["hold", "proceed"] = "hold"
+    on_no_answer: Literal["hold", "proceed"] = _DEFAULTS.on_no_answer
     dry_run: bool = False
     restartable: frozenset[str] = frozenset()  # checks with a restart method configured
     name: str = ""  # the host's name, for pages that must name it
     verify_interval: float = 30.0  # how often a recovered check is verified again while verification fails
-    engineer_on_site: float = 7200.0  # the SLA target from dispatch to an engineer on site (paging.sla)
+    engineer_on_site: float = _SLA.engineer_on_site  # the SLA target from dispatch to an engineer on site (paging.sla)
     steps: tuple[str, ...] = ()  # a configured ladder: restart:services|processes, power:reset|cycle, vendor:NAME
     processes: frozenset[str] = frozenset()  # restartable checks restarted by kill/start (a process), not a service
 

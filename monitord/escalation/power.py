@@ -19,7 +19,7 @@ from remediation.drivers import Drivers
 def timings(config: Config, host: str) -> PowerTimings:
     """The host's power timings (its cascaded ``remediation`` settings)."""
     r = config.remediation(host)
-    return PowerTimings(power_wait=r["power_wait"], power_timeout=r["power_timeout"], retries=r["power_retries"])
+    return PowerTimings(power_wait=r.power_wait, power_timeout=r.power_timeout, retries=r.power_retries)
 
 
 def may_power_on(store: Store, host: str) -> Callable[[], str | None]:

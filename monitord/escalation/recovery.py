@@ -50,7 +50,7 @@ class Recovery:
                 note += f"; power state unreadable ({exc.summary}); not re-issuing it"
             return esc.Done(step, True, detail={"driver": driver, "reconciled": True}), note
         if step is esc.Step.WAIT_BOOT:
-            return await self.actions.boot(host, max(state.acted_at + r["boot_timeout"] - now, r["verify_interval"])), note
+            return await self.actions.boot(host, max(state.acted_at + r.boot_timeout - now, r.verify_interval)), note
         if step is esc.Step.FSCK:
             return esc.Done(step, True, detail={"reconciled": True}), note + "; treating it as done and verifying the boot"
         if step is esc.Step.SERVICE_RESTART:
@@ -58,6 +58,6 @@ class Recovery:
             return (esc.Done(step, result.ok, str(result.reason), {"login": True, "probe": result.summary}),
                     note + "; re-probing instead of restarting again")
         if step is esc.Step.REQUEST_APPROVAL:
-            return await self.actions.answer(host, max(state.acted_at + r["approval_timeout"], now + APPROVAL_POLL)), note
+            return await self.actions.answer(host, max(state.acted_at + r.approval_timeout, now + APPROVAL_POLL)), note
         # BMC read, verification: reading again is harmless
         return await self.actions.execute(host, esc.Act(step, state.level, "resumed after restart"), state), note

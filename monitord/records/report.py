@@ -116,7 +116,7 @@ class PageRecord:
 
 @dataclass(frozen=True, slots=True)
 class SlaResult:
-    """An SLA timer (e.g. engineer on site within 120 minutes) and whether it was met.
+    """An SLA timer (e.g. engineer on site, ``paging.sla``) and whether it was met.
 
     ``status``: ``met`` / ``breached`` (a stop event at or before / after ``due``, or a breach
     event), ``running`` (the incident is still open), ``no_record`` (closed, no stop journaled).
