@@ -33,7 +33,7 @@ with optional overrides:
 
 **Verdicts** (reason ``threshold``: customer notices like a full disk, never a ladder): OK;
 WARNING for one failure (late, failed, truncated) or too few generations; CRITICAL when the
-backup failed twice in a row, or no good generation exists at all, with value ``backup_ticket``
+backup failed twice in a row, or no good generation exists at all, with ticket ``Ticket.BACKUP``
 (the engine schedules a business-hours ticket). A backup that cannot be read (SSH refused,
 location missing, restic error) is UNKNOWN: the operators' problem, not the customer's.
 Passive checks count silence from the later of the newest good result and the moment this
@@ -64,7 +64,7 @@ from pydantic import Field, field_validator, model_validator
 
 from monitord.shared import lastbackup
 from monitord.shared.fields import ConfigPath, Duration, Port, SecretRef, StrictModel, TimeZoneName, format_duration
-from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.results import Outcome, ProbeError, Reason, Status, Ticket
 from monitord.shared import kept
 from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from monitord.shared.power import ActionError
@@ -335,11 +335,10 @@ def evaluate(policy: Policy, generations: list[Generation], now: float, *, count
                 + (f", {len(good)} generation{'s' if len(good) != 1 else ''}" if count else ""))
     else:
         tail = f"{len(ordered)} run{'s' if len(ordered) != 1 else ''} seen, none good" if ordered else "nothing found"
-    if status is Status.CRITICAL:
-        values["backup_ticket"] = 1.0
     summary = "; ".join(problems + [f"{tail}; {policy.describe()}"])
     reason = Reason.THRESHOLD if status is not Status.OK else Reason.NONE
-    return Verdict(Outcome(status, summary, reason, values), tuple(good))
+    ticket = Ticket.BACKUP if status is Status.CRITICAL else None
+    return Verdict(Outcome(status, summary, reason, values, ticket), tuple(good))
 
 
 # ---------------------------------------------------------------------------------------

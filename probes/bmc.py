@@ -10,7 +10,7 @@ Each run reads, through :class:`remediation.ipmi.IpmiDriver` (one ipmitool proce
 
 A failed drive or RAID member is not a reason to reset anything: it is a part to replace in
 business hours. Rules marked ``hardware_ticket`` (the drive-slot default) make the result say
-so: its summary starts with :data:`TICKET_PREFIX` and its values carry ``hardware_ticket=1``.
+so: its summary starts with :data:`TICKET_PREFIX` and its ticket is ``Ticket.HARDWARE``.
 The check is never ``host_critical`` by default.
 
 The last SEL record seen (id and text) is kept in the check's state directory, so each record
@@ -32,7 +32,7 @@ from typing import Literal
 from pydantic import Field
 
 from monitord.shared.fields import Regex, StrictModel
-from monitord.shared.results import Outcome, Reason, Status
+from monitord.shared.results import Outcome, Reason, Status, Ticket
 from monitord.shared import kept
 from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 from remediation.ipmi import IpmiDriver, SelEntry, SensorReading, SensorStatus
@@ -169,13 +169,13 @@ async def run(ctx: ProbeContext, call: ProbeCall, params: BmcParams) -> Outcome:
         kept.write_json(path, {"last_id": entries[-1].id, "last_key": _key(entries[-1])} if entries
                         else {"last_id": None, "last_key": None})
 
-    values["hardware_ticket"] = float(ticket)
     if status is Status.OK and incomplete:
         # some sensors could not be read: nobody can say they are ok (people look; no customer notice)
         return Outcome(Status.UNKNOWN, "; ".join(parts), Reason.PROTOCOL, values)
     if status is Status.OK:
         return Outcome(Status.OK, "; ".join((["sensors ok"] if params.sensors else []) + parts) or "ok", values=values)
-    return Outcome(status, (TICKET_PREFIX if ticket else "") + "; ".join(parts), Reason.THRESHOLD, values)
+    return Outcome(status, (TICKET_PREFIX if ticket else "") + "; ".join(parts), Reason.THRESHOLD, values,
+                   Ticket.HARDWARE if ticket else None)
 
 
 KIND = ProbeKind(

@@ -19,7 +19,7 @@ from monitord.config import ConfigError, parse_config
 from monitord.shared.fields import SecretRef
 from monitord.edge.listener import Listener
 from monitord.edge.metrics import Metrics
-from monitord.shared.results import Reason, Status
+from monitord.shared.results import Reason, Status, Ticket
 from monitord.run.runner import run_probe
 from monitord.records.state import SQLiteStore
 from probes import REGISTRY, backup, heartbeat
@@ -97,18 +97,19 @@ def test_one_missed_night_is_a_warning_two_are_critical_with_a_ticket():
     late = evaluate(DAILY7, nightly(24, 7), jst(25, 7, 5)).outcome
     assert (late.status, late.reason) == (Status.WARNING, Reason.THRESHOLD)
     assert late.summary.startswith("late or failed; newest good web1-24")
-    assert "backup_ticket" not in late.values
+    assert late.ticket is None and "backup_ticket" not in late.values
     twice = evaluate(DAILY7, nightly(23, 7), jst(25, 7, 5)).outcome
     assert (twice.status, twice.reason) == (Status.CRITICAL, Reason.THRESHOLD)
     assert twice.summary.startswith("failed twice in a row")
-    assert twice.values["backup_ticket"] == 1.0 and twice.values["failures_in_a_row"] == 2
+    assert twice.ticket is Ticket.BACKUP and twice.values["failures_in_a_row"] == 2
+    assert "backup_ticket" not in twice.values  # a signal, not a measured value: never a metric
 
 
 def test_a_stopped_job_is_critical_whatever_the_daemon_saw_before():
     month_old = evaluate(DAILY7, nightly(25, 7), jst(25, 10, month=12)).outcome
     assert month_old.status is Status.CRITICAL and "failed 30 times in a row" in month_old.summary
     nothing = evaluate(DAILY7, [], jst(25, 10)).outcome
-    assert nothing.status is Status.CRITICAL and nothing.values["backup_ticket"] == 1.0
+    assert nothing.status is Status.CRITICAL and nothing.ticket is Ticket.BACKUP
     assert nothing.summary.startswith("no good backup generation found; thinned: 0 of 7")
 
 
@@ -148,7 +149,7 @@ def test_passive_results_failed_twice_in_a_row_and_silence_counted_from_judging(
     once = evaluate(DAILY7, [ok, failed[0]], jst(23, 4), count=False, since=since).outcome
     assert once.status is Status.WARNING and "latest run nightly reported failure" in once.summary  # before the deadline
     twice = evaluate(DAILY7, [ok] + failed, jst(24, 4), count=False, since=since).outcome
-    assert twice.status is Status.CRITICAL and twice.values["backup_ticket"] == 1.0
+    assert twice.status is Status.CRITICAL and twice.ticket is Ticket.BACKUP
     assert "thinned" not in twice.summary  # a heartbeat cannot count generations
     posted_before_judging = evaluate(DAILY7, [failed[0]], jst(23, 4), count=False, since=jst(23, 3, 30)).outcome
     assert posted_before_judging.status is Status.WARNING  # a reported failure is a fact, whenever judging began
@@ -534,7 +535,7 @@ async def test_backup_results_posted_over_http(receiver_app):
 
         await clock.advance(jst(23, 7, 5) - clock.time())  # no result at all last night: twice in a row
         twice = await judge()
-        assert twice.status is Status.CRITICAL and twice.values["backup_ticket"] == 1.0
+        assert twice.status is Status.CRITICAL and twice.ticket is Ticket.BACKUP
     last = lastbackup.last_good("backup", kept_record(state))
     assert (last.generation, last.at, last.location) == ("full 2026-11-21", jst(21, 3), "backup1:/srv/web1")
     assert last.stale  # the newest good one is older than the plan allows
@@ -598,7 +599,7 @@ async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice
                                                        "web1/backup: late or failed; newest good web1-24"]
     assert messages(store)[1]["severity"] == "warning"  # operations hear of it too
     twice = Result(Status.CRITICAL, Reason.THRESHOLD, "failed twice in a row; newest good web1-24", 0.1,
-                   jst(26, 7, 5), {"backup_ticket": 1.0})
+                   jst(26, 7, 5), ticket=Ticket.BACKUP)
     await notify(engine, spec, Event.CHANGED, twice, 7)
     sent = messages(store)[2:]
     assert [m["summary"] for m in sent] == ["web1: failed twice in a row; newest good web1-24",

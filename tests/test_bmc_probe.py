@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from monitord.config import BmcConfig, parse_config
 from monitord.shared.fields import SecretRef
-from monitord.shared.results import Reason, Result, Status
+from monitord.shared.results import Reason, Result, Status, Ticket
 from monitord.run.runner import run_probe
 from probes import bmc
 from monitord.shared.probe import ProbeCall, ProbeContext
@@ -102,7 +102,7 @@ async def test_healthy_bmc_is_ok_and_takes_a_sel_baseline(ipmi_sim: IpmiSim, tmp
     first = await probe.run()
     assert first.status is Status.OK, first.summary
     assert "sensors ok" in first.summary and "SEL baseline taken (1 records on file)" in first.summary
-    assert first.values["sensors"] >= 1 and first.values["hardware_ticket"] == 0
+    assert first.values["sensors"] >= 1 and first.ticket is None
     second = await probe.run()
     assert second.status is Status.OK and second.values["sel_new"] == 0
     assert (tmp_path / "bmc" / "web1" / "bmc" / "sel.json").exists()
@@ -159,7 +159,7 @@ async def test_drive_fault_is_a_business_hours_hardware_ticket(ipmi_sim: IpmiSim
     assert (result.status, result.reason) == (Status.WARNING, Reason.THRESHOLD)
     assert result.summary.startswith("hardware ticket (business hours): 1 new SEL record: ")
     assert "Drive Slot / Bay #0x05: Drive Fault" in result.summary
-    assert result.values["hardware_ticket"] == 1
+    assert result.ticket is Ticket.HARDWARE and "hardware_ticket" not in result.values  # never a metric
     assert not bmc.BmcParams().host_critical
 
 

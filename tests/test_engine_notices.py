@@ -13,7 +13,7 @@ from monitord.escalation.engine import Engine
 from monitord.edge.metrics import Metrics
 from monitord.paging.notify import Notifier
 from monitord.paging.outbox import Outbox
-from monitord.shared.results import Reason, Result, Status
+from monitord.shared.results import Reason, Result, Status, Ticket
 from monitord.records.state import SQLiteStore
 from monitord.shared.probe import ProbeContext
 from tests.fakeclock import FakeClock
@@ -89,7 +89,7 @@ async def test_disk_threshold_is_a_customer_notice_and_an_operator_warning_not_a
 async def test_failed_drive_is_a_business_hours_ticket_announced_to_the_customer(engine):
     engine, store, specs = engine
     result = Result(Status.WARNING, Reason.THRESHOLD, "hardware ticket (business hours): Drive Slot 3 fault", 0.1,
-                    1000.0, {"hardware_ticket": 1.0})
+                    1000.0, ticket=Ticket.HARDWARE)
     engine.notify(specs["bmc"], Event.CONFIRMED, result, incident_id=6)
     await asyncio.sleep(0)
     await engine.idle()

@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from monitord.shared.results import Outcome, ProbeError, Reason, Status
+from monitord.shared.results import Outcome, ProbeError, Reason, Result, Status, Ticket
 from monitord.run.runner import run_probe
 from monitord.shared.probe import CheckParams, ProbeCall, ProbeContext, ProbeKind
 
@@ -53,6 +53,17 @@ async def test_outcome_passes_through_with_values():
     result = await run_probe(kind_raising(), ProbeContext(), CALL, P(), 5.0)
     assert (result.status, result.reason, result.summary, dict(result.values)) == (
         Status.WARNING, Reason.THRESHOLD, "slow", {"ms": 12.5})
+
+
+async def test_a_ticket_passes_through_as_a_field_and_survives_the_store():
+    async def run(ctx, call, params):
+        return Outcome(Status.CRITICAL, "drive fault", Reason.THRESHOLD, {"sel_new": 1.0}, Ticket.HARDWARE)
+
+    result = await run_probe(ProbeKind("t", P, run, 60.0, "test"), ProbeContext(), CALL, P(), 5.0)
+    assert result.ticket is Ticket.HARDWARE and dict(result.values) == {"sel_new": 1.0}  # never a measured value
+    assert Result.from_dict(result.to_dict()).ticket is Ticket.HARDWARE  # kept with the check's state
+    plain = await run_probe(kind_raising(), ProbeContext(), CALL, P(), 5.0)
+    assert plain.ticket is None and "ticket" not in plain.to_dict() and Result.from_dict(plain.to_dict()).ticket is None
 
 
 async def test_hung_probe_times_out_and_leaves_no_task():

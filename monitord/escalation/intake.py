@@ -24,13 +24,9 @@ from monitord.paging.notify import Notifier
 from monitord.records.state import JournalEntry, Store
 from monitord.run.checkstate import Event as CheckEvent
 from monitord.shared.clock import Clock
-from monitord.shared.results import Reason, Result, Status
+from monitord.shared.results import Reason, Result, Status, Ticket
 
 log = logging.getLogger(__name__)
-
-TICKETS = ("hardware_ticket", "backup_ticket")
-"""Result values that make a confirmed problem business-hours work (a page of that kind), not a ladder."""
-
 
 def actionable(result: Result) -> bool:
     """Whether a confirmed result may start a ladder: the thing is down (critical, and not a
@@ -72,9 +68,8 @@ class Intake:
         notice = notice_kind(spec, result)
         joined = incident_id is not None and incident_id == self.episode(spec.host)
         if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
-            ticket = next((k for k in TICKETS if result.values.get(k)), None)
-            if ticket is not None:
-                self.ticket(ticket, spec, result, incident_id)
+            if result.ticket is not None:
+                self.ticket(result.ticket, spec, result, incident_id)
                 return  # business-hours work, announced; never a reset
             if notice == "threshold":
                 # contact the customer first; operations hear of it too (a warning, routed by policy)
@@ -107,7 +102,7 @@ class Intake:
         elif not self.blast.hold(spec.host, "check_warning", summary):
             self.notifier.page(spec.host, "check_warning", summary, incident_id)
 
-    def ticket(self, kind: str, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+    def ticket(self, kind: Ticket, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A failed drive or part, a backup failed twice in a row: schedule the work into the next
         business window and announce it."""
         when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())

@@ -92,6 +92,7 @@ async def run_probe(
         duration=time.monotonic() - start,
         started_at=now,
         values=dict(outcome.values),
+        ticket=outcome.ticket,
     )
 
 

@@ -33,14 +33,24 @@ class Reason(enum.StrEnum):
     ERROR = "error"
 
 
+class Ticket(enum.StrEnum):
+    """A confirmed problem that is business-hours work, announced, never a ladder: a failed drive
+    or part the BMC reports, a backup failed twice in a row. The value is the page's kind."""
+
+    HARDWARE = "hardware_ticket"
+    BACKUP = "backup_ticket"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a probe measured; the runner turns it into a :class:`Result`."""
+    """What a probe measured; the runner turns it into a :class:`Result`. ``ticket``: the
+    problem is business-hours work (a signal, not a measured value: never a metric)."""
 
     status: Status
     summary: str
     reason: Reason = Reason.NONE
     values: Mapping[str, float] = field(default_factory=dict)
+    ticket: Ticket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,7 @@ class Result:
     duration: float
     started_at: float
     values: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    ticket: Ticket | None = None  # the problem is business-hours work (see :class:`Ticket`)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +79,7 @@ class Result:
             "duration": round(self.duration, 6),
             "started_at": self.started_at,
             "values": dict(self.values),
+            **({"ticket": str(self.ticket)} if self.ticket else {}),
         }
 
     @classmethod
@@ -80,6 +92,7 @@ class Result:
             duration=float(data["duration"]),
             started_at=float(data["started_at"]),
             values=MappingProxyType(dict(data.get("values", {}))),
+            ticket=Ticket(data["ticket"]) if data.get("ticket") else None,
         )
 
 
