@@ -57,6 +57,9 @@ INVALID = {
     "duration-sexagesimal": ["hosts.web1.checks.ping.interval: invalid duration '1:30': write it like 10m, 90s or 1h30m (line 6)"],
     "metrics-port-out-of-range": ["daemon.metrics_listen: port 99999 is out of range 0-65535 (line 2)"],
     "maintenance-unknown-tag": ["maintenance.firmware.tags[0]: unknown tag 'glod' (did you mean 'gold'?) (line 5)"],
+    "route-unknown-kind": ["paging.routes[0].kinds[1]: input should be 'dispatch', 'blast_radius', 'sla_breach', "
+                           "'approval', 'bmc_auth', 'service_failed', 'action_held', 'vendor', 'hardware_ticket', "
+                           "'backup_ticket', 'check_warning', 'threshold' or 'auto_fixed' (line 8)"],
     "route-unknown-group-and-tag": [
         "paging.routes[0].groups[0]: unknown group 'wbe' (did you mean 'web'?) (line 9)",
         "paging.routes[1].tags[0]: unknown tag 'platinum' (no host has it) (line 10)",

@@ -18,6 +18,7 @@ from monitord.escalation import power
 from monitord.escalation.fleet import Fleet
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
+from monitord.paging.oncall import PageKind
 from monitord.records.state import Store, StoreFault
 from monitord.shared import lastbackup
 from monitord.shared.clock import Clock
@@ -196,14 +197,14 @@ class Pages:
         targets = customer.emergency_contact if customer and customer.emergency_contact else None
         summary = (f"{host}: approval needed outside business hours for {act.args.get('for')}: "
                    f"answer with `monitord approve {host}` or `monitord deny {host}`")
-        self.notifier.page(host, "approval", summary, incident, {"action": act.args.get("for")}, targets=targets)
+        self.notifier.page(host, PageKind.APPROVAL, summary, incident, {"action": act.args.get("for")}, targets=targets)
 
     def tell_fixed(self, host: str, ladder: esc.HostState) -> None:
         """On-call hears (severity info, no escalation) of a host fixed automatically by a level-1
         power action, so people know a customer's server was reset."""
         if ladder.ladder is esc.Ladder.HOST and ladder.level == 1 and any(
                 t.split(":")[0] in esc.POWER_STEPS for t in ladder.tried):
-            self.notifier.inform(host, "auto_fixed", f"{host}: reset automatically at level 1 and verified "
+            self.notifier.inform(host, PageKind.AUTO_FIXED, f"{host}: reset automatically at level 1 and verified "
                                                      f"(ping and SSH login); no action needed", ladder.incident_id)
 
 

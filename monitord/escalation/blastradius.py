@@ -24,6 +24,7 @@ from monitord.shared.clock import Clock
 from monitord.config import BlastRadius
 from monitord.edge.metrics import Metrics
 from monitord.paging.notify import Notifier
+from monitord.paging.oncall import PageKind
 from monitord.records.state import JournalEntry, Store
 
 log = logging.getLogger(__name__)
@@ -132,13 +133,13 @@ class BlastGuard:
         if change == "started":
             with self.store.transaction(durable=True):
                 incident = self.store.open_incident(MONITOR, "blast_radius", "blast_radius", now, now, why or "")
-                self.store.append(JournalEntry(ts=now, event="page", decision="blast_radius", incident_id=incident,
+                self.store.append(JournalEntry(ts=now, event="page", decision=PageKind.BLAST_RADIUS, incident_id=incident,
                                                reason=why, detail={"level": 0}))
             self.episode.incident_id = incident
-            self.metrics.escalation_pages.labels("blast_radius").inc()
+            self.metrics.escalation_pages.labels(PageKind.BLAST_RADIUS).inc()
             log.error("PAGE blast_radius: %s: no power actions, customer notices and host pages held until it clears",
                       why)
-            self.notifier.page(None, "blast_radius", f"monitor-side failure suspected: {why}; power actions stopped",
+            self.notifier.page(None, PageKind.BLAST_RADIUS, f"monitor-side failure suspected: {why}; power actions stopped",
                                incident)
         elif change == "cleared":
             incident, self.episode.incident_id = self.episode.incident_id, None

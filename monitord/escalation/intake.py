@@ -21,6 +21,7 @@ from monitord.escalation.blastradius import BlastGuard
 from monitord.escalation.fleet import Fleet, is_host_down_check
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
+from monitord.paging.oncall import PageKind
 from monitord.records.state import JournalEntry, Store
 from monitord.run.checkstate import Event as CheckEvent
 from monitord.shared.clock import Clock
@@ -75,7 +76,7 @@ class Intake:
                 # contact the customer first; operations hear of it too (a warning, routed by policy)
                 self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
                                      result.started_at)
-                self.notifier.page(spec.host, "threshold", f"{spec.host}/{spec.name}: {result.summary}", incident_id)
+                self.notifier.page(spec.host, PageKind.THRESHOLD, f"{spec.host}/{spec.name}: {result.summary}", incident_id)
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
                 self.warning(spec, result, incident_id)
@@ -100,13 +101,13 @@ class Intake:
                     ts=self.clock.time(), event="note", host=spec.host, check=spec.name,
                     incident_id=episode or incident_id, reason=f"warning folded into the ladder in progress: {summary}"))
         elif not self.blast.hold(spec.host, "check_warning", summary):
-            self.notifier.page(spec.host, "check_warning", summary, incident_id)
+            self.notifier.page(spec.host, PageKind.CHECK_WARNING, summary, incident_id)
 
     def ticket(self, kind: Ticket, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A failed drive or part, a backup failed twice in a row: schedule the work into the next
         business window and announce it."""
         when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())
-        self.notifier.page(spec.host, kind, f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
+        self.notifier.page(spec.host, PageKind(kind), f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
         self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
 
     async def announce(self, host: str, event: esc.Confirmed, when: float, notice: bool) -> bool:

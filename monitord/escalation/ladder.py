@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from monitord.config import RemediationSettings
-from monitord.paging.oncall import SlaTargets
+from monitord.paging.oncall import PageKind, SlaTargets
 
 
 class Ladder(enum.StrEnum):
@@ -183,9 +183,9 @@ class Blocked:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Tell humans. ``kind``: dispatch (L3), service_failed, blast_radius, action_failed."""
+    """Tell humans (a page of ``kind``)."""
 
-    kind: str
+    kind: PageKind
     level: int
     summary: str
     detail: dict = field(default_factory=dict)
@@ -297,9 +297,9 @@ def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) 
         return _rung(fresh, 0, f"{e.check} confirmed down", p, g, now)
     if ladder is Ladder.SERVICE:
         if e.check not in p.restartable:
-            return _page_held(fresh, "service_failed", 1, f"{e.check} is down and has no restart method configured")
+            return _page_held(fresh, PageKind.SERVICE_FAILED, 1, f"{e.check} is down and has no restart method configured")
         if not p.has_ssh:
-            return _page_held(fresh, "service_failed", 1, f"{e.check} is down and the host has no SSH access configured")
+            return _page_held(fresh, PageKind.SERVICE_FAILED, 1, f"{e.check} is down and the host has no SSH access configured")
         return _decide(fresh, Step.SERVICE_RESTART, 1, f"{e.check} confirmed down: restart it over SSH", p, g, now,
                        args={"check": e.check})
     if p.has_bmc:
@@ -347,7 +347,7 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
         cause = f"BMC authentication failed for {p.name or 'the host'} — fix the credentials or reset it by hand"
         if cause not in s.causes:
             state, decisions = _on_done(replace(s, causes=s.causes + (cause,)), e, p, g, now)
-            return state, [Page("bmc_auth", s.level, cause, {"tried": list(s.tried)}), *decisions]
+            return state, [Page(PageKind.BMC_AUTH, s.level, cause, {"tried": list(s.tried)}), *decisions]
     s = replace(s, phase=Phase.IDLE, step=None, tried=s.tried + (f"{e.step}: {'ok' if e.ok else 'failed'}"
                                                                   + (f" ({e.reason})" if e.reason else ""),))
     if e.step is Step.REQUEST_APPROVAL:
@@ -396,7 +396,7 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
             if p.has_bmc:
                 return _decide(handed, Step.BMC_READ, 1, why + "; read the BMC", p, g, now)
             return _power(handed, Step.POWER_RESET, 1, why + "; hardware reset", p, g, now)
-        return _page_held(s, "service_failed", 2, f"{s.check} still failing after a restart ({e.reason})")
+        return _page_held(s, PageKind.SERVICE_FAILED, 2, f"{s.check} still failing after a restart ({e.reason})")
     return s, [Note(f"unexpected outcome {e.step}")]
 
 
@@ -431,7 +431,7 @@ def _on_approval(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tup
     why = "the emergency contact declined" if answer == "denied" else "no answer from the emergency contact; policy: hold"
     held = replace(s, phase=Phase.HELD)
     return held, [Blocked(guard, f"{pending} not done: {why}"),
-                  Page("action_held", s.level, f"{pending} held: {why}", {"tried": list(s.tried)})]
+                  Page(PageKind.ACTION_HELD, s.level, f"{pending} held: {why}", {"tried": list(s.tried)})]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -462,7 +462,7 @@ def _rung(s: HostState, i: int, why: str, p: Policy, g: Guards, now: float) -> t
             block = _hand_over_block(p, g)
             if block is not None:
                 return _end(s, blocked=block.guard), said + ([block] if s.blocked != block.guard else [])
-            said.append(Page("vendor", level, f"{why}: step {i + 1}, escalate to vendor {what}",
+            said.append(Page(PageKind.VENDOR, level, f"{why}: step {i + 1}, escalate to vendor {what}",
                              {"tried": list(s.tried), "vendor": what}))
             s = replace(s, tried=s.tried + (f"vendor {what}: paged",))
             continue
@@ -530,7 +530,7 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
     if what is Step.SERVICE_RESTART:
         new = replace(new, restarts=recent_restarts(s, p, now) + (now,))
         if limit_verdict(what, s, p, now):
-            return _page_held(s, "service_failed", 2,
+            return _page_held(s, PageKind.SERVICE_FAILED, 2,
                               f"{s.check}: {p.max_restarts} restarts within {p.restart_window:g}s; not restarting again")
     return new, [Act(what, level, why, args or {})]
 
@@ -598,13 +598,13 @@ def _dispatch(s: HostState, why: str, p: Policy, now: float,
     level = s.level
     decisions: list[Decision] = [blocked] if blocked else []
     why = "; ".join((why, *s.causes))
-    decisions += [Page("dispatch", level, f"level {level}: dispatch an engineer on site: {why}",
+    decisions += [Page(PageKind.DISPATCH, level, f"level {level}: dispatch an engineer on site: {why}",
                        {"tried": list(s.tried), "causes": list(s.causes)}),
                   StartSla("engineer_on_site", now + p.engineer_on_site)]
     return s, decisions
 
 
-def _page_held(s: HostState, kind: str, level: int, why: str) -> tuple[HostState, list[Decision]]:
+def _page_held(s: HostState, kind: PageKind, level: int, why: str) -> tuple[HostState, list[Decision]]:
     return replace(s, phase=Phase.HELD, level=level, step=None), [Page(kind, level, why, {"tried": list(s.tried)})]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from monitord.shared.clock import Clock
 from monitord.config import Config
 from monitord.edge.metrics import Metrics
-from monitord.paging.oncall import Severity, matching_route, resolve_targets
+from monitord.paging.oncall import PageKind, matching_route, resolve_targets
 from monitord.paging.outbox import Outbox
 from monitord.records.state import JournalEntry, PageRecord, Store, StoreFault
 from remediation.pagers import Message
@@ -25,9 +25,6 @@ from remediation.pagers import Message
 log = logging.getLogger(__name__)
 
 TICK = 5.0
-SEVERITY = {"dispatch": "critical", "blast_radius": "critical", "sla_breach": "critical", "approval": "critical",
-            "bmc_auth": "critical", "service_failed": "error", "action_held": "warning", "hardware_ticket": "warning",
-            "backup_ticket": "warning", "check_warning": "warning", "threshold": "warning", "auto_fixed": "info"}
 
 NOTICES = {
     "ja": {
@@ -74,14 +71,15 @@ class Notifier:
 
     # -- pages ----------------------------------------------------------------------------
 
-    def page(self, host: str | None, kind: str, summary: str, incident_id: int | None = None,
+    def page(self, host: str | None, kind: PageKind, summary: str, incident_id: int | None = None,
              details: dict | None = None, targets: list[str] | None = None, escalate: bool = True,
              vendors: Sequence[str] = ()) -> int | None:
         """Open a page and send its first tier; ``targets`` skips routing (e.g. an approval request);
         ``escalate=False`` sends the first tier only (an information); ``vendors`` are escalated to
         besides the route's (a configured ladder's vendor step)."""
         now = self.clock.time()
-        severity: Severity = SEVERITY.get(kind, "error")  # type: ignore[assignment]
+        kind = PageKind(kind)  # a kind no route could name is a bug: loud, here
+        severity = kind.severity
         paging = self.config.paging
         if targets is None:
             h = self.config.hosts.get(host) if host else None
@@ -126,7 +124,7 @@ class Notifier:
         if sent:
             log.warning("%s: escalated to vendor %s through %s", host or "-", name, ", ".join(sent))
 
-    def inform(self, host: str, kind: str, summary: str, incident_id: int | None) -> None:
+    def inform(self, host: str, kind: PageKind, summary: str, incident_id: int | None) -> None:
         """Tell the first tier about something already over (e.g. a host reset and verified):
         triggered and resolved at once under the same key, never escalated."""
         page_id = self.page(host, kind, summary, incident_id, escalate=False)
@@ -244,7 +242,7 @@ class Notifier:
                 if pages:
                     self.escalate(pages[-1], f"SLA {timer.name} breached")
                 else:
-                    self.page(timer.host, "sla_breach", f"SLA {timer.name} breached", timer.incident_id)
+                    self.page(timer.host, PageKind.SLA_BREACH, f"SLA {timer.name} breached", timer.incident_id)
             if timer.breached_at is not None or now >= timer.due:
                 breached += 1
         self.metrics.sla_running.set(running)

@@ -10,6 +10,7 @@ and page severity; the first matching route wins.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import zoneinfo
 from typing import Literal
 
@@ -20,6 +21,38 @@ from remediation.pagers import PagingConfig
 
 Severity = Literal["critical", "error", "warning", "info"]
 SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+
+
+class PageKind(enum.StrEnum):
+    """Every kind of page monitord sends (a route's ``kinds`` name them); the value is what the
+    store, the journal, the report and the receivers see."""
+
+    DISPATCH = "dispatch"  # level 3: an engineer on site
+    BLAST_RADIUS = "blast_radius"  # the monitor's own side looks broken
+    SLA_BREACH = "sla_breach"
+    APPROVAL = "approval"  # the emergency contact is asked (off hours)
+    BMC_AUTH = "bmc_auth"  # the BMC rejects our credentials
+    SERVICE_FAILED = "service_failed"
+    ACTION_HELD = "action_held"  # denied or unanswered approval
+    VENDOR = "vendor"  # a configured ladder's vendor step
+    HARDWARE_TICKET = "hardware_ticket"  # business-hours work (shared.results.Ticket)
+    BACKUP_TICKET = "backup_ticket"
+    CHECK_WARNING = "check_warning"
+    THRESHOLD = "threshold"
+    AUTO_FIXED = "auto_fixed"  # information: reset at level 1 and verified
+
+    @property
+    def severity(self) -> Severity:
+        """How urgent a page of this kind is (routes' ``min_severity`` compares it)."""
+        return _SEVERITY.get(self, "error")
+
+
+_SEVERITY: dict[PageKind, Severity] = {
+    PageKind.DISPATCH: "critical", PageKind.BLAST_RADIUS: "critical", PageKind.SLA_BREACH: "critical",
+    PageKind.APPROVAL: "critical", PageKind.BMC_AUTH: "critical", PageKind.SERVICE_FAILED: "error",
+    PageKind.ACTION_HELD: "warning", PageKind.HARDWARE_TICKET: "warning", PageKind.BACKUP_TICKET: "warning",
+    PageKind.CHECK_WARNING: "warning", PageKind.THRESHOLD: "warning", PageKind.AUTO_FIXED: "info",
+}
 
 
 class Person(StrictModel):
@@ -99,7 +132,7 @@ class Route(StrictModel):
     vendors: list[str] = Field(default_factory=list, description="vendors paged too, e.g. on kinds: [dispatch] (level 3)")
     groups: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
-    kinds: list[str] = Field(default_factory=list, description="page kinds, e.g. dispatch, service_failed")
+    kinds: list[PageKind] = Field(default_factory=list, description="page kinds, e.g. dispatch, service_failed")
     min_severity: Severity = "info"
 
     def matches(self, groups: list[str], tags: list[str], kind: str, severity: Severity) -> bool:
