@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need (Debian peer packages when root, the venv with test extras)
-# and run the whole suite. Extra arguments go to pytest (e.g. scripts/test.sh -k ping).
+# and run the whole suite in parallel workers. Extra arguments go to pytest (e.g. scripts/test.sh -k ping).
 # Under CI=true a skipped test fails the run, and so does a run that executes no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +30,11 @@ else
 fi
 
 ensure_venv test
+# The tests mostly wait (for peers, daemons, ladders), so they run in parallel workers, more
+# workers than cores (pytest-xdist); a module whose tests share a module-scoped fixture keeps
+# them in one worker (xdist_group). Choose otherwise with -n N (TEST_WORKERS=N), -n 0 or -p no:xdist.
+case " $* " in
+    *" -n"* | *" --numprocesses"* | *"no:xdist"*) ;;
+    *) set -- -n "${TEST_WORKERS:-4}" --dist loadgroup "$@" ;;
+esac
 exec .venv/bin/python -m pytest "$@"

@@ -22,7 +22,6 @@ Use from a test module with ``pytest_plugins = ["tests.peers", "tests.ipmi_peer"
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import socket
@@ -34,7 +33,7 @@ from typing import Callable, Mapping
 import pytest
 
 from tests.peers import Peer, PeerStarter, write_file
-from tests.support import Proc, free_port, need_binary
+from tests.support import Proc, bound, free_port, need_binary
 
 IPMI_USER = "admin"
 IPMI_PASSWORD = "secret"
@@ -113,21 +112,6 @@ sensor_set_event_support {BMC_ADDR} 0 {TEMP_SENSOR} enable scanning per-state \\
         000111111000000 000111111000000
 mc_enable {BMC_ADDR}
 """
-
-
-def _bound(table: str, port: int) -> bool:
-    """True when ``127.0.0.1:port`` is bound in /proc/net/``table`` (``udp``; ``tcp``: listening).
-
-    Used instead of :func:`tests.support.wait_port` for the console: ipmi_sim dies of SIGPIPE
-    when a console client closes before reading the greeting.
-    """
-    wanted = f"0100007F:{port:04X}"
-    with open(f"/proc/net/{table}") as rows:
-        for row in itertools.islice(rows, 1, None):
-            fields = row.split()
-            if fields[1] == wanted and (table != "tcp" or fields[3] == "0A"):
-                return True
-    return False
 
 
 def _write_power(directory: Path, on: bool) -> None:
@@ -298,7 +282,7 @@ set_working_mc {BMC_ADDR}
     peer = peers.add(Peer("ipmi_sim", port, directory, stop))
     sim = IpmiSim(port, console_port, directory, peer, proc.pid)
     deadline = time.monotonic() + 10.0
-    while not (_bound("udp", port) and _bound("tcp", console_port)):
+    while not (bound(port, table="udp") and bound(console_port)):  # the console minds connections
         if time.monotonic() > deadline or proc.popen.poll() is not None:
             raise RuntimeError(
                 f"ipmi_sim did not serve on udp/{port} and tcp/{console_port} (exit {proc.popen.poll()}):\n{proc.output()}"

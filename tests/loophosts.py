@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import subprocess
 
 _counter = itertools.count()
+_BLOCKS = 128 * 256
+"""Blocks 127.64.0.x to 127.191.255.x."""
+_CLAIM_PORT = 9
+"""The UDP port (discard) on a block's .0 address whose socket holds the block."""
 
 
 def _remove_stale_tables() -> None:
@@ -29,6 +34,23 @@ def _remove_stale_tables() -> None:
             subprocess.run(["nft", "delete", "table", "inet", name], capture_output=True)
 
 
+def _claim_block(first: int) -> tuple[tuple[int, int], socket.socket]:
+    """The first free block from ``first`` on, and the socket that holds it: a UDP socket bound
+    to the block's .0 address, which the kernel gives to one socket only (so concurrent test
+    processes, e.g. pytest-xdist workers, never share a block) and frees when its process dies."""
+    for step in range(_BLOCKS):
+        n = (first + step) % _BLOCKS
+        block = (64 + n % 128, n // 128)
+        claim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            claim.bind((f"127.{block[0]}.{block[1]}.0", _CLAIM_PORT))
+        except OSError:
+            claim.close()
+            continue
+        return block, claim
+    raise RuntimeError("every block of fake loopback hosts is taken")
+
+
 class LoopHosts:
     """A context manager owning one nftables table (deleted on exit) and a private block of
     loopback addresses, so concurrent test runs on one machine never take each other's hosts down."""
@@ -36,7 +58,7 @@ class LoopHosts:
     def __init__(self) -> None:
         n = next(_counter)
         self.table = f"mdt_{os.getpid()}_{n}"
-        self._block = (64 + os.getpid() % 128, (os.getpid() // 128 + n) % 256)
+        self._block, self._claim = _claim_block(os.getpid() + 128 * n)
 
     def address(self, index: int) -> str:
         """The ``index``-th (1-254) fake host address of this block, e.g. 127.83.17.2."""
@@ -59,6 +81,7 @@ class LoopHosts:
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+        self._claim.close()
 
     def _nft(self, script: str) -> None:
         subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True)

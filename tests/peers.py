@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import functools
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from tests.support import Proc, free_port, need_binary, wait_port
+from tests.support import Proc, free_port, need_binary, wait_port, wait_unbound
 
 HTTP_BODY = "monitord test page"
 """What the nginx peers answer on ``/``."""
@@ -59,6 +60,7 @@ class PeerStarter:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._peers: list[Peer] = []
+        self._short: list[Path] = []
 
     def directory(self, name: str) -> Path:
         """A fresh working directory for peer ``name`` (``name-2``... for a second one of the kind)."""
@@ -67,6 +69,14 @@ class PeerStarter:
             count += 1
             path = self.root / f"{name}-{count}"
         path.mkdir(mode=0o755)
+        return path
+
+    def short_directory(self, name: str) -> Path:
+        """A fresh directory directly under /tmp for peer ``name``'s UNIX sockets, removed at
+        teardown: a socket's path holds at most 107 bytes, which the test's own directory (under
+        an xdist worker's) can leave too few of."""
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self._short.append(path)
         return path
 
     def add(self, peer: Peer) -> Peer:
@@ -80,10 +90,16 @@ class PeerStarter:
     ) -> Peer:
         """Run ``argv`` in ``directory`` and wait until it accepts connections on ``port``.
 
-        :meth:`Peer.stop` sends ``stop_signal`` to the process group and waits for the process.
+        :meth:`Peer.stop` sends ``stop_signal`` to the process group, waits for the process and
+        then until the port refuses connections.
         """
         proc = Proc(argv, directory / f"{name}.out", cwd=directory)
-        peer = self.add(Peer(name, port, directory, functools.partial(proc.stop, stop_signal)))
+
+        def stop() -> None:
+            proc.stop(stop_signal)
+            wait_unbound(port, host)
+
+        peer = self.add(Peer(name, port, directory, stop))
         try:
             wait_port(port, timeout=10.0, host=host)
         except TimeoutError:
@@ -94,9 +110,11 @@ class PeerStarter:
         return peer
 
     def stop_all(self) -> None:
-        """Stop every peer, newest first."""
+        """Stop every peer, newest first; remove the short directories."""
         for peer in reversed(self._peers):
             peer.stop()
+        for path in self._short:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_file(path: Path, text: str, mode: int = 0o644) -> Path:
@@ -184,7 +202,7 @@ def start_dovecot(peers: PeerStarter, protocol: str) -> Peer:
     write_file(directory / "dovecot.conf", f"""\
 protocols = {protocol}
 listen = 127.0.0.1
-base_dir = {directory}/run
+base_dir = {peers.short_directory(f"dovecot-{protocol}")}
 state_dir = {directory}/state
 log_path = {directory}/dovecot.log
 ssl = no

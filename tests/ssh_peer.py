@@ -290,15 +290,29 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def _shadow_password(name: str) -> str | None:
+    """The password field of ``name`` in /etc/shadow, or None if there is no such user."""
+    for line in Path("/etc/shadow").read_text().splitlines():
+        user, _, rest = line.partition(":")
+        if user == name:
+            return rest.split(":", 1)[0]
+    return None
+
+
 def ensure_user(name: str = SSH_USER) -> None:
     """Create ``name`` if missing, with a disabled (not locked) password: sshd with ``UsePAM no``
-    refuses locked accounts even for key logins."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run([need_binary("useradd"), "-m", "-s", "/bin/bash", name], check=False)
-        pwd.getpwnam(name)  # created by us, or concurrently by someone else
-    subprocess.run([need_binary("usermod"), "-p", "*", name], check=True)
+    refuses locked accounts even for key logins. Other test processes (xdist workers, other
+    runs) may do the same at once, and useradd and usermod fail while one of them holds the
+    lock on /etc/passwd: so change only what is missing, and retry until it is there."""
+    deadline = time.monotonic() + 30
+    while (password := _shadow_password(name)) != "*":
+        argv = ([need_binary("useradd"), "-m", "-s", "/bin/bash", "-p", "*", name] if password is None
+                else [need_binary("usermod"), "-p", "*", name])
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+            time.sleep(0.05)
 
 
 def openssh_key(directory: Path, name: str, key=None) -> tuple[Path, str]:

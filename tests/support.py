@@ -51,6 +51,33 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
             time.sleep(0.02)
 
 
+def bound(port: int, host: str = "127.0.0.1", table: str = "tcp") -> bool:
+    """True when ``host:port`` is bound in /proc/net/``table`` (``udp``; ``tcp``: listening).
+
+    Reads the kernel's table instead of connecting: a connection is a side effect some peers
+    mind (ipmi_sim's console dies of SIGPIPE when a client closes before its greeting).
+    """
+    wanted = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}:{port:04X}"
+    with open(f"/proc/net/{table}") as rows:
+        next(rows)
+        return any(fields[1] == wanted and (table != "tcp" or fields[3] == "0A")
+                   for fields in (row.split() for row in rows))
+
+
+def wait_unbound(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Wait until nothing listens on ``host:port`` any more, so that connections are refused.
+
+    A stopped server's port can outlive its process for a moment: a child it forked for a
+    connection holds a copy of the listening socket until it closes it, and connections
+    queue there meanwhile instead of being refused.
+    """
+    deadline = time.monotonic() + timeout
+    while bound(port, host):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}:{port} still listens {timeout}s after its server stopped")
+        time.sleep(0.02)
+
+
 class Proc:
     """A peer process in its own session, stopped (with its children) by PID."""
 
