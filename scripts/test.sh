@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need (Debian peer packages when root, the venv with test extras)
-# and run the whole suite in parallel workers. Extra arguments go to pytest (e.g. scripts/test.sh -k ping).
+# and run the whole suite in parallel workers. Extra arguments go to pytest (e.g. scripts/test.sh -k ping,
+# scripts/test.sh tests/test_config.py -q -x).
 # Under CI=true a skipped test fails the run, and so does a run that executes no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,11 +31,17 @@ else
 fi
 
 ensure_venv test
-# The tests mostly wait (for peers, daemons, ladders), so they run in parallel workers, more
-# workers than cores (pytest-xdist); a module whose tests share a module-scoped fixture keeps
-# them in one worker (xdist_group). Choose otherwise with -n N (TEST_WORKERS=N), -n 0 or -p no:xdist.
-case " $* " in
-    *" -n"* | *" --numprocesses"* | *"no:xdist"*) ;;
-    *) set -- -n "${TEST_WORKERS:-4}" --dist loadgroup "$@" ;;
-esac
+# The whole suite (or a -m/-k selection of it) runs in parallel workers, more than the cores,
+# since the tests mostly wait for peers, daemons and ladders (pytest-xdist; tests/conftest.py
+# keeps the tests that share a module-scoped fixture in one worker). Named test files run in
+# one process, which starts faster, unless -n N is given; TEST_WORKERS=N sets the default N.
+parallel=true
+for arg in "$@"; do
+    case $arg in
+        -n* | --numprocesses* | *no:xdist | tests* | *.py | *::*) parallel=false ;;
+    esac
+done
+if $parallel; then
+    set -- -n "${TEST_WORKERS:-4}" --dist load "$@"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -1,5 +1,5 @@
-"""Suite-wide rules: under CI=true a skipped test fails the run, so CI proves every peer ran; tests
-that share a module-scoped fixture run in one pytest-xdist worker."""
+"""Suite-wide rules: under CI=true a skipped test fails the run, so CI proves every peer ran; the
+tests of a module that share a module-scoped fixture run in one pytest-xdist worker."""
 
 from __future__ import annotations
 
@@ -25,24 +25,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 PEER_MODULES = frozenset(pytest_plugins)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+SHARED_FIXTURE_MODULES = frozenset({"tests/test_noc_live.py", "tests/test_read_api.py"})
+"""Test modules whose tests share a module-scoped fixture of the module (a daemon set up once
+for many tests): under pytest-xdist each is one unit of work, run by one worker in its order."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist load``, except that each module of :data:`SHARED_FIXTURE_MODULES` goes to one
+    worker whole (what an ``xdist_group`` mark would do, but ``--dist loadgroup`` of
+    pytest-xdist 3.8 no longer groups under pytest 9.2: pytest-xdist issue #1386)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that starts a real peer (through a fixture of the peer plugins) must be marked
-    ``integration``, so that ``pytest -m "not integration"`` is the fast lane without root.
-
-    A test that uses a module-scoped fixture of its own module (a daemon set up once for many
-    tests) joins its module's ``xdist_group``: with ``--dist loadgroup`` those tests run in one
-    worker, which sets the fixture up once, in the order of the module.
-    """
-    unmarked = []
+    ``integration``, so that ``pytest -m "not integration"`` is the fast lane without root; a
+    test using a module-scoped fixture of its own module must be in :data:`SHARED_FIXTURE_MODULES`."""
+    unmarked, unshared = [], []
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
             continue
         module = getattr(item, "module", None)
-        if module is not None and any(d.scope == "module" and getattr(d.func, "__module__", "") == module.__name__
-                                      for defs in info.name2fixturedefs.values() for d in defs):
-            item.add_marker(pytest.mark.xdist_group(module.__name__))
+        if (module is not None and item.nodeid.split("::", 1)[0] not in SHARED_FIXTURE_MODULES
+                and any(d.scope == "module" and getattr(d.func, "__module__", "") == module.__name__
+                        for defs in info.name2fixturedefs.values() for d in defs)):
+            unshared.append(item.nodeid)
         if item.get_closest_marker("integration") is not None:
             continue
         peers = sorted({name for name, defs in info.name2fixturedefs.items()
@@ -51,3 +69,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             unmarked.append(f"{item.nodeid} (uses {', '.join(peers)})")
     if unmarked:
         raise pytest.UsageError("tests starting real peers must be marked integration:\n  " + "\n  ".join(unmarked))
+    if unshared:
+        raise pytest.UsageError("tests using a module-scoped fixture of their module must have it in "
+                                "SHARED_FIXTURE_MODULES (tests/conftest.py):\n  " + "\n  ".join(unshared))
