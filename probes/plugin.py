@@ -313,12 +313,26 @@ async def execute(argv: list[str], env: dict[str, str], unkillable: Unkillable |
     noted in ``unkillable``.
     """
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
+    starting = asyncio.ensure_future(loop.subprocess_exec(
         _PluginProtocol, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
-    )
+    ))
+    cancelled: asyncio.CancelledError | None = None
+    try:
+        transport, protocol = await asyncio.shield(starting)
+    except asyncio.CancelledError as exc:
+        # The plugin may run already, and asyncio, cancelled while it connects the pipes, would
+        # wait for them to close: for every child holding them. Finish starting it (a moment)
+        # instead, so that its group is killed and it is reaped below.
+        cancelled = exc
+        try:
+            transport, protocol = await starting
+        except OSError:
+            raise exc from None
     protocol.pid = pid = transport.get_pid()
     try:
+        if cancelled is not None:
+            raise cancelled
         await protocol.exited.wait()
         _kill_group(pid)
         await _within(DRAIN_SECONDS, protocol.drained)

@@ -227,6 +227,25 @@ async def test_cancellation_kills_the_group_and_propagates(tmp_path):
     assert wait_dead(child)
 
 
+@pytest.mark.parametrize("turns", range(12))
+async def test_cancellation_while_the_plugin_starts_kills_it_and_does_not_wait_for_its_children(tmp_path, turns):
+    """Cancelled ``turns`` loop turns after it began (the plugin not yet started, started with
+    its pipes still connecting, or running): the run ends at once, never waiting for the child
+    that holds the pipes (asyncio's own clean-up would, for its 60 s)."""
+    pids = tmp_path / "pids"
+    task = asyncio.create_task(plugin.execute([script(tmp_path, FORKING_PLUGIN), str(pids)], {}))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    async with asyncio.timeout(30):  # a hang detector, far below the children's 60 s
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    if pids.exists() and len(pids.read_text().split()) == 2:
+        parent, child = read_pids(pids)
+        assert not Path(f"/proc/{parent}").exists()
+        assert wait_dead(child)
+
+
 @pytest.mark.parametrize("redirect", [">/dev/null 2>&1", ""], ids=["detached", "holding-stdout"])
 async def test_children_left_behind_by_a_finished_plugin_are_killed(tmp_path, redirect):
     """A leftover child is killed, and one that still holds stdout does not make the run time out."""
