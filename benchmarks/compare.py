@@ -52,7 +52,7 @@ from benchmarks.scale import addresses  # noqa: E402
 NEEDS = {"fping": "fping", "nginx": "nginx", "prometheus-blackbox-exporter": "prometheus-blackbox-exporter"}
 KINDS = ("ping", "tcp", "http", "https", "ssh")
 INFLIGHT = 32
-"""Probes in flight for either prober in ``mixed`` (nginx takes 64 connections)."""
+"""Probes in flight for either prober in ``mixed``."""
 
 
 def loadavg() -> str:
@@ -88,8 +88,8 @@ class Targets:
     def __init__(self, tmp: Path) -> None:
         from tests.peers import PeerStarter, start_nginx
         self.peers = PeerStarter(tmp)
-        self.http = start_nginx(self.peers).port
-        self.https = start_nginx(self.peers, tls_days=90).port
+        self.http = start_nginx(self.peers, connections=4096).port
+        self.https = start_nginx(self.peers, tls_days=90, connections=4096).port
         self.ssh = self._banner(tmp)
 
     def _banner(self, tmp: Path) -> int:
@@ -266,12 +266,13 @@ class Lateness:
 
 
 def scale_config(hosts: int, t: dict, state: Path) -> str:
+    """``hosts`` hosts with the five checks, all at 127.0.0.1 (where the targets listen)."""
     lines = [f"daemon: {{state_path: {state}, max_concurrency: 1000}}",
              "defaults: {intervals: {" + ", ".join(f"{k}: 60s" for k in KINDS) + "}, timeout: 5s, retry_interval: 60s}",
              "hosts:"]
-    for i, address in enumerate(addresses(hosts)):
+    for i in range(hosts):
         lines.append(
-            f"  h{i}: {{address: {address}, checks: {{ping: {{count: 1, reply_timeout: 1s}}, "
+            f"  h{i}: {{address: 127.0.0.1, checks: {{ping: {{count: 1, reply_timeout: 1s}}, "
             f"tcp: {{kind: tcp, port: {t['http']}}}, http: {{kind: http, port: {t['http']}}}, "
             f"https: {{kind: https, port: {t['https']}, tls_verify: false}}, ssh: {{kind: ssh, port: {t['ssh']}}}}}}}")
     return "\n".join(lines) + "\n"
@@ -442,9 +443,19 @@ def markdown(report: dict) -> str:
             f"{m['kernel']}; {m['at']}; monitord from {report['repo']}\n\n" + "\n".join(rows) + "\n")
 
 
+def daemon_loop_is_uvloop() -> bool:
+    """Whether the measured monitord runs its daemon on uvloop (older ones: asyncio's loop)."""
+    try:
+        from monitord.edge.cli import event_loop_runner
+    except ImportError:
+        return False
+    return event_loop_runner().__module__.startswith("uvloop")
+
+
 def child(argv: list[str]) -> None:
     what = argv[0]
-    if os.environ.get("BENCH_LOOP") == "uvloop":  # evaluating uvloop: python -m benchmarks.compare --loop uvloop
+    loop = os.environ.get("BENCH_LOOP", "daemon")
+    if loop == "uvloop" or (loop == "daemon" and daemon_loop_is_uvloop()):
         import uvloop
         uvloop.install()
     if what == "mixed":
@@ -473,8 +484,8 @@ def main() -> None:
     parser.add_argument("--mixed-seconds", type=float, default=15.0)
     parser.add_argument("--scale-seconds", type=float, default=150.0)
     parser.add_argument("--tracemalloc", action="store_true", help="top allocation sites in 'scale' (slower)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                        help="monitord's event loop in the children (uvloop: pip install uvloop)")
+    parser.add_argument("--loop", choices=["daemon", "asyncio", "uvloop"], default="daemon",
+                        help="monitord's event loop in the children (default: the one its daemon runs on)")
     parser.add_argument("--repo", type=Path, default=REPO, help="the monitord checkout to measure")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "compare")
     args = parser.parse_args()

@@ -228,9 +228,13 @@ async def run_https(ctx: ProbeContext, call: ProbeCall, params: HttpsParams) -> 
     The certificate read is the one of the last TLS connection (after redirects, the final one).
     """
     made: list[ssl.SSLObject] = []
-    _TLS_MADE.set(made)
-    outcome = await _request(ctx, "https", call, params, tls_context(params.tls_verify))
-    der = next((cert for obj in reversed(made) if (cert := obj.getpeercert(binary_form=True))), None)
+    recording = _TLS_MADE.set(made)
+    try:
+        outcome = await _request(ctx, "https", call, params, tls_context(params.tls_verify))
+        der = next((cert for obj in reversed(made) if (cert := obj.getpeercert(binary_form=True))), None)
+    finally:  # the run's task (and its context) may outlive it: let its TLS objects go now
+        _TLS_MADE.reset(recording)
+        made.clear()
     if der is None:
         raise ProbeError(Reason.PROTOCOL, f"no server certificate seen on port {params.port}")
     days = cert_days_left(der, time.time())

@@ -154,7 +154,7 @@ def self_signed_cert(directory: Path, days: float, name: str = "localhost") -> t
     return cert_path, key_path
 
 
-def start_nginx(peers: PeerStarter, tls_days: float | None = None) -> Peer:
+def start_nginx(peers: PeerStarter, tls_days: float | None = None, connections: int = 64) -> Peer:
     """nginx on one port: plain HTTP, or HTTPS with a self-signed cert valid ``tls_days`` more days.
 
     Locations: ``/`` answers 200 with :data:`HTTP_BODY`, ``/fail`` 503, ``/moved`` 301 to ``/``.
@@ -174,7 +174,7 @@ daemon off;
 worker_processes 1;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log;
-events {{ worker_connections 64; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     default_type text/plain;
