@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.scale import addresses  # noqa: E402
+from benchmarks.compare import addresses  # noqa: E402
 from monitord.escalation.blastradius import BlastGuard  # noqa: E402
 from monitord.shared.clock import SystemClock  # noqa: E402
 from monitord.config import parse_config  # noqa: E402

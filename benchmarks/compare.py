@@ -47,7 +47,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, os.environ.get("BENCH_REPO") or str(REPO))  # a child measures the monitord of --repo
 
-from benchmarks.scale import addresses  # noqa: E402
+
+def addresses(n: int) -> list[str]:
+    """``n`` distinct loopback addresses, 127.0.0.1 upwards."""
+    return [f"127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}" for i in range(1, n + 1)]
+
 
 NEEDS = {"fping": "fping", "nginx": "nginx", "prometheus-blackbox-exporter": "prometheus-blackbox-exporter"}
 KINDS = ("ping", "tcp", "http", "https", "ssh")
