@@ -436,7 +436,7 @@ def markdown(report: dict) -> str:
                     f"{c['lateness_max_ms']:,.0f} ms | — | goal < 100 ms / < 250 ms | {c['loadavg']} |")
         rows.append(f"| same: RSS (after load / peak) | {c['rss_loaded_mib']:,.0f} / {c['max_rss_mib']:,.0f} MiB | "
                     f"— | goal < 300 MiB | {c['loadavg']} |")
-        rows.append(f"| one /metrics scrape | {c['scrape_cpu_ms']:,.0f} ms CPU (in a thread), {c['scrape_mb']:.1f} MB, "
+        rows.append(f"| one /metrics scrape | {c['scrape_cpu_ms']:,.0f} ms CPU, {c['scrape_mb']:.1f} MB, "
                     f"{c['scrape_series']:,} series | — | goal < 250 ms, <= 3 series per check | {c['loadavg']} |")
     if d := f.get("decision"):
         rows.append(f"| failure -> power decision, {report['hosts']:,} hosts | {d['guard_ms']:,.1f} ms | "

@@ -77,8 +77,9 @@ def child(spec_path: str) -> None:
         finally:
             await ctx.aclose()
 
+    from monitord.edge.cli import event_loop_runner  # the daemon's event loop
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    results = asyncio.run(sweep())
+    results = event_loop_runner()(sweep())
     wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF)
     alive = [r for r in results if r.status is Status.OK]
     print(json.dumps({

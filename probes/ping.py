@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import math
 import os
 import platform
@@ -573,13 +572,13 @@ def canonical(family: int, address: str) -> str:
 @functools.lru_cache(maxsize=1 << 17)
 def literal(address: str) -> tuple[int, tuple] | None:
     """The address family and socket address of an IP literal (parsed once), or None for a name."""
-    if "%" in address:
-        return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    return (socket.AF_INET, (str(ip), 0)) if ip.version == 4 else (socket.AF_INET6, (str(ip), 0, 0, 0))
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            text = socket.inet_ntop(family, socket.inet_pton(family, address))
+        except OSError:
+            continue
+        return (family, (text, 0)) if family == socket.AF_INET else (family, (text, 0, 0, 0))
+    return None
 
 
 async def resolve(address: str) -> tuple[int, tuple]:
