@@ -77,9 +77,10 @@ def child(spec_path: str) -> None:
         finally:
             await ctx.aclose()
 
-    from monitord.edge.cli import event_loop_runner  # the daemon's event loop
+    from monitord.edge.cli import event_loop_runner  # the daemon's event loop, unless compare.py --loop says
+    run = {"asyncio": asyncio.run}.get(os.environ.get("BENCH_LOOP", ""), event_loop_runner())
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    results = event_loop_runner()(sweep())
+    results = run(sweep())
     wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF)
     alive = [r for r in results if r.status is Status.OK]
     print(json.dumps({
