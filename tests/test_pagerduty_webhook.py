@@ -15,6 +15,7 @@ import pytest
 
 from monitord.config import parse_config
 from monitord.edge.api import Api
+from monitord.paging.notify import TICK
 from monitord.paging.pdwebhook import ROUTE, parse_event, signed
 from monitord.records.state import SQLiteStore
 from tests.daemon_proc import wait_for
@@ -219,6 +220,7 @@ def test_an_ack_in_pagerduty_stops_the_next_tier(tmp_path):
         }
         daemon = fleet.start()
         wait_for(lambda: first.actions() == ["trigger"], 30, "the tier 1 page")
+        paged_at = time.monotonic()
         key = first.bodies[0]["dedup_key"]
         raw = event("incident.acknowledged", key, "01PHONE")
         request = urllib.request.Request(f"http://127.0.0.1:{fleet.port}{ROUTE}", data=raw, method="POST",
@@ -226,7 +228,8 @@ def test_an_ack_in_pagerduty_stops_the_next_tier(tmp_path):
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read()) == {"event": "01PHONE", "acknowledged": 1}
         wait_for(lambda: first.actions() == ["trigger", "acknowledge"], 20, "the acknowledgement sent back")
-        time.sleep(6)  # past tier 1's ack timeout
+        # unacknowledged, tier 2 is paged at the first paging tick (every 5 s) after tier 1's 4 s
+        time.sleep(max(0.0, paged_at + 4 + TICK + 2 - time.monotonic()))
         assert second.bodies == []  # the chief is not woken
         assert [reason for what, _, _, reason in daemon.journal() if what == "ack"] == [
             "1 page(s) acknowledged: acknowledged in PagerDuty"]
