@@ -108,27 +108,35 @@ def parse_body(raw: bytes, now: float) -> Heartbeat:
     return Heartbeat(now, status, " ".join(message.split())[:MAX_MESSAGE])
 
 
+class HeartbeatRepository(Protocol):
+    """The part of the state store that keeps heartbeats (its check repository)."""
+
+    async def heartbeats(self) -> Mapping[str, Heartbeat]: ...
+
+    async def put_heartbeat(self, host: str, beat: Heartbeat) -> None: ...
+
+
 class HeartbeatStore(Protocol):
     """Where the receiver keeps each host's last heartbeat: the daemon's state store."""
 
     fault: str | None
     """Why the store cannot be written now (it has said so once), or None."""
 
-    def heartbeats(self) -> Mapping[str, Heartbeat]: ...
-
-    def put_heartbeat(self, host: str, beat: Heartbeat) -> None: ...
+    checks: HeartbeatRepository
 
 
 class Receiver:
     """Takes heartbeats over HTTP, remembers each host's last one, and judges them for the probes."""
 
-    def __init__(self, store: HeartbeatStore, clock: Clock, config: Callable[[], Any]):
-        """``config()`` is the running config (its ``hosts`` and their ``checks``)."""
+    def __init__(self, store: HeartbeatStore, clock: Clock, config: Callable[[], Any],
+                 beats: Mapping[str, Heartbeat]):
+        """``config()`` is the running config (its ``hosts`` and their ``checks``); ``beats`` the
+        stored heartbeats (:meth:`open` reads them)."""
         self.store = store
         self.clock = clock
         self._config = config
         self.started = clock.time()
-        self._beats: dict[str, Heartbeat] = dict(store.heartbeats())
+        self._beats: dict[str, Heartbeat] = dict(beats)
         self._judged_since: dict[str, float] = {}
 
     def checks(self, host: str, check: str | None = None) -> list[CheckParams]:
@@ -146,11 +154,16 @@ class Receiver:
         """The host's last heartbeat, if it ever posted one."""
         return self._beats.get(host)
 
-    def record(self, host: str, beat: Heartbeat) -> None:
+    @classmethod
+    async def open(cls, store: HeartbeatStore, clock: Clock, config: Callable[[], Any]) -> "Receiver":
+        """A receiver that starts from the heartbeats kept in ``store``."""
+        return cls(store, clock, config, await store.checks.heartbeats())
+
+    async def record(self, host: str, beat: Heartbeat) -> None:
         """Remember ``beat`` as the host's last heartbeat (in memory even if the store fails)."""
         self._beats[host] = beat
         try:
-            self.store.put_heartbeat(host, beat)
+            await self.store.checks.put_heartbeat(host, beat)
         except Exception:  # noqa: BLE001 - a broken store must not refuse heartbeats
             if self.store.fault is None:  # else it reported its fault once; the beat is judged from memory
                 log.exception("%s: could not store the heartbeat", host)
@@ -172,7 +185,7 @@ class Receiver:
             beat = parse_body(raw, self.clock.time())
         except ValueError as exc:
             raise Refusal(400, str(exc)) from None
-        self.record(key, beat)
+        await self.record(key, beat)
         log.debug("%s: heartbeat (%s) %s", key, beat.status, beat.message)
         return web.Response(status=204)
 
@@ -225,7 +238,7 @@ async def setup(ctx: ProbeContext, runtime: Runtime) -> None:
     """At the daemon's start: receive heartbeats on the listener's routes, for the checks to judge."""
     if runtime.add_route is None:
         return  # a reload (the receiver reads the running config) or a one-off run (nothing is received)
-    receiver = Receiver(runtime.store, runtime.clock, runtime.running)
+    receiver = await Receiver.open(runtime.store, runtime.clock, runtime.running)
     runtime.add_route(ROUTE, receiver.handle)
     runtime.add_route(CHECK_ROUTE, receiver.handle)
     await install(ctx, receiver)

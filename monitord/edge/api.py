@@ -32,7 +32,7 @@ from monitord.edge import acts, views
 from monitord.escalation.ladder import Phase
 from monitord.paging.notify import acknowledge
 from monitord.paging.pdwebhook import ROUTE as PAGERDUTY_ROUTE, PagerDutyWebhook
-from monitord.records.state import Store
+from monitord.records.store import Store
 
 ACK_ROUTE = "/api/v1/incidents/{incident}/ack"
 QUARANTINE_ROUTE = "/api/v1/hosts/{host}/quarantine"
@@ -86,14 +86,14 @@ class Api:
         self.authenticate(request)
         incident_id = path_id(request, "incident")
         body = await body_of(request, "by")
-        count = self.acknowledge(incident_id, body.get("by") or "api")
+        count = await self.acknowledge(incident_id, body.get("by") or "api")
         return web.json_response({"incident": incident_id, "acknowledged": count})
 
-    def acknowledge(self, incident_id: int, by: str) -> int:
+    async def acknowledge(self, incident_id: int, by: str) -> int:
         """Acknowledge an incident's open pages (404 if there is no such incident); how many."""
-        if not any(i.id == incident_id for i in self.store.incidents()):
+        if await self.store.incidents.get(incident_id) is None:
             raise Refusal(404, f"no incident #{incident_id}")
-        return acknowledge(self.store, incident_id, by, self.clock.time())
+        return await acknowledge(self.store, incident_id, by, self.clock.time())
 
     async def quarantine(self, request: web.Request) -> web.Response:
         """Quarantine a host: recorded at once, powered off under the host's lock."""
@@ -119,9 +119,9 @@ class Api:
         self.authenticate(request)
         host = self.known_host(request)
         body = await body_of(request, "by")
-        state = views.host_states(self.store).get(host)
+        state = (await views.host_states(self.store)).get(host)
         awaiting = state is not None and state.phase is Phase.AWAITING_APPROVAL
-        acts.answer_approval(self.store, host, answer, body.get("by") or "api", self.clock.time())
+        await acts.answer_approval(self.store, host, answer, body.get("by") or "api", self.clock.time())
         self.actions.answered(host)
         return web.json_response({"host": host, "answer": answer, "awaiting": awaiting})
 

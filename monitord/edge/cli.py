@@ -33,8 +33,7 @@ import time
 import urllib.parse
 import zoneinfo
 from collections import Counter
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
 from monitord import __version__
 from monitord.edge import acts, logsetup, views
@@ -43,7 +42,9 @@ from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.shared.fields import format_duration, parse_duration, parse_id
 from monitord.paging.notify import acknowledge
 from monitord.run.runner import run_probe, set_up_kinds
-from monitord.records.state import JournalEntry, SQLiteStore, StateError, StoreLock, StoreLocked, incident_of_host
+from monitord.records.state import SQLiteStore, StoreLock
+from monitord.records.store import (JournalEntry, ReportRecord, StateError, Store, StoreLocked,
+                                   incident_of_host)
 from monitord.shared.probe import ProbeContext
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STORE, EXIT_LOCKED = 0, 1, 2, 3, 4
+T = TypeVar("T")
 API_TIMEOUT = 600.0
 """How long the CLI waits for the daemon to act (a quarantine's power-off waits for the action under way)."""
 DEFAULT_CONFIG = "/etc/monitord/monitord.yaml"
@@ -320,22 +322,25 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _note(store: SQLiteStore, **entry: object) -> None:
+async def _note(store: Store, **entry: object) -> None:
     """Journal what a CLI command did, durably; an act on a host carries the incident it belongs to."""
     if entry.get("host") and "incident_id" not in entry:
-        entry["incident_id"] = incident_of_host(store, str(entry["host"]))
-    with store.transaction(durable=True):
-        store.append(JournalEntry(**entry))
+        entry["incident_id"] = await incident_of_host(store, str(entry["host"]))
+    async with store.transaction(durable=True):
+        await store.incidents.append(JournalEntry(**entry))
 
 
-@contextmanager
-def _store(config: Config) -> Iterator[SQLiteStore]:
-    """The state store of ``config``, closed when the command is done."""
-    store = SQLiteStore(config.daemon.state_path)
-    try:
-        yield store
-    finally:
-        store.close()
+def _on_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Do ``work`` on the state store of ``config`` and return what it returns: the CLI is
+    synchronous, the store's interface is not; the store is closed when the work is done."""
+    async def run() -> T:
+        store = SQLiteStore(config.daemon.state_path)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def _known_host(config: Config, host: str, source: str) -> None:
@@ -364,13 +369,12 @@ def _cmd_maintenance_add(args: argparse.Namespace) -> int:
         window_id, ends = answer["id"], answer["ends"]
     else:
         begins = start.timestamp() if start else time.time()
-        with _store(config) as store:
-            try:
-                window_id = acts.add_window(config, store, body["target"], begins, length, args.reason, args.by,
-                                            time.time())
-            except ValueError as exc:
-                print(f"monitord: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+        try:
+            window_id = _on_store(config, lambda store: acts.add_window(
+                config, store, body["target"], begins, length, args.reason, args.by, time.time()))
+        except ValueError as exc:
+            print(f"monitord: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         ends = begins + length
     print(f"maintenance #{window_id}: {kind} {name} until {_when(ends)}"
           + (" (added by the running daemon)" if answer else ""))
@@ -385,10 +389,9 @@ def _cmd_maintenance_list(args: argparse.Namespace) -> int:
         targets = ",".join([f"host:{h}" for h in w.hosts] + [f"group:{g}" for g in w.groups] + [f"tag:{t}" for t in w.tags])
         rows.append((f"config:{name}", targets, _when(w.start.timestamp()), _when(w.end.timestamp()),
                      _window_state(w.start.timestamp(), w.end.timestamp(), now), w.reason))
-    with _store(config) as store:
-        for w in store.maintenance():
-            rows.append((str(w.id), w.target, _when(w.starts), _when(w.ends), _window_state(w.starts, w.ends, now),
-                         w.reason + (f" ({w.created_by})" if w.created_by else "")))
+    for w in _on_store(config, lambda store: store.control.maintenance()):
+        rows.append((str(w.id), w.target, _when(w.starts), _when(w.ends), _window_state(w.starts, w.ends, now),
+                     w.reason + (f" ({w.created_by})" if w.created_by else "")))
     _print_table(rows)
     return EXIT_OK
 
@@ -402,8 +405,7 @@ def _cmd_maintenance_remove(args: argparse.Namespace) -> int:
             raise
         answer = {"removed": False}
     if answer is None:
-        with _store(config) as store:
-            answer = {"removed": acts.remove_window(store, args.id, time.time())}
+        answer = {"removed": _on_store(config, lambda store: acts.remove_window(store, args.id, time.time()))}
     if not answer["removed"]:
         print(f"monitord: no maintenance window #{args.id}", file=sys.stderr)
         return EXIT_USAGE
@@ -447,8 +449,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
     if answer is None:
         from monitord.escalation.quarantine import release
 
-        with _store(config) as store:
-            answer = {"released": release(store, args.host, args.by)}
+        answer = {"released": _on_store(config, lambda store: release(store, args.host, args.by))}
     if not answer["released"]:
         print(f"monitord: {args.host} is not quarantined", file=sys.stderr)
         return EXIT_USAGE
@@ -512,14 +513,13 @@ def _ask_daemon(config: Config, path: str, body: dict | None = None, method: str
     return None
 
 
-def _read(config: Config, path: str, offline: Callable[[SQLiteStore], object]) -> tuple[object, bool]:
+def _read(config: Config, path: str, offline: Callable[[Store], Awaitable[object]]) -> tuple[object, bool]:
     """What the running daemon's API answers at ``path`` (True), or ``offline`` of the store
     when no daemon answers (False)."""
     answer = _ask_daemon(config, path)
     if answer is not None:
         return answer, True
-    with _store(config) as store:
-        return offline(store), False
+    return _on_store(config, offline), False
 
 
 def _console() -> "Console":
@@ -552,8 +552,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     daemon = _ask_daemon(config, "/api/v1/status")
     now = time.time()
-    hosts, _ = _read(config, "/api/v1/hosts", lambda store: [
-        views.host(config, store, name, now, states=views.host_states(store)) for name in config.hosts])
+
+    async def hosts_of(store: Store) -> list[dict]:
+        states = await views.host_states(store)
+        return [await views.host(config, store, name, now, states=states) for name in config.hosts]
+
+    hosts, _ = _read(config, "/api/v1/hosts", hosts_of)
     incidents, _ = _read(config, "/api/v1/incidents?state=open", lambda store: views.incidents(store, state="open"))
     if args.json:
         print(json.dumps({"daemon": daemon, "hosts": hosts, "open_incidents": incidents}, indent=2))
@@ -643,8 +647,7 @@ def _cmd_answer(args: argparse.Namespace) -> int:
     verb = "approve" if args.answer == "granted" else "deny"
     answer = _ask_daemon(config, f"/api/v1/hosts/{args.host}/{verb}", {"by": args.by})
     if answer is None:
-        with _store(config) as store:
-            acts.answer_approval(store, args.host, args.answer, args.by, time.time())
+        _on_store(config, lambda store: acts.answer_approval(store, args.host, args.answer, args.by, time.time()))
     elif not answer["awaiting"]:
         print(f"monitord: no action on {args.host} is waiting for an answer now; this one counts only for "
               "a request already made", file=sys.stderr)
@@ -655,43 +658,43 @@ def _cmd_answer(args: argparse.Namespace) -> int:
 def _cmd_incident_event(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     now = time.time()
-    with _store(config) as store:
-        incident = next((i for i in store.incidents() if i.id == args.incident), None)
+    async def act(store: Store) -> tuple[int, str]:
+        incident = await store.incidents.get(args.incident)
         if incident is None:
-            print(f"monitord: no incident #{args.incident}", file=sys.stderr)
-            return EXIT_USAGE
+            return EXIT_USAGE, f"monitord: no incident #{args.incident}"
         if args.verb == "ack":
             answer = _ask_daemon(config, f"/api/v1/incidents/{args.incident}/ack", {"by": args.by})
-            count = answer["acknowledged"] if answer else acknowledge(store, args.incident, args.by, now)
-            print(f"incident #{args.incident}: {count} page(s) acknowledged" + (" (by the running daemon)" if answer else ""))
-            return EXIT_OK
+            count = answer["acknowledged"] if answer else await acknowledge(store, args.incident, args.by, now)
+            return EXIT_OK, (f"incident #{args.incident}: {count} page(s) acknowledged"
+                             + (" (by the running daemon)" if answer else ""))
         elif args.verb == "swap-decided":
             due = now + config.paging.sla.replacement_on_network
-            if not store.start_sla(args.incident, "replacement_on_network", incident.host, now, due):
-                print(f"monitord: the swap of incident #{args.incident} was already decided", file=sys.stderr)
-                return EXIT_USAGE
+            if not await store.incidents.start_sla(args.incident, "replacement_on_network", incident.host, now, due):
+                return EXIT_USAGE, f"monitord: the swap of incident #{args.incident} was already decided"
             message = f"incident #{args.incident}: replacement must answer on the network by {_when(due)}"
         else:
             name = "engineer_on_site" if args.verb == "arrived" else "replacement_on_network"
-            timer = next((t for t in store.sla_timers(args.incident) if t.name == name), None)
+            timer = next((t for t in await store.incidents.sla_timers(args.incident) if t.name == name), None)
             if timer is None or timer.stopped_at is not None:
-                print(f"monitord: incident #{args.incident} has no running {name} timer", file=sys.stderr)
-                return EXIT_USAGE
-            store.update_sla(args.incident, name, stopped_at=now)
+                return EXIT_USAGE, f"monitord: incident #{args.incident} has no running {name} timer"
+            await store.incidents.update_sla(args.incident, name, stopped_at=now)
             met = "met" if now <= timer.due else f"MISSED by {format_duration(now - timer.due)}"
             message = f"incident #{args.incident}: {name} after {format_duration(max(now - timer.started_at, 1))}: {met}"
-        _note(store, ts=now, event="sla_started" if args.verb == "swap-decided" else "sla_stopped",
-                     host=incident.host, incident_id=args.incident,
-                     decision="engineer_on_site" if args.verb == "arrived" else "replacement_on_network",
-                     reason=message, detail={"by": args.by})
-    print(message)
-    return EXIT_OK
+        await _note(store, ts=now, event="sla_started" if args.verb == "swap-decided" else "sla_stopped",
+                    host=incident.host, incident_id=args.incident,
+                    decision="engineer_on_site" if args.verb == "arrived" else "replacement_on_network",
+                    reason=message, detail={"by": args.by})
+        return EXIT_OK, message
+
+    code, message = _on_store(config, act)
+    print(message, file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
 
 
 def _cmd_journal(args: argparse.Namespace) -> int:
-    with _store(load_config(args.config)) as store:
-        entries = [e for e in store.journal(incident_id=args.incident, limit=100_000)
-                   if args.host is None or e.host == args.host]
+    entries = [e for e in _on_store(load_config(args.config),
+                                    lambda store: store.incidents.journal(incident_id=args.incident, limit=100_000))
+               if args.host is None or e.host == args.host]
     if args.json:
         for e in entries:
             print(json.dumps({k: getattr(e, k) for k in e.__slots__}, ensure_ascii=False, default=dict))
@@ -714,8 +717,7 @@ def _cmd_report_list(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     calendar, zone = _report_context(config)
-    with _store(config) as store:
-        statuses = report_statuses(store, calendar, time.time())
+    statuses = _on_store(config, lambda store: report_statuses(store, calendar, time.time()))
 
     def local(ts: float | None) -> str:
         return "-" if ts is None else dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
@@ -736,12 +738,12 @@ def _cmd_report_render(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     calendar, zone = _report_context(config)
-    with _store(config) as store:
-        try:
-            report = load_report(store, args.incident, calendar, zone, backups=lambda i: _backups_before(config, i))
-        except KeyError:
-            print(f"monitord: no incident #{args.incident}", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        report = _on_store(config, lambda store: load_report(store, args.incident, calendar, zone,
+                                                             backups=lambda i: _backups_before(config, i)))
+    except KeyError:
+        print(f"monitord: no incident #{args.incident}", file=sys.stderr)
+        return EXIT_USAGE
     text = render(report, args.format, args.lang)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
@@ -761,13 +763,11 @@ def _backups_before(config: Config, incident) -> list | None:
     return lastbackup.for_host(config.checks(), config.daemon.state_path.parent, incident.host, before=incident.detected_at)
 
 
-def _report_record(store: SQLiteStore, incident: int):
-    from monitord.records.state import ReportRecord
-
-    if not any(i.id == incident for i in store.incidents()):
+async def _report_record(store: Store, incident: int) -> ReportRecord | None:
+    if await store.incidents.get(incident) is None:
         print(f"monitord: no incident #{incident}", file=sys.stderr)
         return None
-    return store.report_records().get(incident) or ReportRecord(incident)
+    return (await store.incidents.report_records()).get(incident) or ReportRecord(incident)
 
 
 def _cmd_report_edit(args: argparse.Namespace) -> int:
@@ -776,29 +776,39 @@ def _cmd_report_edit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cause = sys.stdin.read() if args.cause == "-" else args.cause
     prevention = sys.stdin.read() if args.prevention == "-" and args.cause != "-" else args.prevention
-    with _store(load_config(args.config)) as store:
-        record = _report_record(store, args.incident)
+    async def edit(store: Store) -> bool:
+        record = await _report_record(store, args.incident)
         if record is None:
-            return EXIT_USAGE
-        store.put_report_record(dataclasses.replace(
+            return False
+        await store.incidents.put_report_record(dataclasses.replace(
             record, root_cause=record.root_cause if cause is None else cause,
             prevention=record.prevention if prevention is None else prevention))
+        return True
+
+    if not _on_store(load_config(args.config), edit):
+        return EXIT_USAGE
     print(f"report #{args.incident}: recorded")
     return EXIT_OK
 
 
 def _cmd_report_submit(args: argparse.Namespace) -> int:
-    with _store(load_config(args.config)) as store:
-        records = [_report_record(store, incident) for incident in args.incident]
+    async def submit(store: Store) -> bool:
+        records = [await _report_record(store, incident) for incident in args.incident]
         if any(r is None for r in records):
-            return EXIT_USAGE
+            return False
         now = time.time()
-        hosts = {i.id: i.host for i in store.incidents()}
-        with store.transaction(durable=True):
+        hosts = {i.id: i.host for i in await store.incidents.list()}
+        async with store.transaction(durable=True):
             for record in records:
-                store.put_report_record(dataclasses.replace(record, submitted_at=now, submitted_by=args.by))
-                store.append(JournalEntry(ts=now, event="report", host=hosts[record.incident_id],
-                                          incident_id=record.incident_id, decision="submitted", detail={"by": args.by}))
+                await store.incidents.put_report_record(
+                    dataclasses.replace(record, submitted_at=now, submitted_by=args.by))
+                await store.incidents.append(JournalEntry(
+                    ts=now, event="report", host=hosts[record.incident_id], incident_id=record.incident_id,
+                    decision="submitted", detail={"by": args.by}))
+        return True
+
+    if not _on_store(load_config(args.config), submit):
+        return EXIT_USAGE
     for incident in args.incident:
         print(f"report #{incident}: submitted")
     return EXIT_OK

@@ -28,7 +28,8 @@ from monitord.run.runner import set_up_kinds
 from monitord.paging.outbox import Dispatcher, Outbox
 from monitord.edge.metrics import CONTENT_TYPE, Metrics
 from monitord.run.scheduler import Scheduler
-from monitord.records.state import JournalEntry, SQLiteStore, StateError, StoreFault, StoreLock
+from monitord.records.state import SQLiteStore, StoreLock
+from monitord.records.store import JournalEntry, StateError, StoreFault
 from monitord.records.storewatch import StoreWatch
 from monitord.shared.probe import ProbeContext
 
@@ -101,9 +102,9 @@ class Daemon:
     async def run(self) -> None:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
         try:
-            self._start_store()
+            await self._start_store()
         except StateError:
-            self.store.close()
+            await self.store.close()
             self.lock.release()
             raise
         await self._start_http()
@@ -141,17 +142,17 @@ class Daemon:
             await self.dispatcher.aclose()
             await self.ctx.aclose()
             await self.listener.stop()
-            self._journal("stopped", "clean shutdown")
-            self.store.close()
+            await self._journal("stopped", "clean shutdown")
+            await self.store.close()
             self.lock.release()
 
-    def _start_store(self) -> None:
+    async def _start_store(self) -> None:
         """Refuse to start on a store that cannot be written (a clear error, not a crash loop
         of tracebacks); restore the checks' states and journal the start."""
-        if self.store.probe() is None:
-            self.scheduler.load(self.config.checks(), self.store.check_states())
-            self.store.forget_checks({spec.id for spec in self.config.checks()})
-            self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
+        if await self.store.probe() is None:
+            await self.scheduler.load(self.config.checks(), await self.store.checks.states())
+            await self.store.checks.forget({spec.id for spec in self.config.checks()})
+            await self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
         if self.store.fault is not None:
             raise StateError(f"{self.store.fault}; then start monitord again")
 
@@ -172,7 +173,7 @@ class Daemon:
                 await self._set_up_kinds(new)
                 if new.daemon != self.config.daemon:
                     log.warning("reload: changes under 'daemon:' take effect only after a restart")
-                self._apply(new.model_copy(update={"daemon": self.config.daemon}))
+                await self._apply(new.model_copy(update={"daemon": self.config.daemon}))
             except Exception as exc:
                 self.metrics.reload_successful.set(0)
                 reason = str(exc) if isinstance(exc, (ConfigError, PermissionError)) else ": ".join(
@@ -180,7 +181,7 @@ class Daemon:
                 lines = [line.strip() for line in reason.splitlines()]
                 for line in lines:
                     log.error("reload failed, keeping the running config: %s", line)
-                self._journal("reload_failed", lines[-1])
+                await self._journal("reload_failed", lines[-1])
                 self.last_reload = {"at": self.clock.time(), "ok": False, "error": lines[-1]}
                 return False
             finally:
@@ -189,32 +190,32 @@ class Daemon:
             self.metrics.reload_successful.set(1)
             self.metrics.reload_timestamp.set(self.clock.time())
             log.info("reloaded %s: %d checks on %d hosts", self.config_path, len(new.checks()), len(new.hosts))
-            self._journal("reloaded", f"{len(new.checks())} checks")
+            await self._journal("reloaded", f"{len(new.checks())} checks")
             self.last_reload = {"at": self.clock.time(), "ok": True, "error": None}
             settle_memory()
             return True
 
-    def _apply(self, config: Config) -> None:
+    async def _apply(self, config: Config) -> None:
         """Hand ``config`` to every part; if one refuses it, hand them all the running one again."""
         running = self.config
         try:
-            self._use(config)
+            await self._use(config)
         except Exception:
-            self._use(running)
+            await self._use(running)
             raise
 
-    def _use(self, config: Config) -> None:
+    async def _use(self, config: Config) -> None:
         checks = config.checks()
         self.engine.apply_config(config)
         self.notifier.config = config
         self.dispatcher.configure(config.paging)
-        self.scheduler.load(checks)
+        await self.scheduler.load(checks)
         self.config = config
 
     async def _report_metrics(self) -> None:
         """Keep the incident-report gauges (due, overdue) current."""
         while True:
-            report.update_metrics(self.metrics, self.store, self.engine.calendars, self.clock.time())
+            await report.update_metrics(self.metrics, self.store, self.engine.calendars, self.clock.time())
             await self.clock.sleep_until(self.clock.time() + REPORT_METRICS_EVERY)
 
     def _stalled(self, tasks: list[asyncio.Task]) -> str | None:
@@ -232,11 +233,11 @@ class Daemon:
                            clock=self.clock, running=lambda: self.config, metrics=self.metrics,
                            run_soon=self.scheduler.run_soon)
 
-    def _journal(self, what: str, reason: str, **detail: object) -> None:
+    async def _journal(self, what: str, reason: str, **detail: object) -> None:
         """Journal what the daemon did; if the store cannot take it, it has said so (once) already."""
         try:
-            with self.store.transaction():
-                self.store.append(JournalEntry(ts=self.clock.time(), event="daemon", decision=what, reason=reason,
+            async with self.store.transaction():
+                await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="daemon", decision=what, reason=reason,
                                                detail=detail))
         except StoreFault:
             pass

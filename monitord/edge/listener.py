@@ -30,7 +30,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from monitord.shared.http import LIMITS, Limits, Refusal, reason_of
 from monitord.edge.metrics import Metrics
-from monitord.records.state import StoreFault
+from monitord.records.store import StoreFault
 
 log = logging.getLogger(__name__)
 

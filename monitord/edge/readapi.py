@@ -80,18 +80,18 @@ class ReadApi:
 
     async def hosts(self, request: web.Request) -> web.Response:
         self._reader(request)
-        config, now, states = self.api.config(), self.api.clock.time(), views.host_states(self.api.store)
+        config, now, states = self.api.config(), self.api.clock.time(), await views.host_states(self.api.store)
         due = self.live.due()
-        return web.json_response([views.host(config, self.api.store, name, now, due, states) for name in config.hosts])
+        return web.json_response([await views.host(config, self.api.store, name, now, due, states) for name in config.hosts])
 
     async def host(self, request: web.Request) -> web.Response:
         name = self._host(request)
-        return web.json_response(views.host(self.api.config(), self.api.store, name, self.api.clock.time(),
+        return web.json_response(await views.host(self.api.config(), self.api.store, name, self.api.clock.time(),
                                             self.live.due()))
 
     async def explain(self, request: web.Request) -> web.Response:
         name = self._host(request)
-        view = views.host(self.api.config(), self.api.store, name, self.api.clock.time(), self.live.due())
+        view = await views.host(self.api.config(), self.api.store, name, self.api.clock.time(), self.live.due())
         return web.json_response({**self.live.explain(name), "checks": view["checks"],
                                   "maintenance": view["maintenance"], "quarantined": view["quarantined"]})
 
@@ -103,22 +103,22 @@ class ReadApi:
         state = request.query.get("state", "all")
         if state not in ("all", "open", "closed"):
             raise Refusal(400, "state must be all, open or closed")
-        return web.json_response(views.incidents(self.api.store, state=state, host_name=request.query.get("host")))
+        return web.json_response(await views.incidents(self.api.store, state=state, host_name=request.query.get("host")))
 
     async def incident(self, request: web.Request) -> web.Response:
         self._reader(request)
         incident_id = path_id(request, "incident")
-        found = next((i for i in self.api.store.incidents() if i.id == incident_id), None)
+        found = next((i for i in await self.api.store.incidents.list() if i.id == incident_id), None)
         if found is None:
             raise Refusal(404, f"no incident #{incident_id}")
-        return web.json_response(views.incident(self.api.store, found, views.host_states(self.api.store),
+        return web.json_response(await views.incident(self.api.store, found, await views.host_states(self.api.store),
                                                 journal=True))
 
     async def maintenance(self, request: web.Request) -> web.Response:
         self._reader(request)
         now = self.api.clock.time()
         return web.json_response([views.window_json(w, now)
-                                  for w in views.maintenance(self.api.config(), self.api.store)])
+                                  for w in await views.maintenance(self.api.config(), self.api.store)])
 
     async def add_maintenance(self, request: web.Request) -> web.Response:
         """Add a window from now, or from ``start``, for ``duration`` (it expires by itself)."""
@@ -139,16 +139,16 @@ class ReadApi:
                 raise Refusal(400, "start must be an ISO 8601 time with a UTC offset, e.g. 2026-12-01T02:00+09:00")
             start = when.timestamp()
         try:
-            window_id = acts.add_window(config, store, body.get("target", ""), start, length, body.get("reason", ""),
+            window_id = await acts.add_window(config, store, body.get("target", ""), start, length, body.get("reason", ""),
                                         body.get("by") or "api", now)
         except ValueError as exc:
             raise Refusal(400, str(exc)) from None
-        window = next(w for w in views.maintenance(config, store) if w["id"] == str(window_id))
+        window = next(w for w in await views.maintenance(config, store) if w["id"] == str(window_id))
         return web.json_response(views.window_json(window, now), status=201)
 
     async def remove_maintenance(self, request: web.Request) -> web.Response:
         self.api.authenticate(request)
         window_id = path_id(request, "window")
-        if not acts.remove_window(self.api.store, window_id, self.api.clock.time()):
+        if not await acts.remove_window(self.api.store, window_id, self.api.clock.time()):
             raise Refusal(404, f"no maintenance window #{window_id} (config windows are removed in the config)")
         return web.json_response({"id": str(window_id), "removed": True})

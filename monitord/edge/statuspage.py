@@ -35,7 +35,7 @@ from monitord.config import Config
 from monitord.edge import views
 from monitord.edge.api import Api
 from monitord.edge.readapi import Live
-from monitord.records.state import Store
+from monitord.records.store import Store
 from monitord.shared.fields import format_duration
 from monitord.shared.http import Refusal, bearer_token, path_id, read_body
 

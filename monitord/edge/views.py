@@ -10,22 +10,22 @@ from typing import Mapping
 from monitord.config import Config
 from monitord.escalation.engine import state_from_dict
 from monitord.escalation.ladder import HostState
-from monitord.records.state import Incident, JournalEntry, Maintenance, Store
+from monitord.records.store import Incident, JournalEntry, Maintenance, Store
 
 ACTION_EVENTS = ("decided", "outcome", "blocked")
 """Journal events that say what the ladder did, or was stopped from doing, about an incident."""
 
 
-def host_states(store: Store) -> dict[str, HostState]:
+async def host_states(store: Store) -> dict[str, HostState]:
     """Every host's stored escalation state."""
-    return store.escalation_states(state_from_dict)
+    return await store.checks.escalations(state_from_dict)
 
 
-def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, float] | None = None,
+async def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, float] | None = None,
          states: Mapping[str, HostState] | None = None) -> dict:
     """One host: its checks with state, last result and next run; its ladder; maintenance; quarantine."""
-    stored = store.check_states()
-    state = (states if states is not None else host_states(store)).get(name, HostState())
+    stored = await store.checks.states()
+    state = (states if states is not None else await host_states(store)).get(name, HostState())
     checks = []
     for spec in (s for s in config.checks() if s.host == name):
         kept = stored.get(spec.id)
@@ -39,22 +39,22 @@ def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, 
             "last_run": check.last_run or None if check else None,
             "next_run": (due or {}).get(spec.id), "incident": kept.incident_id if kept else None,
         })
-    quarantined = store.quarantined().get(name)
+    quarantined = (await store.control.quarantined()).get(name)
     return {
         "name": name, "address": config.hosts[name].address, "groups": list(config.hosts[name].groups),
         "checks": checks,
         "escalation": {"level": state.level, "phase": str(state.phase), "ladder": state.ladder and str(state.ladder),
                        "step": state.step and str(state.step), "incident": state.incident_id,
                        "blocked": state.blocked},
-        "maintenance": [w["id"] for w in maintenance(config, store) if name in w["hosts"] and w["active"](now)],
+        "maintenance": [w["id"] for w in await maintenance(config, store) if name in w["hosts"] and w["active"](now)],
         "quarantined": {"since": quarantined[0], "reason": quarantined[1]} if quarantined else None,
     }
 
 
-def incident(store: Store, item: Incident, states: Mapping[str, HostState], journal: bool = False) -> dict:
+async def incident(store: Store, item: Incident, states: Mapping[str, HostState], journal: bool = False) -> dict:
     """One incident: level, actions taken, pages and acks, SLA timers; with ``journal`` its journal."""
     state = states.get(item.host, HostState())
-    entries = store.journal(incident_id=item.id)
+    entries = await store.incidents.journal(incident_id=item.id)
     view = {
         "id": item.id, "host": item.host, "check": item.check, "kind": item.kind, "summary": item.summary,
         "opened_at": item.opened_at, "detected_at": item.detected_at, "closed_at": item.closed_at,
@@ -64,21 +64,21 @@ def incident(store: Store, item: Incident, states: Mapping[str, HostState], jour
         "actions": [entry(e) for e in entries if e.event in ACTION_EVENTS],
         "pages": [{"id": p.id, "kind": p.kind, "severity": p.severity, "summary": p.summary, "opened_at": p.opened_at,
                    "acked_at": p.acked_at, "acked_by": p.acked_by, "closed_at": p.closed_at}
-                  for p in store.pages(open_only=False, incident_id=item.id)],
+                  for p in await store.outbox.pages(open_only=False, incident_id=item.id)],
         "sla": [{"name": t.name, "started_at": t.started_at, "due": t.due, "stopped_at": t.stopped_at,
-                 "breached_at": t.breached_at} for t in store.sla_timers(item.id)],
+                 "breached_at": t.breached_at} for t in await store.incidents.sla_timers(item.id)],
     }
     if journal:
         view["journal"] = [entry(e) for e in entries]
     return view
 
 
-def incidents(store: Store, *, state: str = "all", host_name: str | None = None) -> list[dict]:
+async def incidents(store: Store, *, state: str = "all", host_name: str | None = None) -> list[dict]:
     """Incidents, newest first: ``state`` all, open or closed; optionally of one host."""
-    states = host_states(store)
-    chosen = [i for i in store.incidents(open_only=state == "open")
+    states = await host_states(store)
+    chosen = [i for i in await store.incidents.list(open_only=state == "open")
               if (state != "closed" or i.closed_at is not None) and (host_name is None or i.host == host_name)]
-    return [incident(store, i, states) for i in sorted(chosen, key=lambda i: -i.id)]
+    return [await incident(store, i, states) for i in sorted(chosen, key=lambda i: -i.id)]
 
 
 def entry(e: JournalEntry) -> dict:
@@ -87,7 +87,7 @@ def entry(e: JournalEntry) -> dict:
             "outcome": e.outcome, "detail": dict(e.detail)}
 
 
-def maintenance(config: Config, store: Store) -> list[dict]:
+async def maintenance(config: Config, store: Store) -> list[dict]:
     """Every maintenance window (config and stored), with the hosts it covers; ``active(now)`` says
     whether it covers them now (dropped by :func:`window_json`)."""
     windows = []
@@ -96,7 +96,7 @@ def maintenance(config: Config, store: Store) -> list[dict]:
         windows.append({"id": f"config:{name}", "target": ",".join(sorted(w.targets())), "hosts": covered,
                         "reason": w.reason, "starts": w.start.timestamp(), "ends": w.end.timestamp(), "created_by": None,
                         "active": w.covers})
-    for w in store.maintenance():
+    for w in await store.control.maintenance():
         windows.append(_stored(config, w))
     return windows
 

@@ -19,7 +19,7 @@ from monitord.config import Config
 from monitord.edge.metrics import Metrics
 from monitord.paging.oncall import PageKind, matching_route, resolve_targets
 from monitord.paging.outbox import Outbox
-from monitord.records.state import JournalEntry, PageRecord, Store, StoreFault
+from monitord.records.store import JournalEntry, PageRecord, Store, StoreFault
 from remediation.pagers import Message
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Notifier:
 
     # -- pages ----------------------------------------------------------------------------
 
-    def page(self, host: str | None, kind: PageKind, summary: str, incident_id: int | None = None,
+    async def page(self, host: str | None, kind: PageKind, summary: str, incident_id: int | None = None,
              details: dict | None = None, targets: list[str] | None = None, escalate: bool = True,
              vendors: Sequence[str] = ()) -> int | None:
         """Open a page and send its first tier; ``targets`` skips routing (e.g. an approval request);
@@ -85,19 +85,19 @@ class Notifier:
             h = self.config.hosts.get(host) if host else None
             chosen = matching_route(paging.routes, h.groups if h else [], h.tags if h else [], kind, severity)
             if chosen is None:
-                self._journal("page_unrouted", host, incident_id, kind, f"no route matches: {summary}")
+                await self._journal("page_unrouted", host, incident_id, kind, f"no route matches: {summary}")
                 log.error("PAGE (no route configured) %s %s: %s", host or "-", kind, summary)
                 return None
             policy, vendors = chosen.policy, [*vendors, *(v for v in chosen.vendors if v not in vendors)]
         else:
             policy = ""
-        page_id = self.store.open_page(incident_id, host, kind, severity, policy, summary, now)
-        self._send(self._page(page_id), 0, targets, details or {}, escalate)
+        page_id = await self.store.outbox.open_page(incident_id, host, kind, severity, policy, summary, now)
+        await self._send(await self._page(page_id), 0, targets, details or {}, escalate)
         for vendor in vendors if escalate else ():  # an information is not escalated, to vendors neither
-            self._escalate_to_vendor(vendor, host, kind, severity, summary, incident_id, page_id, details or {})
+            await self._escalate_to_vendor(vendor, host, kind, severity, summary, incident_id, page_id, details or {})
         return page_id
 
-    def _escalate_to_vendor(self, name: str, host: str | None, kind: str, severity: str, summary: str,
+    async def _escalate_to_vendor(self, name: str, host: str | None, kind: str, severity: str, summary: str,
                             incident_id: int | None, page_id: int, details: dict) -> None:
         """Send vendor ``name`` the incident's findings and what was tried, once per incident,
         and journal it (the incident report shows it)."""
@@ -112,29 +112,29 @@ class Notifier:
                   "address": facts["address"] or "-", "tried": "\n".join(f"- {t}" for t in tried) or "-",
                   "findings": details.get("bmc") or "-", "when": self.format_time(self.clock.time())}
         key = f"monitord-vendor-{name}-" + (f"incident-{incident_id}" if incident_id is not None else f"page-{page_id}")
-        with self.store.transaction(durable=True):
-            sent = [integration for integration in vendor.notify if self.outbox.enqueue(integration, Message(
+        async with self.store.transaction(durable=True):
+            sent = [integration for integration in vendor.notify if await self.outbox.enqueue(integration, Message(
                 dedup_key=key, summary=subject.format(**fields), body=body.format(**fields), source=host or "monitord",
                 severity=severity, details=facts, to=tuple(vendor.emails), at=self.clock.time(),
                 incident_id=incident_id))]
             if sent:
-                self._journal("vendor_escalated", host, incident_id, name,
+                await self._journal("vendor_escalated", host, incident_id, name,
                               f"{vendor.name or name} ({vendor.role}): {summary}",
                               {"integrations": sent, "to": vendor.emails, "tried": tried})
         if sent:
             log.warning("%s: escalated to vendor %s through %s", host or "-", name, ", ".join(sent))
 
-    def inform(self, host: str, kind: PageKind, summary: str, incident_id: int | None) -> None:
+    async def inform(self, host: str, kind: PageKind, summary: str, incident_id: int | None) -> None:
         """Tell the first tier about something already over (e.g. a host reset and verified):
         triggered and resolved at once under the same key, never escalated."""
-        page_id = self.page(host, kind, summary, incident_id, escalate=False)
+        page_id = await self.page(host, kind, summary, incident_id, escalate=False)
         if page_id is not None:
-            self._close(self._page(page_id))
+            await self._close(await self._page(page_id))
 
-    def _page(self, page_id: int) -> PageRecord:
-        return next(p for p in self.store.pages(open_only=False) if p.id == page_id)
+    async def _page(self, page_id: int) -> PageRecord:
+        return next(p for p in await self.store.outbox.pages(open_only=False) if p.id == page_id)
 
-    def _send(self, page: PageRecord, step: int, targets: list[str] | None, details: dict,
+    async def _send(self, page: PageRecord, step: int, targets: list[str] | None, details: dict,
               escalate: bool = True) -> None:
         """Page tier ``step`` (or ``targets``) and set the ack deadline."""
         now = self.clock.time()
@@ -146,9 +146,9 @@ class Notifier:
         round_no = step // len(policy.tiers) if policy else 0
         key = f"monitord-page-{page.id}" + (f"-r{round_no}" if round_no else "")
         paged = list(page.paged)
-        with self.store.transaction(durable=True):
+        async with self.store.transaction(durable=True):
             for person, integration in pairs:
-                self.outbox.enqueue(integration, Message(
+                await self.outbox.enqueue(integration, Message(
                     dedup_key=key, summary=page.summary, source=page.host or "monitord", severity=page.severity,
                     details={"kind": page.kind, "incident": page.incident_id, "tier": step + 1, "person": person,
                              **details},
@@ -156,61 +156,61 @@ class Notifier:
                 if [integration, key] not in paged:
                     paged.append([integration, key])
             next_at = now + tier.ack_timeout if policy and escalate else None  # the last tier's timeout ends the ladder
-            self.store.update_page(page.id, step=step, next_at=next_at, paged=paged)
-            self._journal("page_sent", page.host, page.incident_id, page.kind,
+            await self.store.outbox.update_page(page.id, step=step, next_at=next_at, paged=paged)
+            await self._journal("page_sent", page.host, page.incident_id, page.kind,
                           f"tier {step + 1}: {', '.join(sorted({i for _, i in pairs})) or 'nobody'}",
                           {"page": page.id, "people": sorted({p for p, _ in pairs if p})})
         if not pairs:
             log.error("page %d (%s): tier %d reaches nobody", page.id, page.kind, step + 1)
 
-    def _follow_up(self, page: PageRecord, action: str) -> None:
+    async def _follow_up(self, page: PageRecord, action: str) -> None:
         """Send ``acknowledge`` or ``resolve`` to every integration a page reached."""
         for integration, key in page.paged:
-            self.outbox.enqueue(integration, Message(dedup_key=key, summary=page.summary, action=action,
+            await self.outbox.enqueue(integration, Message(dedup_key=key, summary=page.summary, action=action,
                                                      source=page.host or "monitord", severity=page.severity,
                                                      at=self.clock.time(), incident_id=page.incident_id))
 
-    def resolve(self, incident_id: int) -> None:
+    async def resolve(self, incident_id: int) -> None:
         """The incident recovered: resolve its open pages."""
-        with self.store.transaction(durable=True):
-            for page in self.store.pages(incident_id=incident_id):
-                self._close(page)
+        async with self.store.transaction(durable=True):
+            for page in await self.store.outbox.pages(incident_id=incident_id):
+                await self._close(page)
 
-    def _close(self, page: PageRecord) -> None:
-        with self.store.transaction(durable=True):
-            self._follow_up(page, "resolve")
-            self.store.update_page(page.id, closed_at=self.clock.time(), next_at=None)
-            self._journal("page_resolved", page.host, page.incident_id, page.kind, page.summary, {"page": page.id})
+    async def _close(self, page: PageRecord) -> None:
+        async with self.store.transaction(durable=True):
+            await self._follow_up(page, "resolve")
+            await self.store.outbox.update_page(page.id, closed_at=self.clock.time(), next_at=None)
+            await self._journal("page_resolved", page.host, page.incident_id, page.kind, page.summary, {"page": page.id})
 
-    def escalate(self, page: PageRecord, why: str) -> None:
+    async def escalate(self, page: PageRecord, why: str) -> None:
         """Page the next tier now."""
         policy = self.config.paging.policies.get(page.policy)
         if policy is None or page.step + 1 >= policy.steps():
-            self._journal("page_exhausted", page.host, page.incident_id, page.kind, why, {"page": page.id})
-            self.store.update_page(page.id, next_at=None)
+            await self._journal("page_exhausted", page.host, page.incident_id, page.kind, why, {"page": page.id})
+            await self.store.outbox.update_page(page.id, next_at=None)
             return
         log.warning("page %d (%s): %s; paging tier %d", page.id, page.kind, why, page.step + 2)
-        self._send(page, page.step + 1, None, {"escalated": why})
+        await self._send(page, page.step + 1, None, {"escalated": why})
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Escalate unacknowledged pages, send acks, check SLA timers (called every few seconds)."""
         now = self.clock.time()
-        for page in self.store.pages():
+        for page in await self.store.outbox.pages():
             if page.acked_at is not None and not page.ack_sent:
-                with self.store.transaction(durable=True):
-                    self._follow_up(page, "acknowledge")
-                    self.store.update_page(page.id, ack_sent=1, next_at=None)
+                async with self.store.transaction(durable=True):
+                    await self._follow_up(page, "acknowledge")
+                    await self.store.outbox.update_page(page.id, ack_sent=1, next_at=None)
                 self.metrics.ack_latency.observe(max(0.0, page.acked_at - page.opened_at))
             elif page.acked_at is None and page.next_at is not None and now >= page.next_at:
-                self.escalate(page, "not acknowledged in time")
-        self._check_slas(now)
+                await self.escalate(page, "not acknowledged in time")
+        await self._check_slas(now)
 
     async def run(self) -> None:
         """Call :meth:`tick` every few seconds until cancelled."""
         while True:
             try:
                 if self.store.fault is None:  # escalations and SLA breaches are journaled first
-                    self.tick()
+                    await self.tick()
             except StoreFault:
                 pass  # the store reported it once; the next tick after it recovers catches up
             except Exception:  # noqa: BLE001 - a bad row must not stop paging
@@ -219,30 +219,30 @@ class Notifier:
 
     # -- SLA timers ----------------------------------------------------------------------
 
-    def start_sla(self, incident_id: int | None, host: str | None, name: str) -> None:
+    async def start_sla(self, incident_id: int | None, host: str | None, name: str) -> None:
         """Start an SLA timer with the configured target."""
         if incident_id is None:
             log.error("%s: SLA timer %s has no incident to attach to", host, name)
             return
         now = self.clock.time()
         due = now + getattr(self.config.paging.sla, name)
-        self.store.start_sla(incident_id, name, host, now, due)  # the decision itself is journaled by the engine
+        await self.store.incidents.start_sla(incident_id, name, host, now, due)  # the decision itself is journaled by the engine
 
-    def _check_slas(self, now: float) -> None:
+    async def _check_slas(self, now: float) -> None:
         running = breached = 0
-        for timer in self.store.sla_timers():
+        for timer in await self.store.incidents.sla_timers():
             if timer.stopped_at is not None:
                 continue
             running += 1
             if timer.breached_at is None and now >= timer.due:
-                self.store.update_sla(timer.incident_id, timer.name, breached_at=now)
-                self._journal("sla_breach", timer.host, timer.incident_id, timer.name,
+                await self.store.incidents.update_sla(timer.incident_id, timer.name, breached_at=now)
+                await self._journal("sla_breach", timer.host, timer.incident_id, timer.name,
                               f"{timer.name} target missed (due {self.format_time(timer.due)})")
-                pages = self.store.pages(incident_id=timer.incident_id)
+                pages = await self.store.outbox.pages(incident_id=timer.incident_id)
                 if pages:
-                    self.escalate(pages[-1], f"SLA {timer.name} breached")
+                    await self.escalate(pages[-1], f"SLA {timer.name} breached")
                 else:
-                    self.page(timer.host, PageKind.SLA_BREACH, f"SLA {timer.name} breached", timer.incident_id)
+                    await self.page(timer.host, PageKind.SLA_BREACH, f"SLA {timer.name} breached", timer.incident_id)
             if timer.breached_at is not None or now >= timer.due:
                 breached += 1
         self.metrics.sla_running.set(running)
@@ -250,7 +250,7 @@ class Notifier:
 
     # -- customer notices ----------------------------------------------------------------
 
-    def notice(self, host: str, what: str, summary: str, incident_id: int | None, when: float | None = None) -> None:
+    async def notice(self, host: str, what: str, summary: str, incident_id: int | None, when: float | None = None) -> None:
         """Send the host's customer a ``failure``, ``recovery``, ``threshold`` or ``work`` notice.
 
         A recovery resolves the failure notice's key: integrations with alerts close the alert,
@@ -263,38 +263,38 @@ class Notifier:
         fields = {"host": host, "summary": summary, "when": self.format_time(when or self.clock.time())}
         kind = "failure" if what == "recovery" else what
         key = f"monitord-notice-{host}-{kind}-{incident_id if incident_id is not None else int(self.clock.time())}"
-        with self.store.transaction(durable=True):
+        async with self.store.transaction(durable=True):
             for integration in customer.notify:
-                self.outbox.enqueue(integration, Message(
+                await self.outbox.enqueue(integration, Message(
                     dedup_key=key, summary=subject.format(**fields), body=body.format(**fields), source=host,
                     action="resolve" if what == "recovery" else "trigger",
                     severity="warning" if what in ("threshold", "work") else "critical",
                     to=tuple(customer.emails), at=self.clock.time(), incident_id=incident_id))
-            self._journal("notice", host, incident_id, what, subject.format(**fields), {"to": customer.emails})
+            await self._journal("notice", host, incident_id, what, subject.format(**fields), {"to": customer.emails})
 
     def format_time(self, ts: float) -> str:
         """``ts`` as customers read it, in the business time zone."""
         zone = zoneinfo.ZoneInfo(self.config.business_hours.timezone)
         return dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
 
-    def _journal(self, event: str, host: str | None, incident_id: int | None, decision: str, reason: str,
+    async def _journal(self, event: str, host: str | None, incident_id: int | None, decision: str, reason: str,
                  detail: dict | None = None) -> None:
-        with self.store.transaction(durable=True):
-            self.store.append(JournalEntry(ts=self.clock.time(), event=event, host=host, incident_id=incident_id,
+        async with self.store.transaction(durable=True):
+            await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event=event, host=host, incident_id=incident_id,
                                            decision=decision, reason=reason, detail=detail or {}))
 
 
-def acknowledge(store: Store, incident_id: int, by: str | None, now: float, why: str = "", **detail: str) -> int:
+async def acknowledge(store: Store, incident_id: int, by: str | None, now: float, why: str = "", **detail: str) -> int:
     """Mark an incident's unacknowledged pages acknowledged (the CLI, the HTTP API, PagerDuty); return
     how many. ``why`` and ``detail`` add to the journal entry.
 
     The running daemon's notifier sends the acknowledgements to the receivers and stops escalating.
     """
-    pages = [p for p in store.pages(incident_id=incident_id) if p.acked_at is None]
-    with store.transaction(durable=True):
+    pages = [p for p in await store.outbox.pages(incident_id=incident_id) if p.acked_at is None]
+    async with store.transaction(durable=True):
         for page in pages:
-            store.update_page(page.id, acked_at=now, acked_by=by)
-        store.append(JournalEntry(ts=now, event="ack", incident_id=incident_id, decision="acknowledged",
-                                  reason=f"{len(pages)} page(s) acknowledged" + (f": {why}" if why else ""),
-                                  detail={"by": by, **detail}))
+            await store.outbox.update_page(page.id, acked_at=now, acked_by=by)
+        await store.incidents.append(JournalEntry(
+            ts=now, event="ack", incident_id=incident_id, decision="acknowledged",
+            reason=f"{len(pages)} page(s) acknowledged" + (f": {why}" if why else ""), detail={"by": by, **detail}))
     return len(pages)

@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 from monitord.shared.clock import Clock, SystemClock
 from monitord.edge.metrics import Metrics
 from monitord.shared.results import Reason
-from monitord.records.state import JournalEntry, OutboxItem, Store, StoreFault
+from monitord.records.store import JournalEntry, OutboxItem, Store, StoreFault
 from remediation.pagers import DeliveryError, HttpClient, Message, Pager, PagingConfig, build_pagers
 
 log = logging.getLogger("monitord.paging.outbox")
@@ -55,14 +55,14 @@ class Outbox:
         self.clock = clock or SystemClock()
         self.wakeup = asyncio.Event()
 
-    def enqueue(self, integration: str, message: Message) -> bool:
+    async def enqueue(self, integration: str, message: Message) -> bool:
         """Queue ``message`` for ``integration``, durably; False if it was queued before.
 
         "Before" means the same integration, dedup key, action and e-mail recipients: one
         mail integration can notify several people of the same incident.
         """
-        item_id = self.store.enqueue_page(integration, message.dedup_key, message.action, message.to_json(),
-                                          self.clock.time(), recipients=",".join(sorted(set(message.to))))
+        item_id = await self.store.outbox.enqueue(integration, message.dedup_key, message.action, message.to_json(),
+                                                  self.clock.time(), recipients=",".join(sorted(set(message.to))))
         if item_id is None:
             log.debug("%s: %s %s already queued", integration, message.action, message.dedup_key)
             return False
@@ -91,10 +91,10 @@ class Dispatcher:
         self.configure(paging, pagers)
 
     def configure(self, paging: PagingConfig, pagers: Mapping[str, Pager] | None = None) -> None:
-        """Take a (re)loaded ``paging`` section; attempts in flight finish with the old pagers."""
+        """Take a (re)loaded ``paging`` section; attempts in flight finish with the old pagers (the
+        depth gauges follow at the next delivery pass)."""
         self.policy = paging.retry
         self.pagers = dict(pagers) if pagers is not None else build_pagers(paging, self.http)
-        self._update_depth()
 
     async def run(self) -> None:
         """Deliver pages as they fall due, until cancelled."""
@@ -102,7 +102,7 @@ class Dispatcher:
         while True:
             self.outbox.wakeup.clear()
             now = self.clock.time()
-            due = self.store.next_page_due()
+            due = await self.store.outbox.next_due()
             until = min(due, now + self._poll) if due is not None else now + self._poll
             if until > now:
                 await self._sleep(until)
@@ -136,12 +136,12 @@ class Dispatcher:
         if self.store.fault is not None:
             return 0  # a delivery could not be recorded, so each pass would send it again: wait
         async with self._lock:
-            items = self.store.due_pages(float("inf") if everything else self.clock.time())
+            items = await self.store.outbox.due(float("inf") if everything else self.clock.time())
             by_integration: dict[str, list[OutboxItem]] = defaultdict(list)
             for item in items:
                 by_integration[item.integration].append(item)
             results = await asyncio.gather(*(self._deliver_series(series) for series in by_integration.values()))
-            self._update_depth()
+            await self._update_depth()
             return sum(results)
 
     async def _deliver_series(self, items: list[OutboxItem]) -> int:
@@ -157,11 +157,11 @@ class Dispatcher:
         try:
             message = Message.from_json(item.message)
         except (ValueError, TypeError) as exc:
-            self._finish(item, None, "dead", attempts, f"unreadable message: {exc}")
+            await self._finish(item, None, "dead", attempts, f"unreadable message: {exc}")
             return False
         pager = self.pagers.get(item.integration)
         if pager is None:
-            self._finish(item, message, "dead", item.attempts, f"integration {item.integration!r} is not configured")
+            await self._finish(item, message, "dead", item.attempts, f"integration {item.integration!r} is not configured")
             return False
         try:
             async with asyncio.timeout(pager.timeout + TIMEOUT_GRACE):
@@ -169,20 +169,20 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except DeliveryError as exc:
-            self._failed(item, message, attempts, exc)
+            await self._failed(item, message, attempts, exc)
             return False
         except TimeoutError:
-            self._failed(item, message, attempts, DeliveryError(
+            await self._failed(item, message, attempts, DeliveryError(
                 Reason.TIMEOUT, f"no result within {pager.timeout + TIMEOUT_GRACE:g}s", retryable=True))
             return False
         except Exception as exc:  # a bug in a pager: keep the page and retry, loudly
             log.exception("%s: pager failed unexpectedly", item.integration)
-            self._failed(item, message, attempts, DeliveryError(Reason.ERROR, f"{type(exc).__name__}: {exc}", True))
+            await self._failed(item, message, attempts, DeliveryError(Reason.ERROR, f"{type(exc).__name__}: {exc}", True))
             return False
-        self._finish(item, message, "delivered", attempts, receipt)
+        await self._finish(item, message, "delivered", attempts, receipt)
         return True
 
-    def _failed(self, item: OutboxItem, message: Message, attempts: int, exc: DeliveryError) -> None:
+    async def _failed(self, item: OutboxItem, message: Message, attempts: int, exc: DeliveryError) -> None:
         """Reschedule a failed page, or give it up."""
         now = self.clock.time()
         policy = self.policy
@@ -195,22 +195,22 @@ class Dispatcher:
         elif now - item.created_at >= policy.give_up_after:
             give_up = f"gave up after {now - item.created_at:.0f}s, {attempts} attempts"
         if give_up:
-            self._finish(item, message, "dead", attempts, f"{error} ({give_up})")
+            await self._finish(item, message, "dead", attempts, f"{error} ({give_up})")
             return
         delay = policy.delay(attempts, self._random())
         if exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, policy.max_delay))
-        self.store.page_failed(item.id, attempts, now + delay, error)
+        await self.store.outbox.failed(item.id, attempts, now + delay, error)
         self.metrics.pages_sent.labels(item.integration, "retry").inc()
         log.warning("%s: %s %s failed (attempt %d), retrying in %.1fs: %s", item.integration, message.action,
                     message.dedup_key, attempts, delay, error)
 
-    def _finish(self, item: OutboxItem, message: Message | None, state: str, attempts: int, note: str) -> None:
+    async def _finish(self, item: OutboxItem, message: Message | None, state: str, attempts: int, note: str) -> None:
         """Mark a page delivered or dead and journal it, in one durable transaction."""
         now = self.clock.time()
-        with self.store.transaction(durable=True):
-            self.store.page_done(item.id, state, now, attempts, None if state == "delivered" else note)
-            self.store.append(JournalEntry(
+        async with self.store.transaction(durable=True):
+            await self.store.outbox.done(item.id, state, now, attempts, None if state == "delivered" else note)
+            await self.store.incidents.append(JournalEntry(
                 ts=now, event="page_delivery", host=message.source if message else None,
                 incident_id=message.incident_id if message else None, decision=item.integration, outcome=state,
                 reason=note, detail={"dedup_key": item.dedup_key, "action": item.action, "attempts": attempts,
@@ -222,8 +222,8 @@ class Dispatcher:
         else:
             log.error("%s: GAVE UP on %s %s: %s", item.integration, item.action, item.dedup_key, note)
 
-    def _update_depth(self) -> None:
-        depth = self.store.outbox_depth()
+    async def _update_depth(self) -> None:
+        depth = await self.store.outbox.depth()
         for name in set(self.pagers) | set(depth):
             self.metrics.page_outbox_depth.labels(name).set(depth.get(name, 0))
 

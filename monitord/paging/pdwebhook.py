@@ -34,7 +34,7 @@ from aiohttp import web
 
 from monitord.config import Config
 from monitord.paging.notify import acknowledge
-from monitord.records.state import Store
+from monitord.records.store import Store
 from monitord.shared.clock import Clock
 from monitord.shared.http import Refusal, loads, read_body, read_token
 
@@ -106,7 +106,7 @@ class PagerDutyWebhook:
         if what is None:
             return web.json_response({"ignored": f"event type {event['event_type']} is not acted on"})
         key = event["data"].get("incident_key")
-        incidents = {p.incident_id for p in self.store.pages()
+        incidents = {p.incident_id for p in await self.store.outbox.pages()
                      if p.incident_id is not None and any(k == key for _, k in p.paged)}
         if not incidents:
             return web.json_response({"ignored": "the incident key names no open page"})
@@ -116,8 +116,8 @@ class PagerDutyWebhook:
         count = 0
         for incident_id in sorted(incidents):
             if any(e.detail.get("pagerduty_event") == event["id"]
-                   for e in self.store.journal(incident_id, limit=1_000_000) if e.event == "ack"):
+                   for e in await self.store.incidents.journal(incident_id, limit=1_000_000) if e.event == "ack"):
                 continue  # a retried or replayed delivery
-            count += acknowledge(self.store, incident_id, by, self.clock.time(), what, pagerduty_event=event["id"])
+            count += await acknowledge(self.store, incident_id, by, self.clock.time(), what, pagerduty_event=event["id"])
             log.info("incident %d: %s (%s)", incident_id, what, by)
         return web.json_response({"event": event["id"], "acknowledged": count})

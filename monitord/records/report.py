@@ -14,7 +14,7 @@ incident id, never by a time window:
    ``changed``, ``recovered``; the engine's decisions, outcomes, pages, SLA timers (a ladder
    started by the periodic re-evaluation carries its check's incident); acknowledgements;
    the CLI's acts on the host while the incident is open (approvals, quarantine and
-   release, maintenance: :func:`monitord.records.state.incident_of_host` names it when they are
+   release, maintenance: :func:`monitord.records.store.incident_of_host` names it when they are
    journaled);
 2. the soft detection that began it: the scheduler writes ``detected`` before the incident
    exists, so it cannot carry the id; it is the incident's check's ``detected`` entry
@@ -54,7 +54,7 @@ import jinja2
 import markupsafe
 
 from monitord.shared.lastbackup import LastBackup, format_size
-from monitord.records.state import Incident, JournalEntry, ReportRecord, Store
+from monitord.records.store import Incident, JournalEntry, ReportRecord, Store
 
 DUE_BUSINESS_DAYS = 2  # 障害復旧後 2 営業日以内 (contract 002)
 DEFAULT_ZONE = "Asia/Tokyo"
@@ -199,31 +199,31 @@ def due_date(calendar: DueCalendar, incident: Incident) -> dt.datetime | None:
     return calendar.for_host(incident.host).add_business_days(incident.closed_at, DUE_BUSINESS_DAYS)
 
 
-def incident_entries(store: Store, incident: Incident) -> tuple[list[JournalEntry], frozenset[int]]:
+async def incident_entries(store: Store, incident: Incident) -> tuple[list[JournalEntry], frozenset[int]]:
     """The journal entries a report covers, oldest first, and which carry no incident id.
 
     See the module docstring for the rule: the incident's id, and its soft detection.
     """
-    own = store.journal(incident_id=incident.id, limit=_SCAN)
-    detection = [e for e in store.journal(host=incident.host, since=incident.detected_at, until=incident.detected_at,
+    own = await store.incidents.journal(incident_id=incident.id, limit=_SCAN)
+    detection = [e for e in await store.incidents.journal(host=incident.host, since=incident.detected_at, until=incident.detected_at,
                                           limit=_SCAN)
                  if e.event == "detected" and e.check == incident.check and e.incident_id is None]
     entries = sorted(own + detection, key=lambda e: e.id or 0)
     return [e for e in entries if e.event not in HIDDEN_EVENTS], frozenset(e.id for e in detection if e.id is not None)
 
 
-def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None,
+async def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None,
                 backups: Callable[[Incident], Sequence[LastBackup] | None] | None = None) -> Report:
     """Build the report of incident ``incident_id``; KeyError if there is no such incident.
 
     ``backups(incident)``: the host's last good backups before the incident began, or None when
     the host has no backup contract (:func:`monitord.shared.lastbackup.for_host`).
     """
-    incident = next((i for i in store.incidents() if i.id == incident_id), None)
+    incident = next((i for i in await store.incidents.list() if i.id == incident_id), None)
     if incident is None:
         raise KeyError(incident_id)
-    entries, host_level = incident_entries(store, incident)
-    record = store.report_records().get(incident_id) or ReportRecord(incident_id)
+    entries, host_level = await incident_entries(store, incident)
+    record = (await store.incidents.report_records()).get(incident_id) or ReportRecord(incident_id)
     found = backups(incident) if backups is not None else None
     return build_report(incident, entries, due=due_date(calendar, incident), record=record,
                         zone=_zone(zone, calendar.for_host(incident.host)), host_level=host_level,
@@ -385,11 +385,11 @@ def _slas(entries: tuple[JournalEntry, ...], incident: Incident) -> list[SlaResu
 # -- list and metrics ---------------------------------------------------------------------------
 
 
-def report_statuses(store: Store, calendar: DueCalendar, now: float) -> list[ReportStatus]:
+async def report_statuses(store: Store, calendar: DueCalendar, now: float) -> list[ReportStatus]:
     """Every incident's report state, newest incident first."""
-    records = store.report_records()
+    records = await store.incidents.report_records()
     out = []
-    for incident in store.incidents():
+    for incident in await store.incidents.list():
         record = records.get(incident.id) or ReportRecord(incident.id)
         due = due_date(calendar, incident)
         if due is None:
@@ -402,16 +402,16 @@ def report_statuses(store: Store, calendar: DueCalendar, now: float) -> list[Rep
     return out
 
 
-def count_due_overdue(store: Store, calendar: DueCalendar, now: float) -> tuple[int, int]:
+async def count_due_overdue(store: Store, calendar: DueCalendar, now: float) -> tuple[int, int]:
     """(reports due and not yet late, reports overdue): unsubmitted reports of recovered
     incidents, split by whether the due date has passed. The two never overlap."""
-    states = [s.state for s in report_statuses(store, calendar, now)]
+    states = [s.state for s in await report_statuses(store, calendar, now)]
     return states.count("due"), states.count("overdue")
 
 
-def update_metrics(metrics: object, store: Store, calendar: DueCalendar, now: float) -> None:
+async def update_metrics(metrics: object, store: Store, calendar: DueCalendar, now: float) -> None:
     """Set ``monitord_reports_due`` and ``monitord_reports_overdue`` (for the daemon's periodic call)."""
-    due, overdue = count_due_overdue(store, calendar, now)
+    due, overdue = await count_due_overdue(store, calendar, now)
     metrics.reports_due.set(due)  # type: ignore[attr-defined]
     metrics.reports_overdue.set(overdue)  # type: ignore[attr-defined]
 

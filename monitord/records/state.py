@@ -1,8 +1,8 @@
-"""Durable state: per-check state, incidents, and the append-only action journal.
+"""Durable state on SQLite: per-check state, incidents, the append-only action journal, pages.
 
-:class:`Store` is the interface the daemon uses; :class:`SQLiteStore` implements it on an
-embedded SQLite database in WAL mode. A PostgreSQL store for HA can implement the same
-interface. Everything written inside :meth:`Store.transaction` is committed (and, when
+:class:`monitord.records.store.Store` is the interface the daemon uses (four repositories and
+a unit of work); :class:`SQLiteStore` implements it on an embedded SQLite database in WAL
+mode. Everything written inside :meth:`SQLiteStore.transaction` is committed (and, when
 ``durable``, synced to disk) before the block returns, so a decision journaled before an
 action survives ``kill -9`` of the daemon.
 
@@ -26,22 +26,25 @@ nothing can be journaled before it is done.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
 import os
 import shutil
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, TypeVar
 
 from monitord.shared import redact
 from monitord.run.checkstate import CheckState
+from monitord.records.store import (  # noqa: F401 - the interface's records, importable from here too
+    Incident, JournalEntry, Maintenance, OutboxItem, PageRecord, ReportRecord, SlaTimer, StateError, Store,
+    StoredCheck, StoreFault, StoreLocked, incident_of_host,
+)
 from monitord.shared.results import Heartbeat, Result, Status
 
 log = logging.getLogger(__name__)
@@ -183,270 +186,6 @@ Add a step to change the schema; never edit one that was released."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StateError(Exception):
-    """The state database cannot be opened, is damaged, or is not ours."""
-
-
-class StoreLocked(StateError):
-    """Another process holds the store's daemon lock."""
-
-    def __init__(self, message: str, pid: int | None):
-        super().__init__(message)
-        self.pid = pid
-
-
-class StoreFault(StateError):
-    """A write to the state database failed at run time (disk full, I/O error, damage)."""
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One line of the journal: something decided, done or observed, and why.
-
-    ``event`` names what happened (``detected``, ``confirmed``, ``recovered``, an action's
-    ``decided``/``outcome``, ``daemon``...). ``ref`` points at the entry an outcome answers.
-    """
-
-    ts: float
-    event: str
-    host: str | None = None
-    check: str | None = None
-    incident_id: int | None = None
-    decision: str | None = None
-    reason: str | None = None
-    outcome: str | None = None
-    ref: int | None = None
-    detail: Mapping = field(default_factory=dict)
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """A confirmed problem of one check, open until it recovers."""
-
-    id: int
-    host: str
-    check: str
-    kind: str
-    opened_at: float
-    detected_at: float
-    closed_at: float | None
-    summary: str
-
-
-@dataclass(frozen=True, slots=True)
-class Maintenance:
-    """A maintenance window added from the CLI (config windows live in the config)."""
-
-    id: int
-    target: str  # host:NAME, group:NAME or tag:NAME
-    starts: float
-    ends: float
-    reason: str
-    created_by: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRecord:
-    """What people added to an incident's report: the engineer's text and when it was sent."""
-
-    incident_id: int
-    root_cause: str | None = None
-    prevention: str | None = None
-    submitted_at: float | None = None
-    submitted_by: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PageRecord:
-    """A page being escalated through a policy's tiers until acknowledged or closed."""
-
-    id: int
-    incident_id: int | None
-    host: str | None
-    kind: str
-    severity: str
-    policy: str
-    summary: str
-    step: int
-    opened_at: float
-    next_at: float | None
-    paged: tuple[tuple[str, str], ...]
-    acked_at: float | None
-    acked_by: str | None
-    ack_sent: bool
-    closed_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SlaTimer:
-    """An SLA clock: started by a decision, stopped by a CLI report, breached past ``due``."""
-
-    incident_id: int
-    name: str
-    host: str | None
-    started_at: float
-    due: float
-    stopped_at: float | None
-    breached_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCheck:
-    """A check's persisted state, plus the incident it has open, if any."""
-
-    state: CheckState
-    incident_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """A page in the outbox: ``pending`` until ``delivered`` or given up (``dead``)."""
-
-    id: int
-    integration: str
-    dedup_key: str
-    action: str
-    message: str  # JSON
-    created_at: float
-    due: float
-    attempts: int
-    state: str
-    last_error: str | None
-    done_at: float | None
-
-
-class Store(Protocol):
-    """What the daemon needs from durable state."""
-
-    def transaction(self, durable: bool = False) -> ContextManager[None]:
-        """Group writes; committed on exit (synced to disk when ``durable``)."""
-
-    def check_states(self) -> dict[str, StoredCheck]:
-        """Every stored check state, by check id."""
-
-    def put_check_state(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
-        """Store a check's state."""
-
-    def forget_checks(self, keep: set[str]) -> int:
-        """Drop stored state of checks not in ``keep``; return how many."""
-
-    def open_incident(self, host: str, check: str, kind: str, opened_at: float, detected_at: float, summary: str) -> int:
-        """Open an incident; return its id."""
-
-    def close_incident(self, incident_id: int, closed_at: float) -> None:
-        """Mark an incident recovered."""
-
-    def incidents(self, open_only: bool = False) -> list[Incident]:
-        """Incidents, newest first."""
-
-    def append(self, entry: JournalEntry) -> int:
-        """Append a journal entry; return its id."""
-
-    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
-                host: str | None = None, since: float | None = None, until: float | None = None) -> list[JournalEntry]:
-        """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
-
-    fault: str | None
-    """Why the last write failed, while it keeps failing; None when the store is healthy."""
-
-    def escalation_states(self, parse: Callable[[dict], Any] = dict) -> dict[str, Any]:
-        """Persisted escalation state per host, each passed through ``parse`` (a row it rejects is damaged)."""
-
-    def put_escalation_state(self, host: str, state: dict) -> None:
-        """Persist a host's escalation state."""
-
-    def add_maintenance(self, target: str, starts: float, ends: float, reason: str, created_by: str | None) -> int:
-        """Add a maintenance window; return its id."""
-
-    def remove_maintenance(self, window_id: int) -> bool:
-        """Remove a maintenance window; False if there was none."""
-
-    def maintenance(self) -> list[Maintenance]:
-        """Every stored maintenance window."""
-
-    def quarantine(self, host: str, since: float, reason: str, by: str | None) -> None:
-        """Mark a host quarantined."""
-
-    def release(self, host: str) -> bool:
-        """Lift a quarantine; False if the host was not quarantined."""
-
-    def quarantined(self) -> dict[str, tuple[float, str]]:
-        """Quarantined hosts: since when and why."""
-
-    def set_approval(self, host: str, answer: str, at: float, by: str | None) -> None:
-        """Record the emergency contact's answer for a host's pending action."""
-
-    def take_approval(self, host: str, since: float) -> str | None:
-        """Return and clear an answer recorded at or after ``since``."""
-
-    def heartbeats(self) -> dict[str, Heartbeat]:
-        """The last heartbeat of each host that posted one."""
-
-    def put_heartbeat(self, host: str, beat: Heartbeat) -> None:
-        """Remember a host's latest heartbeat."""
-
-    def report_records(self) -> dict[int, ReportRecord]:
-        """What was added to incident reports, by incident id."""
-
-    def put_report_record(self, record: ReportRecord) -> None:
-        """Store (replace) an incident report's record."""
-
-    def enqueue_page(self, integration: str, dedup_key: str, action: str, message: str, now: float,
-                     recipients: str = "") -> int | None:
-        """Queue a page, due now; None if the same (integration, dedup_key, action, recipients) was queued before."""
-
-    def due_pages(self, now: float, limit: int = 100) -> list[OutboxItem]:
-        """Pending pages due at ``now``, oldest first, skipping any with an older pending page
-        of the same integration and dedup key (a resolve never overtakes its trigger)."""
-
-    def next_page_due(self) -> float | None:
-        """When the earliest pending page not waiting behind another is due, or None."""
-
-    def page_failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
-        """Record a failed attempt of a pending page and when it is due next."""
-
-    def page_done(self, item_id: int, state: str, at: float, attempts: int, error: str | None = None) -> None:
-        """Mark a page ``delivered`` or ``dead`` after ``attempts`` attempts."""
-
-    def outbox(self, state: str | None = None) -> list[OutboxItem]:
-        """Pages in the outbox, optionally in one state, oldest first."""
-
-    def outbox_depth(self) -> dict[str, int]:
-        """Pending pages per integration."""
-
-    def open_page(self, incident_id: int | None, host: str | None, kind: str, severity: str, policy: str,
-                  summary: str, now: float) -> int:
-        """Start escalating a page; return its id."""
-
-    def update_page(self, page_id: int, **fields: object) -> None:
-        """Change a page's step, next_at, paged, acked_*, ack_sent or closed_at."""
-
-    def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
-        """Pages, oldest first."""
-
-    def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
-        """Start an SLA timer (False if it already exists)."""
-
-    def update_sla(self, incident_id: int, name: str, **fields: float) -> bool:
-        """Set stopped_at or breached_at; False if there is no such timer."""
-
-    def sla_timers(self, incident_id: int | None = None) -> list[SlaTimer]:
-        """SLA timers, oldest first."""
-
-    def close(self) -> None:
-        """Release the database."""
-
-
-def incident_of_host(store: Store, host: str) -> int | None:
-    """The incident an operator's act on ``host`` belongs to (an approval, a quarantine...): the
-    open incident its escalation ladder works on, else its newest open incident; None when none
-    is open. Journaled with the act, it puts the act in that incident's report."""
-    open_ = [i.id for i in store.incidents(open_only=True) if i.host == host]
-    ladder = (store.escalation_states().get(host) or {}).get("incident_id")
-    return ladder if ladder in open_ else next(iter(open_), None)
-
-
 def _detail(text: str | None) -> Mapping:
     """A journal entry's detail; the journal is append-only, so an unreadable one is shown, not moved."""
     try:
@@ -533,15 +272,24 @@ def _expected(version: int) -> dict[tuple[str, str], list[str]]:
 
 
 class SQLiteStore:
-    """The embedded default store (SQLite, WAL). Used from one thread at a time."""
+    """The embedded default store (SQLite, WAL): :class:`monitord.records.store.Store`.
+
+    Statements run inline, on the event loop's thread, inside the ``async`` methods: a
+    statement takes microseconds, and a thread hand-off per call costs more CPU than it saves
+    (``benchmarks/store_modes.py``); a durable commit's fsync is the one wait, and it precedes
+    an action anyway. Used from one event loop at a time."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.fault: str | None = None
         """Why the store cannot be written (a write failed, or space is short), until :meth:`probe`
         finds it writable again."""
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._gate = asyncio.Lock()
+        self._owner: asyncio.Task | None = None
+        self.checks = SQLiteChecks(self)
+        self.incidents = SQLiteIncidents(self)
+        self.outbox = SQLiteOutbox(self)
+        self.control = SQLiteControl(self)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -638,37 +386,42 @@ class SQLiteStore:
 
     # -- transactions and faults ---------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self, durable: bool = False) -> Iterator[None]:
-        """Group writes into one transaction; nested blocks join the outer one.
+    @asynccontextmanager
+    async def transaction(self, durable: bool = False) -> AsyncIterator[None]:
+        """Group this task's writes into one transaction; a block of the same task nested in
+        it joins it, another task's writes wait for it to end.
 
         A write that fails for want of space, an I/O error or a damaged page raises
         :class:`StoreFault` (and sets :attr:`fault`); nothing of the block is committed.
         """
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
+        task = asyncio.current_task()
+        if self._owner is task:
+            yield
+            return
+        async with self._gate:
+            self._owner = task
             try:
-                if durable:
-                    self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("BEGIN IMMEDIATE")
-                self._depth = 1
-                yield
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error) and _is_fault(exc):
-                    raise self._faulted(exc) from None
-                raise
+                with self._sql_transaction(durable):
+                    yield
             finally:
-                self._depth = 0
-                if durable:
-                    self._quietly("PRAGMA synchronous=NORMAL")
+                self._owner = None
+
+    @contextmanager
+    def _sql_transaction(self, durable: bool) -> Iterator[None]:
+        try:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error) and _is_fault(exc):
+                raise self._faulted(exc) from None
+            raise
+        finally:
+            if durable:
+                self._quietly("PRAGMA synchronous=NORMAL")
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -689,7 +442,7 @@ class SQLiteStore:
             log.error("state store: %s; every automatic action is held until the store can be written again", message)
         self.fault = message
 
-    def probe(self) -> str | None:
+    async def probe(self) -> str | None:
         """Can the store be written? Less than :data:`MIN_FREE_BYTES` free is a fault (a write
         would soon fail); after a fault, a small durable write must succeed too. Sets or
         clears :attr:`fault` and returns it."""
@@ -699,7 +452,7 @@ class SQLiteStore:
             return self.fault
         if self.fault is not None:
             try:
-                with self.transaction(durable=True):
+                async with self.transaction(durable=True):
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('probed_at', ?)", (repr(time.time()),))
             except StoreFault:
                 return self.fault
@@ -707,7 +460,7 @@ class SQLiteStore:
             self.fault = None
         return None
 
-    def _decoded(self, table: str, rows: list[tuple], decode: Callable[[tuple], T]) -> list[T]:
+    async def _decoded(self, table: str, rows: list[tuple], decode: Callable[[tuple], T]) -> list[T]:
         """``decode`` each row (``rowid`` first); a row that cannot be decoded is moved to
         ``damaged_rows`` and logged instead of failing the caller."""
         out = []
@@ -719,7 +472,7 @@ class SQLiteStore:
                 log.error("state store %s: a row of %s (%s) is unreadable (%s): moved to damaged_rows and skipped",
                           self.path, table, row[1], error)
                 try:
-                    with self.transaction():
+                    async with self.transaction():
                         self._db.execute("INSERT INTO damaged_rows (at, tbl, row_key, data, error) VALUES (?,?,?,?,?)",
                                          (time.time(), table, str(row[1]), json.dumps(row[1:], default=repr), error))
                         self._db.execute(f"DELETE FROM {table} WHERE rowid=?", (row[0],))
@@ -727,13 +480,39 @@ class SQLiteStore:
                     pass  # reported by the fault; the row is skipped this time and moved next time
         return out
 
-    def damaged_rows(self) -> list[tuple[str, str, str]]:
+    async def damaged_rows(self) -> list[tuple[str, str, str]]:
         """(table, key, error) of every row moved aside as unreadable, oldest first."""
         return self._db.execute("SELECT tbl, row_key, error FROM damaged_rows ORDER BY id").fetchall()
 
-    def check_states(self) -> dict[str, StoredCheck]:
-        """Every stored check state, by check id."""
-        rows = self._db.execute(
+    async def close(self) -> None:
+        """Write staged check states, checkpoint the WAL and close."""
+        try:
+            await self.checks.flush()
+        except StoreFault:
+            pass  # reported; those states are as stale as one tick, which a restart tolerates
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        self._db.close()
+
+
+def _check_row(check_id: str, state: CheckState, incident_id: int | None) -> tuple:
+    result = json.dumps(state.last_result.to_dict()) if state.last_result else None
+    return (check_id, int(state.status), int(state.hard), state.attempt, state.last_run, state.last_change,
+            state.problem_since, result, incident_id)
+
+
+class SQLiteChecks:
+    """:class:`CheckRepository` on SQLite: staged check states are kept here until :meth:`flush`."""
+
+    def __init__(self, store: SQLiteStore):
+        self._s = store
+        self._staged: dict[str, StoredCheck] = {}
+
+    async def states(self) -> dict[str, StoredCheck]:
+        """Every check's state (staged ones included), by check id."""
+        rows = self._s._db.execute(
             "SELECT rowid, check_id, status, hard, attempt, last_run, last_change, problem_since, last_result,"
             " incident_id FROM check_state"
         ).fetchall()
@@ -747,53 +526,106 @@ class SQLiteStore:
             )
             return check_id, StoredCheck(state, incident_id)
 
-        return dict(self._decoded("check_state", rows, decode))
+        return dict(await self._s._decoded("check_state", rows, decode)) | self._staged
 
-    def put_check_state(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
-        """Store a check's state."""
-        result = json.dumps(state.last_result.to_dict()) if state.last_result else None
-        with self.transaction():
-            self._db.execute(
-                "INSERT OR REPLACE INTO check_state VALUES (?,?,?,?,?,?,?,?,?)",
-                (check_id, int(state.status), int(state.hard), state.attempt, state.last_run,
-                 state.last_change, state.problem_since, result, incident_id),
-            )
+    async def put(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
+        """Store a check's state now (it replaces a staged one)."""
+        self._staged.pop(check_id, None)
+        async with self._s.transaction():
+            self._s._db.execute(_PUT_CHECK, _check_row(check_id, state, incident_id))
 
-    def forget_checks(self, keep: set[str]) -> int:
+    def stage(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
+        """Keep a check's state for the next :meth:`flush`."""
+        self._staged[check_id] = StoredCheck(state, incident_id)
+
+    def staged(self) -> int:
+        """How many check states wait for the next :meth:`flush`."""
+        return len(self._staged)
+
+    async def flush(self) -> int:
+        """Write every staged check state in one transaction; return how many."""
+        if not self._staged:
+            return 0
+        batch, self._staged = self._staged, {}
+        try:
+            async with self._s.transaction():
+                self._s._db.executemany(_PUT_CHECK, [_check_row(c, s.state, s.incident_id) for c, s in batch.items()])
+        except BaseException:
+            self._staged = batch | self._staged  # staged meanwhile is newer
+            raise
+        return len(batch)
+
+    async def forget(self, keep: set[str]) -> int:
         """Drop stored state of checks not in ``keep``; return how many."""
-        with self.transaction():
-            stored = [row[0] for row in self._db.execute("SELECT check_id FROM check_state")]
+        self._staged = {c: s for c, s in self._staged.items() if c in keep}
+        async with self._s.transaction():
+            stored = [row[0] for row in self._s._db.execute("SELECT check_id FROM check_state")]
             gone = [check_id for check_id in stored if check_id not in keep]
-            self._db.executemany("DELETE FROM check_state WHERE check_id=?", [(c,) for c in gone])
+            self._s._db.executemany("DELETE FROM check_state WHERE check_id=?", [(c,) for c in gone])
         return len(gone)
 
-    def open_incident(self, host: str, check: str, kind: str, opened_at: float, detected_at: float, summary: str) -> int:
+    async def escalations(self, parse: Callable[[dict], Any] = dict) -> dict[str, Any]:
+        """Persisted escalation state per host, each passed through ``parse`` (a row it rejects is damaged)."""
+        rows = self._s._db.execute("SELECT rowid, host, state FROM escalation").fetchall()
+        return dict(await self._s._decoded("escalation", rows, lambda r: (r[0], parse(json.loads(r[1])))))
+
+    async def put_escalation(self, host: str, state: dict) -> None:
+        """Persist a host's escalation state."""
+        async with self._s.transaction():
+            self._s._db.execute("INSERT OR REPLACE INTO escalation VALUES (?, ?)", (host, json.dumps(state)))
+
+    async def heartbeats(self) -> dict[str, Heartbeat]:
+        """The last heartbeat of each host that posted one."""
+        rows = self._s._db.execute("SELECT rowid, host, at, status, message FROM heartbeats").fetchall()
+        return dict(await self._s._decoded("heartbeats", rows, lambda r: (r[0], Heartbeat(r[1], Status(r[2]), r[3]))))
+
+    async def put_heartbeat(self, host: str, beat: Heartbeat) -> None:
+        """Remember a host's latest heartbeat."""
+        async with self._s.transaction():
+            self._s._db.execute("INSERT OR REPLACE INTO heartbeats VALUES (?,?,?,?)",
+                                (host, beat.at, int(beat.status), beat.message))
+
+
+_PUT_CHECK = "INSERT OR REPLACE INTO check_state VALUES (?,?,?,?,?,?,?,?,?)"
+_INCIDENT_COLUMNS = "id, host, check_name, kind, opened_at, detected_at, closed_at, summary"
+
+
+class SQLiteIncidents:
+    """:class:`IncidentRepository` on SQLite."""
+
+    def __init__(self, store: SQLiteStore):
+        self._s = store
+
+    async def open(self, host: str, check: str, kind: str, opened_at: float, detected_at: float, summary: str) -> int:
         """Open an incident; return its id."""
-        with self.transaction():
-            cur = self._db.execute(
+        async with self._s.transaction():
+            cur = self._s._db.execute(
                 "INSERT INTO incidents (host, check_name, kind, opened_at, detected_at, summary) VALUES (?,?,?,?,?,?)",
                 (host, check, kind, opened_at, detected_at, summary),
             )
         return cur.lastrowid
 
-    def close_incident(self, incident_id: int, closed_at: float) -> None:
+    async def close(self, incident_id: int, closed_at: float) -> None:
         """Mark an incident recovered."""
-        with self.transaction():
-            self._db.execute("UPDATE incidents SET closed_at=? WHERE id=? AND closed_at IS NULL", (closed_at, incident_id))
+        async with self._s.transaction():
+            self._s._db.execute("UPDATE incidents SET closed_at=? WHERE id=? AND closed_at IS NULL",
+                                (closed_at, incident_id))
 
-    def incidents(self, open_only: bool = False) -> list[Incident]:
+    async def list(self, open_only: bool = False) -> list[Incident]:
         """Incidents, newest first."""
         where = "WHERE closed_at IS NULL" if open_only else ""
-        rows = self._db.execute(
-            f"SELECT id, host, check_name, kind, opened_at, detected_at, closed_at, summary FROM incidents {where}"
-            " ORDER BY id DESC"
-        ).fetchall()
+        rows = self._s._db.execute(f"SELECT {_INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC").fetchall()
         return [Incident(*row) for row in rows]
 
-    def append(self, entry: JournalEntry) -> int:
+    async def get(self, incident_id: int) -> Incident | None:
+        """One incident, or None."""
+        row = self._s._db.execute(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id=?", (incident_id,)).fetchone()
+        return Incident(*row) if row else None
+
+    async def append(self, entry: JournalEntry) -> int:
         """Append a journal entry; return its id."""
-        with self.transaction():
-            cur = self._db.execute(
+        async with self._s.transaction():
+            cur = self._s._db.execute(
                 "INSERT INTO journal (ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (entry.ts, entry.event, entry.host, entry.check, entry.incident_id, entry.decision, entry.reason,
@@ -801,8 +633,9 @@ class SQLiteStore:
             )
         return cur.lastrowid
 
-    def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
-                host: str | None = None, since: float | None = None, until: float | None = None) -> list[JournalEntry]:
+    async def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
+                      host: str | None = None, since: float | None = None,
+                      until: float | None = None) -> list[JournalEntry]:
         """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
         sql = ("SELECT id, ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail"
                " FROM journal WHERE id > ?")
@@ -812,162 +645,127 @@ class SQLiteStore:
             if value is not None:
                 sql += f" AND {column} {op} ?"
                 args.append(value)
-        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        rows = self._s._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [
             JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
                          reason=r[7], outcome=r[8], ref=r[9], detail=_detail(r[10]))
             for r in rows
         ]
 
-    def escalation_states(self, parse: Callable[[dict], Any] = dict) -> dict[str, Any]:
-        """Persisted escalation state per host, each passed through ``parse`` (a row it rejects is damaged)."""
-        rows = self._db.execute("SELECT rowid, host, state FROM escalation").fetchall()
-        return dict(self._decoded("escalation", rows, lambda r: (r[0], parse(json.loads(r[1])))))
+    async def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
+        """Start an SLA timer (False if it already exists)."""
+        async with self._s.transaction(durable=True):
+            cur = self._s._db.execute("INSERT OR IGNORE INTO sla_timers (incident_id, name, host, started_at, due)"
+                                      " VALUES (?,?,?,?,?)", (incident_id, name, host, started_at, due))
+        return cur.rowcount > 0
 
-    def put_escalation_state(self, host: str, state: dict) -> None:
-        """Persist a host's escalation state."""
-        with self.transaction():
-            self._db.execute("INSERT OR REPLACE INTO escalation VALUES (?, ?)", (host, json.dumps(state)))
+    async def update_sla(self, incident_id: int, name: str, **fields: float) -> bool:
+        """Set stopped_at or breached_at; False if there is no such timer."""
+        if not fields or set(fields) - {"stopped_at", "breached_at"}:
+            raise ValueError("only stopped_at and breached_at can change")
+        async with self._s.transaction(durable=True):
+            cur = self._s._db.execute(f"UPDATE sla_timers SET {', '.join(f'{k}=?' for k in fields)}"
+                                      " WHERE incident_id=? AND name=?", (*fields.values(), incident_id, name))
+        return cur.rowcount > 0
 
-    def add_maintenance(self, target: str, starts: float, ends: float, reason: str, created_by: str | None) -> int:
-        """Add a maintenance window; return its id."""
-        with self.transaction(durable=True):
-            cur = self._db.execute("INSERT INTO maintenance (target, starts, ends, reason, created_by) VALUES (?,?,?,?,?)",
-                                   (target, starts, ends, reason, created_by))
-        return cur.lastrowid
+    async def sla_timers(self, incident_id: int | None = None) -> list[SlaTimer]:
+        """SLA timers, oldest first."""
+        sql, args = ("SELECT incident_id, name, host, started_at, due, stopped_at, breached_at FROM sla_timers", [])
+        if incident_id is not None:
+            sql += " WHERE incident_id=?"
+            args.append(incident_id)
+        return [SlaTimer(*row) for row in self._s._db.execute(sql + " ORDER BY started_at", args)]
 
-    def remove_maintenance(self, window_id: int) -> bool:
-        """Remove a maintenance window; False if there was none."""
-        with self.transaction(durable=True):
-            return self._db.execute("DELETE FROM maintenance WHERE id=?", (window_id,)).rowcount > 0
-
-    def maintenance(self) -> list[Maintenance]:
-        """Every stored maintenance window, oldest first."""
-        return [Maintenance(*row) for row in self._db.execute(
-            "SELECT id, target, starts, ends, reason, created_by FROM maintenance ORDER BY id")]
-
-    def quarantine(self, host: str, since: float, reason: str, by: str | None) -> None:
-        """Mark a host quarantined."""
-        with self.transaction(durable=True):
-            self._db.execute("INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?)", (host, since, reason, by))
-
-    def release(self, host: str) -> bool:
-        """Lift a quarantine; False if the host was not quarantined."""
-        with self.transaction(durable=True):
-            return self._db.execute("DELETE FROM quarantine WHERE host=?", (host,)).rowcount > 0
-
-    def quarantined(self) -> dict[str, tuple[float, str]]:
-        """Quarantined hosts: since when and why."""
-        return {host: (since, reason) for host, since, reason in
-                self._db.execute("SELECT host, since, reason FROM quarantine")}
-
-    def set_approval(self, host: str, answer: str, at: float, by: str | None) -> None:
-        """Record the emergency contact's answer for a host's pending action."""
-        with self.transaction(durable=True):
-            self._db.execute("INSERT OR REPLACE INTO approvals VALUES (?,?,?,?)", (host, answer, at, by))
-
-    def take_approval(self, host: str, since: float) -> str | None:
-        """Return and clear an answer recorded at or after ``since``."""
-        with self.transaction(durable=True):
-            row = self._db.execute("SELECT answer FROM approvals WHERE host=? AND at>=?", (host, since)).fetchone()
-            self._db.execute("DELETE FROM approvals WHERE host=?", (host,))
-        return row[0] if row else None
-
-    def heartbeats(self) -> dict[str, Heartbeat]:
-        """The last heartbeat of each host that posted one."""
-        rows = self._db.execute("SELECT rowid, host, at, status, message FROM heartbeats").fetchall()
-        return dict(self._decoded("heartbeats", rows, lambda r: (r[0], Heartbeat(r[1], Status(r[2]), r[3]))))
-
-    def put_heartbeat(self, host: str, beat: Heartbeat) -> None:
-        """Remember a host's latest heartbeat."""
-        with self.transaction():
-            self._db.execute("INSERT OR REPLACE INTO heartbeats VALUES (?,?,?,?)",
-                             (host, beat.at, int(beat.status), beat.message))
-
-    def report_records(self) -> dict[int, ReportRecord]:
+    async def report_records(self) -> dict[int, ReportRecord]:
         """What was added to incident reports, by incident id."""
-        return {row[0]: ReportRecord(*row) for row in self._db.execute(
+        return {row[0]: ReportRecord(*row) for row in self._s._db.execute(
             "SELECT incident_id, root_cause, prevention, submitted_at, submitted_by FROM reports")}
 
-    def put_report_record(self, record: ReportRecord) -> None:
+    async def put_report_record(self, record: ReportRecord) -> None:
         """Store (replace) an incident report's record."""
-        with self.transaction(durable=True):
-            self._db.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?)",
-                             (record.incident_id, record.root_cause, record.prevention, record.submitted_at,
-                              record.submitted_by))
+        async with self._s.transaction(durable=True):
+            self._s._db.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?)",
+                                (record.incident_id, record.root_cause, record.prevention, record.submitted_at,
+                                 record.submitted_by))
 
-    _OUTBOX_COLUMNS = ("id, integration, dedup_key, action, message, created_at, due, attempts, state, last_error,"
-                       " done_at")
-    _OUTBOX_READY = ("o.state='pending' AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state='pending'"
-                     " AND p.integration=o.integration AND p.dedup_key=o.dedup_key AND p.id<o.id)")
 
-    def enqueue_page(self, integration: str, dedup_key: str, action: str, message: str, now: float,
-                     recipients: str = "") -> int | None:
+class SQLiteOutbox:
+    """:class:`OutboxRepository` on SQLite."""
+
+    _COLUMNS = "id, integration, dedup_key, action, message, created_at, due, attempts, state, last_error, done_at"
+    _READY = ("o.state='pending' AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state='pending'"
+              " AND p.integration=o.integration AND p.dedup_key=o.dedup_key AND p.id<o.id)")
+    _PAGE_COLUMNS = ("id, incident_id, host, kind, severity, policy, summary, step, opened_at, next_at, paged,"
+                     " acked_at, acked_by, ack_sent, closed_at")
+
+    def __init__(self, store: SQLiteStore):
+        self._s = store
+
+    async def enqueue(self, integration: str, dedup_key: str, action: str, message: str, now: float,
+                      recipients: str = "") -> int | None:
         """Queue a page, due now; None if the same (integration, dedup_key, action, recipients) was queued before."""
-        with self.transaction(durable=True):
-            cur = self._db.execute(
+        async with self._s.transaction(durable=True):
+            cur = self._s._db.execute(
                 "INSERT OR IGNORE INTO outbox (integration, dedup_key, action, recipients, message, created_at, due)"
                 " VALUES (?,?,?,?,?,?,?)", (integration, dedup_key, action, recipients, message, now, now))
         return cur.lastrowid if cur.rowcount else None
 
-    def due_pages(self, now: float, limit: int = 100) -> list[OutboxItem]:
+    async def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         """Pending pages due at ``now``, oldest first, each behind older pending pages of its key."""
-        rows = self._db.execute(
-            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox o WHERE {self._OUTBOX_READY} AND due<=? ORDER BY due, id"
-            " LIMIT ?", (now, limit)).fetchall()
+        rows = self._s._db.execute(
+            f"SELECT {self._COLUMNS} FROM outbox o WHERE {self._READY} AND due<=? ORDER BY due, id LIMIT ?",
+            (now, limit)).fetchall()
         return [OutboxItem(*row) for row in rows]
 
-    def next_page_due(self) -> float | None:
+    async def next_due(self) -> float | None:
         """When the earliest pending page not waiting behind another is due, or None."""
-        return self._db.execute(f"SELECT MIN(due) FROM outbox o WHERE {self._OUTBOX_READY}").fetchone()[0]
+        return self._s._db.execute(f"SELECT MIN(due) FROM outbox o WHERE {self._READY}").fetchone()[0]
 
-    def page_failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
+    async def failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
         """Record a failed attempt of a pending page and when it is due next."""
-        with self.transaction():
-            self._db.execute("UPDATE outbox SET attempts=?, due=?, last_error=? WHERE id=? AND state='pending'",
-                             (attempts, due, error, item_id))
+        async with self._s.transaction():
+            self._s._db.execute("UPDATE outbox SET attempts=?, due=?, last_error=? WHERE id=? AND state='pending'",
+                                (attempts, due, error, item_id))
 
-    def page_done(self, item_id: int, state: str, at: float, attempts: int, error: str | None = None) -> None:
+    async def done(self, item_id: int, state: str, at: float, attempts: int, error: str | None = None) -> None:
         """Mark a page ``delivered`` or ``dead`` after ``attempts`` attempts."""
         if state not in ("delivered", "dead"):
             raise ValueError(f"a finished page is delivered or dead, not {state!r}")
-        with self.transaction(durable=True):
-            self._db.execute("UPDATE outbox SET state=?, done_at=?, attempts=?, last_error=COALESCE(?, last_error)"
-                             " WHERE id=?", (state, at, attempts, error, item_id))
+        async with self._s.transaction(durable=True):
+            self._s._db.execute("UPDATE outbox SET state=?, done_at=?, attempts=?, last_error=COALESCE(?, last_error)"
+                                " WHERE id=?", (state, at, attempts, error, item_id))
 
-    def outbox(self, state: str | None = None) -> list[OutboxItem]:
+    async def items(self, state: str | None = None) -> list[OutboxItem]:
         """Pages in the outbox, optionally in one state, oldest first."""
         where, args = ("WHERE state=?", (state,)) if state else ("", ())
-        return [OutboxItem(*row) for row in self._db.execute(
-            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id", args)]
+        return [OutboxItem(*row) for row in self._s._db.execute(
+            f"SELECT {self._COLUMNS} FROM outbox {where} ORDER BY id", args)]
 
-    def outbox_depth(self) -> dict[str, int]:
+    async def depth(self) -> dict[str, int]:
         """Pending pages per integration."""
-        return dict(self._db.execute("SELECT integration, COUNT(*) FROM outbox WHERE state='pending'"
-                                     " GROUP BY integration").fetchall())
+        return dict(self._s._db.execute("SELECT integration, COUNT(*) FROM outbox WHERE state='pending'"
+                                        " GROUP BY integration").fetchall())
 
-    _PAGE_COLUMNS = ("id, incident_id, host, kind, severity, policy, summary, step, opened_at, next_at, paged,"
-                     " acked_at, acked_by, ack_sent, closed_at")
-
-    def open_page(self, incident_id: int | None, host: str | None, kind: str, severity: str, policy: str,
-                  summary: str, now: float) -> int:
+    async def open_page(self, incident_id: int | None, host: str | None, kind: str, severity: str, policy: str,
+                        summary: str, now: float) -> int:
         """Start escalating a page; return its id."""
-        with self.transaction(durable=True):
-            cur = self._db.execute(
+        async with self._s.transaction(durable=True):
+            cur = self._s._db.execute(
                 "INSERT INTO pages (incident_id, host, kind, severity, policy, summary, opened_at) VALUES (?,?,?,?,?,?,?)",
                 (incident_id, host, kind, severity, policy, summary, now))
         return cur.lastrowid
 
-    def update_page(self, page_id: int, **fields: object) -> None:
+    async def update_page(self, page_id: int, **fields: object) -> None:
         """Change a page's step, next_at, paged, acked_*, ack_sent or closed_at."""
         allowed = {"step", "next_at", "paged", "acked_at", "acked_by", "ack_sent", "closed_at"}
         if not fields or set(fields) - allowed:
             raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
         values = [json.dumps(v) if k == "paged" else v for k, v in fields.items()]
-        with self.transaction(durable=True):
-            self._db.execute(f"UPDATE pages SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?", (*values, page_id))
+        async with self._s.transaction(durable=True):
+            self._s._db.execute(f"UPDATE pages SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                                (*values, page_id))
 
-    def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
+    async def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
         """Pages, oldest first."""
         sql, args = f"SELECT rowid, {self._PAGE_COLUMNS} FROM pages WHERE 1=1", []
         if open_only:
@@ -975,41 +773,62 @@ class SQLiteStore:
         if incident_id is not None:
             sql += " AND incident_id=?"
             args.append(incident_id)
-        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
-        return self._decoded("pages", rows, lambda r: PageRecord(
+        rows = self._s._db.execute(sql + " ORDER BY id", args).fetchall()
+        return await self._s._decoded("pages", rows, lambda r: PageRecord(
             *r[:10], tuple((str(i), str(k)) for i, k in json.loads(r[10])), r[11], r[12], bool(r[13]), r[14]))
 
-    def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
-        """Start an SLA timer (False if it already exists)."""
-        with self.transaction(durable=True):
-            cur = self._db.execute("INSERT OR IGNORE INTO sla_timers (incident_id, name, host, started_at, due)"
-                                   " VALUES (?,?,?,?,?)", (incident_id, name, host, started_at, due))
-        return cur.rowcount > 0
 
-    def update_sla(self, incident_id: int, name: str, **fields: float) -> bool:
-        """Set stopped_at or breached_at; False if there is no such timer."""
-        if not fields or set(fields) - {"stopped_at", "breached_at"}:
-            raise ValueError("only stopped_at and breached_at can change")
-        with self.transaction(durable=True):
-            cur = self._db.execute(f"UPDATE sla_timers SET {', '.join(f'{k}=?' for k in fields)}"
-                                   " WHERE incident_id=? AND name=?", (*fields.values(), incident_id, name))
-        return cur.rowcount > 0
+class SQLiteControl:
+    """:class:`ControlRepository` on SQLite: every write durable (an operator's word)."""
 
-    def sla_timers(self, incident_id: int | None = None) -> list[SlaTimer]:
-        """SLA timers, oldest first."""
-        sql, args = ("SELECT incident_id, name, host, started_at, due, stopped_at, breached_at FROM sla_timers", [])
-        if incident_id is not None:
-            sql += " WHERE incident_id=?"
-            args.append(incident_id)
-        return [SlaTimer(*row) for row in self._db.execute(sql + " ORDER BY started_at", args)]
+    def __init__(self, store: SQLiteStore):
+        self._s = store
 
-    def close(self) -> None:
-        """Checkpoint the WAL and close."""
-        try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
-        self._db.close()
+    async def add_maintenance(self, target: str, starts: float, ends: float, reason: str,
+                              created_by: str | None) -> int:
+        """Add a maintenance window; return its id."""
+        async with self._s.transaction(durable=True):
+            cur = self._s._db.execute(
+                "INSERT INTO maintenance (target, starts, ends, reason, created_by) VALUES (?,?,?,?,?)",
+                (target, starts, ends, reason, created_by))
+        return cur.lastrowid
+
+    async def remove_maintenance(self, window_id: int) -> bool:
+        """Remove a maintenance window; False if there was none."""
+        async with self._s.transaction(durable=True):
+            return self._s._db.execute("DELETE FROM maintenance WHERE id=?", (window_id,)).rowcount > 0
+
+    async def maintenance(self) -> list[Maintenance]:
+        """Every stored maintenance window, oldest first."""
+        return [Maintenance(*row) for row in self._s._db.execute(
+            "SELECT id, target, starts, ends, reason, created_by FROM maintenance ORDER BY id")]
+
+    async def quarantine(self, host: str, since: float, reason: str, by: str | None) -> None:
+        """Mark a host quarantined."""
+        async with self._s.transaction(durable=True):
+            self._s._db.execute("INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?)", (host, since, reason, by))
+
+    async def release(self, host: str) -> bool:
+        """Lift a quarantine; False if the host was not quarantined."""
+        async with self._s.transaction(durable=True):
+            return self._s._db.execute("DELETE FROM quarantine WHERE host=?", (host,)).rowcount > 0
+
+    async def quarantined(self) -> dict[str, tuple[float, str]]:
+        """Quarantined hosts: since when and why."""
+        return {host: (since, reason) for host, since, reason in
+                self._s._db.execute("SELECT host, since, reason FROM quarantine")}
+
+    async def set_approval(self, host: str, answer: str, at: float, by: str | None) -> None:
+        """Record the emergency contact's answer for a host's pending action."""
+        async with self._s.transaction(durable=True):
+            self._s._db.execute("INSERT OR REPLACE INTO approvals VALUES (?,?,?,?)", (host, answer, at, by))
+
+    async def take_approval(self, host: str, since: float) -> str | None:
+        """Return and clear an answer recorded at or after ``since``."""
+        async with self._s.transaction(durable=True):
+            row = self._s._db.execute("SELECT answer FROM approvals WHERE host=? AND at>=?", (host, since)).fetchone()
+            self._s._db.execute("DELETE FROM approvals WHERE host=?", (host,))
+        return row[0] if row else None
 
 
 class StoreLock:

@@ -20,7 +20,7 @@ from monitord.shared.clock import Clock
 from monitord.config import Config
 from monitord.edge.metrics import Metrics
 from monitord.paging.oncall import resolve_targets, route
-from monitord.records.state import JournalEntry, SQLiteStore
+from monitord.records.store import JournalEntry, Store
 from remediation.pagers import DeliveryError, Message, Pager
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ KIND = "store_unhealthy"
 class StoreWatch:
     """Run :meth:`run` as a task; ``pagers`` returns the configured pagers by integration name."""
 
-    def __init__(self, *, store: SQLiteStore, clock: Clock, metrics: Metrics, config: Callable[[], Config],
+    def __init__(self, *, store: Store, clock: Clock, metrics: Metrics, config: Callable[[], Config],
                  pagers: Callable[[], Mapping[str, Pager]], recovered: Callable[[], None]):
         self.store, self.clock, self.metrics = store, clock, metrics
         self._config, self._pagers, self._recovered = config, pagers, recovered
@@ -42,7 +42,7 @@ class StoreWatch:
     async def run(self) -> None:
         """Look every few seconds; on a fault, page, probe until the store is writable, and resume."""
         while True:
-            fault = self.store.probe()
+            fault = await self.store.probe()
             self.metrics.store_healthy.set(0 if fault else 1)
             if fault is not None:
                 await self._episode(fault)
@@ -62,7 +62,7 @@ class StoreWatch:
                         details={"kind": KIND, "since": since}, at=since)):
                     unpaged.remove(integration)
                     paged.append(integration)
-            if self.store.probe() is None:
+            if await self.store.probe() is None:
                 break
             await self.clock.sleep_until(self.clock.time() + PROBE_EVERY)
         now = self.clock.time()
@@ -70,8 +70,8 @@ class StoreWatch:
             await self._send(integration, Message(dedup_key=key, summary=summary[:1000], action="resolve",
                                                   source="monitord", severity="critical", at=now))
         try:
-            with self.store.transaction(durable=True):
-                self.store.append(JournalEntry(ts=now, event="store", decision="unwritable", outcome="recovered",
+            async with self.store.transaction(durable=True):
+                await self.store.incidents.append(JournalEntry(ts=now, event="store", decision="unwritable", outcome="recovered",
                                                reason=fault, detail={"since": since, "paged": paged}))
         except Exception:  # noqa: BLE001 - failing again: the next episode starts from the new fault
             pass

@@ -25,10 +25,14 @@ from monitord.config import CheckSpec
 from monitord.edge.metrics import Metrics
 from monitord.shared.results import Result
 from monitord.run.runner import run_probe
-from monitord.records.state import JournalEntry, Store, StoredCheck, StoreFault
+from monitord.records.store import JournalEntry, Store, StoredCheck, StoreFault
 from monitord.shared.probe import ProbeContext
 
 log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 1.0
+"""The scheduler's tick: staged check states (results that changed nothing worth journaling)
+are written together, in one transaction, this long after the first of them."""
 
 
 def phase(check_id: str, period: float) -> float:
@@ -71,7 +75,7 @@ _JOURNALED = {
 class CheckListener(Protocol):
     """Who hears of check events (the escalation engine, :class:`monitord.escalation.engine.Engine`)."""
 
-    def notify(self, spec: CheckSpec, event: Event, result: Result, incident_id: int | None) -> None:
+    async def notify(self, spec: CheckSpec, event: Event, result: Result, incident_id: int | None) -> None:
         """A check was confirmed down, changed status while down, or recovered."""
 
     def episode(self, host: str) -> int | None:
@@ -95,19 +99,20 @@ class Scheduler:
         self._seq = itertools.count()
         self._tokens = itertools.count(1)
         self._wake = asyncio.Event()
+        self._dirty = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.listener: CheckListener | None = None
         """Told of check events, asked for a host's episode (the engine)."""
 
     # -- configuration -------------------------------------------------------------------
 
-    def load(self, specs: list[CheckSpec], stored: dict[str, StoredCheck] | None = None) -> None:
+    async def load(self, specs: list[CheckSpec], stored: dict[str, StoredCheck] | None = None) -> None:
         """Install the checks of a (new) configuration, keeping state of checks that stay."""
         now = self.clock.time()
         stored = stored or {}
         new_ids = {spec.id for spec in specs}
         for check_id in [c for c in self._entries if c not in new_ids]:
-            self._withdraw(self._entries.pop(check_id), now)
+            await self._withdraw(self._entries.pop(check_id), now)
         for spec in specs:
             old = self._entries.get(spec.id)
             if old is not None and old.spec.fingerprint == spec.fingerprint:
@@ -127,13 +132,13 @@ class Scheduler:
         self._with_incident = {check_id for check_id, entry in self._entries.items() if entry.incident_id is not None}
         self._update_open_incidents()
 
-    def _withdraw(self, entry: _Entry, now: float) -> None:
+    async def _withdraw(self, entry: _Entry, now: float) -> None:
         """A check left the configuration: close its incident and drop its series."""
         spec = entry.spec
         if entry.incident_id is not None:
-            with self.store.transaction(durable=True):
-                self.store.close_incident(entry.incident_id, now)
-                self.store.append(JournalEntry(
+            async with self.store.transaction(durable=True):
+                await self.store.incidents.close(entry.incident_id, now)
+                await self.store.incidents.append(JournalEntry(
                     ts=now, event="withdrawn", host=spec.host, check=spec.name, incident_id=entry.incident_id,
                     reason="check removed from the configuration"))
         self.metrics.forget(spec.host, spec.name, spec.kind.name)
@@ -164,7 +169,8 @@ class Scheduler:
             self._wake.set()
 
     async def run(self) -> None:
-        """Dispatch due checks until cancelled."""
+        """Dispatch due checks until cancelled; write staged check states once per tick."""
+        flusher = asyncio.create_task(self._flush_ticks(), name="check states")
         try:
             while True:
                 if not self._heap:
@@ -183,7 +189,25 @@ class Scheduler:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
+            flusher.cancel()
             await self._cancel_running()
+            await self.flush()
+
+    async def _flush_ticks(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await self.clock.sleep_until(self.clock.time() + FLUSH_EVERY)
+            self._dirty.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the staged check states in one transaction (on a fault they stay staged)."""
+        try:
+            await self.store.checks.flush()
+        except StoreFault:
+            pass  # the store says why, once; they are written with the next tick after it recovers
+        except Exception:  # noqa: BLE001 - a broken store must not stop the schedule
+            log.exception("could not write check states")
 
     async def _sleep_or_wake(self, until: float) -> None:
         self._wake.clear()
@@ -210,7 +234,7 @@ class Scheduler:
         if current is not entry or entry.token != token:
             return  # the check was removed, changed or re-scheduled while it ran
         try:
-            self._record(entry, result)
+            await self._record(entry, result)
         except StoreFault:
             # Not recordable (the store says why, once): the check's state stands still until the
             # store is writable again, but the result is exported, so probing stays visible.
@@ -246,7 +270,7 @@ class Scheduler:
         result = await self._probe(spec)
         if self._entries.get(check_id) is entry:
             was_retrying = entry.state.retrying
-            self._record(entry, result)
+            await self._record(entry, result)
             if entry.state.retrying and not was_retrying:
                 entry.token = next(self._tokens)  # retry from now on, not at the old slot
                 entry.due = self.clock.time() + spec.retry_interval
@@ -261,28 +285,35 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _record(self, entry: _Entry, result: Result) -> None:
+    async def _record(self, entry: _Entry, result: Result) -> None:
         spec = entry.spec
         state, event = transition(entry.state, result, spec.max_attempts)
         incident_id = entry.incident_id
         now = result.started_at
-        with self.store.transaction(durable=event in (Event.CONFIRMED, Event.RECOVERED)):
-            episode = (self.listener.episode(spec.host)
-                       if self.listener is not None and event in (Event.CONFIRMED, Event.RECOVERED) else None)
-            if event is Event.CONFIRMED:
-                incident_id = episode if episode is not None else self.store.open_incident(
-                    spec.host, spec.name, spec.kind.name, now, state.problem_since or now, result.summary)
-            if event in _JOURNALED:
-                self.store.append(JournalEntry(
+        if event not in _JOURNALED:
+            # Nothing to journal: the state waits for the tick's one transaction (a crash loses
+            # at most this tick's states, and a restart then resumes one tick stale).
+            if self.store.fault is not None:
+                raise StoreFault(self.store.fault)
+            self.store.checks.stage(spec.id, state, incident_id)
+            self._dirty.set()
+        else:
+            async with self.store.transaction(durable=event in (Event.CONFIRMED, Event.RECOVERED)):
+                episode = (self.listener.episode(spec.host)
+                           if self.listener is not None and event in (Event.CONFIRMED, Event.RECOVERED) else None)
+                if event is Event.CONFIRMED:
+                    incident_id = episode if episode is not None else await self.store.incidents.open(
+                        spec.host, spec.name, spec.kind.name, now, state.problem_since or now, result.summary)
+                await self.store.incidents.append(JournalEntry(
                     ts=now, event=str(event), host=spec.host, check=spec.name, incident_id=incident_id,
                     reason=str(result.reason) or None, outcome=str(result.status),
                     detail={"summary": result.summary, "attempt": state.attempt, "max_attempts": spec.max_attempts},
                 ))
-            if event is Event.RECOVERED and incident_id is not None:
-                if incident_id != episode:
-                    self.store.close_incident(incident_id, now)
-                incident_id = None
-            self.store.put_check_state(spec.id, state, incident_id)
+                if event is Event.RECOVERED and incident_id is not None:
+                    if incident_id != episode:
+                        await self.store.incidents.close(incident_id, now)
+                    incident_id = None
+                await self.store.checks.put(spec.id, state, incident_id)
         event_incident = entry.incident_id if event is Event.RECOVERED else incident_id
         entry.state, entry.incident_id = state, incident_id
         if incident_id is None:
@@ -291,7 +322,7 @@ class Scheduler:
             self._with_incident.add(spec.id)
         self.metrics.observe(spec.host, spec.name, spec.kind.name, result, state)
         if self.listener is not None and event in (Event.CONFIRMED, Event.CHANGED, Event.RECOVERED):
-            self.listener.notify(spec, event, result, event_incident)
+            await self.listener.notify(spec, event, result, event_incident)
         if event in _JOURNALED:
             level = logging.WARNING if event in (Event.CONFIRMED, Event.CHANGED) else logging.INFO
             log.log(level, "%s: %s (%s%s): %s", spec.id, _JOURNALED[event], result.status,
