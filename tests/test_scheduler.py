@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -13,8 +20,8 @@ from monitord.run.checkstate import CheckState
 from monitord.config import CheckSpec
 from monitord.edge.metrics import Metrics
 from monitord.shared.results import Outcome, ProbeError, Reason, Status
-from monitord.run.scheduler import Scheduler, initial_due, next_slot, phase
-from monitord.records.state import SQLiteStore, StoredCheck
+from monitord.run.scheduler import FLUSH_EVERY, Scheduler, initial_due, next_slot, phase
+from monitord.records.state import JournalEntry, SQLiteStore, StoredCheck, StoreFault
 from monitord.shared.probe import CheckParams, ProbeContext, ProbeKind
 from tests.fakeclock import FakeClock
 
@@ -49,7 +56,7 @@ def spec(script: Script, host: str, interval=600.0, retry=60.0, attempts=3, time
 
 
 @pytest.fixture
-def env(tmp_path):
+async def env(tmp_path):
     clock = FakeClock()
     script = Script()
     script.clock = clock
@@ -60,7 +67,7 @@ def env(tmp_path):
         return Scheduler(clock=clock, store=store, metrics=metrics, ctx=ProbeContext(), max_concurrency=max_concurrency)
 
     yield clock, script, store, metrics, make
-    store.close()
+    await store.close()
 
 
 async def start(scheduler: Scheduler) -> asyncio.Task:
@@ -101,7 +108,7 @@ async def test_runs_every_interval_at_its_phase(env):
     clock, script, store, metrics, make = env
     scheduler = make()
     s = spec(script, "web1")
-    scheduler.load([s])
+    await scheduler.load([s])
     task = await start(scheduler)
     await clock.advance(1800)
     await stop(task)
@@ -116,22 +123,22 @@ async def test_failure_confirmed_after_retries_opens_incident_and_recovery_close
     scheduler = make()
     s = spec(script, "web1", attempts=3, retry=60)
     script.failing.add("web1")
-    scheduler.load([s])
+    await scheduler.load([s])
     task = await start(scheduler)
     first_due = scheduler.due_times()[s.id]
     await clock.advance(first_due - clock.time() + 121)
     times = [t - first_due for _, t in script.calls]
     assert times == [0, 60, 120]  # retried at retry_interval while soft
     assert scheduler.state_of(s.id).hard and scheduler.state_of(s.id).status is Status.CRITICAL
-    [incident] = store.incidents(open_only=True)
+    [incident] = await store.incidents.list(open_only=True)
     assert (incident.host, incident.check, incident.detected_at) == ("web1", "fake", first_due)
     # hard: back to the normal interval, at the check's phase
     assert scheduler.due_times()[s.id] == next_slot(first_due + 120, 600, phase(s.id, 600))
     script.failing.clear()
     await clock.advance(600)
     await stop(task)
-    assert store.incidents(open_only=True) == []
-    events = [(e.event, e.reason) for e in store.journal()]
+    assert await store.incidents.list(open_only=True) == []
+    events = [(e.event, e.reason) for e in await store.incidents.journal()]
     assert events == [("detected", "refused"), ("confirmed", "refused"), ("recovered", None)]
     assert metrics.check("web1", "fake", "fake").state == 0
     assert metrics.incidents_open._value.get() == 0
@@ -141,7 +148,7 @@ async def test_logs_transitions_only(env, caplog):
     clock, script, store, metrics, make = env
     scheduler = make()
     script.failing.add("web1")
-    scheduler.load([spec(script, "web1", attempts=2, retry=60, interval=300)])
+    await scheduler.load([spec(script, "web1", attempts=2, retry=60, interval=300)])
     task = await start(scheduler)
     with caplog.at_level(logging.DEBUG, logger="monitord.run.scheduler"):
         await clock.advance(3000)
@@ -157,7 +164,7 @@ async def test_hung_probe_does_not_delay_others_and_concurrency_is_limited(env):
     scheduler = make(max_concurrency=3)
     script.hung.update({"h0", "h1"})
     specs = [spec(script, f"h{i}", interval=60, timeout=1e6) for i in range(6)]
-    scheduler.load(specs)
+    await scheduler.load(specs)
     task = await start(scheduler)
     await clock.advance(60)
     # h0 and h1 hang (their timeout is far away); the others still run, within the limit
@@ -176,7 +183,7 @@ async def test_restart_resumes_at_slots_without_a_burst(env):
     long_ago = clock.time() - 7200
     stored = {s.id: StoredCheck(CheckState(last_run=long_ago), None) for s in specs}
     scheduler = make()
-    scheduler.load(specs, stored)
+    await scheduler.load(specs, stored)
     task = await start(scheduler)
     await clock.advance(10)
     await stop(task)
@@ -192,7 +199,7 @@ async def test_restart_in_soft_state_keeps_retrying(env):
     now = clock.time()
     soft = CheckState(status=Status.CRITICAL, hard=False, attempt=2, last_run=now - 20, problem_since=now - 80)
     scheduler = make()
-    scheduler.load([s], {s.id: StoredCheck(soft, None)})
+    await scheduler.load([s], {s.id: StoredCheck(soft, None)})
     assert scheduler.due_times()[s.id] == now + 40
     script.failing.add("web1")
     task = await start(scheduler)
@@ -207,26 +214,26 @@ async def test_reload_keeps_unchanged_reschedules_changed_and_withdraws_removed(
     scheduler = make()
     a, b, c = spec(script, "a", attempts=1), spec(script, "b"), spec(script, "c")
     script.failing.add("a")
-    scheduler.load([a, b, c])
+    await scheduler.load([a, b, c])
     task = await start(scheduler)
     await clock.advance(600)
-    assert len(store.incidents(open_only=True)) == 1
+    assert len(await store.incidents.list(open_only=True)) == 1
     due_b = scheduler.due_times()["b/fake"]
     b_faster = spec(script, "b", interval=120)
-    scheduler.load([b_faster, c])
+    await scheduler.load([b_faster, c])
     await stop(task)
     dues = scheduler.due_times()
     assert set(dues) == {"b/fake", "c/fake"}
     assert dues["b/fake"] != due_b and dues["b/fake"] - clock.time() <= 120
-    assert store.incidents(open_only=True) == []
-    assert store.journal()[-1].event == "withdrawn"
+    assert await store.incidents.list(open_only=True) == []
+    assert (await store.incidents.journal())[-1].event == "withdrawn"
     assert 'host="a"' not in metrics.exposition().decode()
 
 
 async def test_lateness_is_observed(env):
     clock, script, store, metrics, make = env
     scheduler = make()
-    scheduler.load([spec(script, f"h{i}") for i in range(5)])
+    await scheduler.load([spec(script, f"h{i}") for i in range(5)])
     task = await start(scheduler)
     await clock.advance(600)
     await stop(task)
@@ -236,3 +243,138 @@ async def test_lateness_is_observed(env):
     host = metrics.exposition(hosts={"h0"}).decode()
     assert 'monitord_probe_value{check="fake",host="h0",kind="fake",name="answer"} 42.0' in host
     assert 'host="h1"' not in host and "monitord_scheduler_lateness" not in host
+
+
+def committed(path) -> dict[str, tuple[float, int, int]]:
+    """What another process (or a restart after kill -9) finds: check id -> (last_run, attempt, hard)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {c: (r, a, h) for c, r, a, h in db.execute("SELECT check_id, last_run, attempt, hard FROM check_state")}
+    finally:
+        db.close()
+
+
+async def test_plain_results_are_written_once_per_tick_journaled_ones_at_once(env):
+    clock, script, store, metrics, make = env
+    scheduler = make()
+    quiet = [spec(script, f"ok{i}") for i in range(3)]
+    failing = spec(script, "bad")
+    script.failing.add("bad")
+    await scheduler.load([*quiet, failing])
+    task = await start(scheduler)
+    assert min(scheduler.due_times().values()) > clock.time() + FLUSH_EVERY  # no scheduled run in this test
+    for s in [*quiet, failing]:
+        await scheduler.run_now(s.id)
+    now = clock.time()
+    assert committed(store.path) == {failing.id: (now, 1, 0)}  # detected: journaled, its state with it
+    assert [e.event for e in await store.incidents.journal()] == ["detected"]
+    assert {c: s.state.last_run for c, s in (await store.checks.states()).items()} == dict.fromkeys(
+        [s.id for s in [*quiet, failing]], now)  # staged states are read at once
+    await clock.advance(FLUSH_EVERY / 2)
+    assert set(committed(store.path)) == {failing.id}
+    await clock.advance(FLUSH_EVERY / 2)
+    assert {c: v[0] for c, v in committed(store.path).items()} == dict.fromkeys(
+        [s.id for s in [*quiet, failing]], now)  # the tick's one transaction
+    assert store.checks.staged() == 0
+    await stop(task)
+
+
+async def test_stopping_writes_the_staged_states(env):
+    clock, script, store, metrics, make = env
+    scheduler = make()
+    s = spec(script, "web1", interval=60)
+    await scheduler.load([s])
+    task = await start(scheduler)
+    await clock.advance(scheduler.due_times()[s.id] - clock.time())
+    assert store.checks.staged() == 1 and committed(store.path) == {}
+    await stop(task)
+    assert committed(store.path)[s.id][0] == script.calls[0][1]
+
+
+async def test_a_result_recorded_while_the_store_is_unwritable_leaves_the_state_standing(env):
+    clock, script, store, metrics, make = env
+    scheduler = make()
+    s = spec(script, "web1", interval=60)
+    await scheduler.load([s])
+    store._db.execute("PRAGMA query_only=1")
+    await scheduler.flush()  # nothing staged: nothing fails
+    with pytest.raises(StoreFault):
+        await store.incidents.append(JournalEntry(ts=0.0, event="note"))
+    with pytest.raises(StoreFault):
+        await scheduler.run_now(s.id)
+    assert scheduler.state_of(s.id) == CheckState() and store.checks.staged() == 0
+    store._db.execute("PRAGMA query_only=0")
+    assert await store.probe() is None
+    await scheduler.run_now(s.id)
+    assert scheduler.state_of(s.id).last_run == clock.time() and store.checks.staged() == 1
+
+
+CRASH_CHILD = """
+import asyncio, json, sys
+from monitord.edge.metrics import Metrics
+from monitord.records.state import SQLiteStore
+from monitord.run.scheduler import Scheduler
+from monitord.shared.probe import ProbeContext
+from tests.fakeclock import FakeClock
+from tests.test_scheduler import Script, spec
+
+async def main(path):
+    clock, script = FakeClock(), Script()
+    script.clock = clock
+    store = SQLiteStore(path)
+    scheduler = Scheduler(clock=clock, store=store, metrics=Metrics(), ctx=ProbeContext(), max_concurrency=10)
+    specs = [spec(script, "a", interval=60, retry=60, attempts=2), spec(script, "b", interval=60, retry=60, attempts=2),
+             spec(script, "c", interval=60, retry=60, attempts=2)]
+    await scheduler.load(specs)
+    script.failing.add("c")
+    ticks = []
+    for tick in range(2):
+        ticks.append(clock.time())
+        for s in specs:
+            await scheduler.run_now(s.id)
+        if tick == 0:
+            await scheduler.flush()  # the end of tick 1; tick 2 ends never: kill -9 first
+        await clock.advance(60)
+    print(json.dumps({"ticks": ticks, "incident": scheduler.incident_of("c/fake")}), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_kill_9_loses_at_most_the_ticks_check_states_never_a_journal_entry(env, tmp_path):
+    """A daemon killed in the middle of a tick: the plain results of that tick are lost (the
+    check states are one tick stale), the confirmation journaled in it is not, and a restart
+    from what is left carries on correctly."""
+    clock, script, store, metrics, make = env
+    path = tmp_path / "crashed.db"
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    line = child.stdout.readline()
+    child.kill()  # SIGKILL: nothing is flushed, nothing is closed
+    _, err = child.communicate(timeout=60)
+    assert line, err
+    facts = json.loads(line)
+    (t1, t2), incident = facts["ticks"], facts["incident"]
+    assert child.returncode == -signal.SIGKILL and incident is not None
+    seen = committed(path)
+    assert seen["a/fake"] == seen["b/fake"] == (t1, 1, 1)  # one tick stale: tick 2's OK results are lost
+    assert seen["c/fake"] == (t2, 2, 1)  # confirmed in tick 2: written with its journal entry
+    crashed = SQLiteStore(path)
+    try:
+        journal = [(e.event, e.check, e.incident_id) for e in await crashed.incidents.journal()]
+        assert journal == [("detected", "fake", None), ("confirmed", "fake", incident)]
+        assert [(i.id, i.host) for i in await crashed.incidents.list(open_only=True)] == [(incident, "c")]
+        # the restart: state as stored, the next runs at their slots, and c's recovery closes its incident
+        clock._now = t2 + 90
+        restarted = Scheduler(clock=clock, store=crashed, metrics=Metrics(), ctx=ProbeContext(), max_concurrency=10)
+        specs = [spec(script, h, interval=60, retry=60, attempts=2) for h in "abc"]
+        await restarted.load(specs, await crashed.checks.states())
+        assert restarted.state_of("a/fake").last_run == t1 and restarted.incident_of("c/fake") == incident
+        assert all(due > clock.time() for due in restarted.due_times().values())  # no burst of overdue runs
+        await restarted.run_now("c/fake")
+        assert await crashed.incidents.list(open_only=True) == []
+        assert [e.event for e in await crashed.incidents.journal()][-1] == "recovered"
+    finally:
+        await crashed.close()

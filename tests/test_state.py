@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -20,59 +21,59 @@ from monitord.records.state import Heartbeat, JournalEntry, SQLiteStore, StateEr
 
 
 @pytest.fixture
-def store(tmp_path):
+async def store(tmp_path):
     s = SQLiteStore(tmp_path / "sub" / "state.db")
     yield s
-    s.close()
+    await s.close()
 
 
-def test_check_state_round_trip(store, tmp_path):
+async def test_check_state_round_trip(store, tmp_path):
     result = Result(Status.CRITICAL, Reason.TIMEOUT, "no answer", 1.5, 1000.0, {"rtt": 1.0})
     state = CheckState(status=Status.CRITICAL, hard=False, attempt=2, last_run=1000.0, last_change=940.0,
                        problem_since=940.0, last_result=result)
-    store.put_check_state("web1/ping", state, None)
-    store.close()
+    await store.checks.put("web1/ping", state, None)
+    await store.close()
     reopened = SQLiteStore(tmp_path / "sub" / "state.db")
-    stored = reopened.check_states()["web1/ping"]
+    stored = (await reopened.checks.states())["web1/ping"]
     assert stored.state == state and stored.incident_id is None
     assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    reopened.close()
+    await reopened.close()
 
 
-def test_transaction_is_atomic(store):
+async def test_transaction_is_atomic(store):
     with pytest.raises(RuntimeError):
-        with store.transaction(durable=True):
-            store.open_incident("h", "c", "ping", 1.0, 1.0, "down")
-            store.append(JournalEntry(ts=1.0, event="confirmed", host="h"))
+        async with store.transaction(durable=True):
+            await store.incidents.open("h", "c", "ping", 1.0, 1.0, "down")
+            await store.incidents.append(JournalEntry(ts=1.0, event="confirmed", host="h"))
             raise RuntimeError("crash between writes")
-    assert store.incidents() == [] and store.journal() == []
+    assert await store.incidents.list() == [] and await store.incidents.journal() == []
 
 
-def test_journal_is_append_only(store):
-    entry_id = store.append(JournalEntry(ts=1.0, event="decided", host="h", decision="reset", detail={"why": "down"}))
+async def test_journal_is_append_only(store):
+    entry_id = await store.incidents.append(JournalEntry(ts=1.0, event="decided", host="h", decision="reset", detail={"why": "down"}))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         store._db.execute("UPDATE journal SET decision='nothing' WHERE id=?", (entry_id,))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         store._db.execute("DELETE FROM journal")
-    outcome = store.append(JournalEntry(ts=2.0, event="outcome", host="h", outcome="done", ref=entry_id))
-    entries = store.journal()
+    outcome = await store.incidents.append(JournalEntry(ts=2.0, event="outcome", host="h", outcome="done", ref=entry_id))
+    entries = await store.incidents.journal()
     assert [(e.id, e.event, e.ref, dict(e.detail)) for e in entries] == [
         (entry_id, "decided", None, {"why": "down"}), (outcome, "outcome", entry_id, {})]
 
 
-def test_incidents_open_and_close(store):
-    first = store.open_incident("h", "ping", "ping", 10.0, 5.0, "down")
-    second = store.open_incident("h", "http", "http", 20.0, 20.0, "503")
-    store.close_incident(first, 30.0)
-    assert [i.id for i in store.incidents(open_only=True)] == [second]
-    assert [i.closed_at for i in store.incidents()] == [None, 30.0]
+async def test_incidents_open_and_close(store):
+    first = await store.incidents.open("h", "ping", "ping", 10.0, 5.0, "down")
+    second = await store.incidents.open("h", "http", "http", 20.0, 20.0, "503")
+    await store.incidents.close(first, 30.0)
+    assert [i.id for i in await store.incidents.list(open_only=True)] == [second]
+    assert [i.closed_at for i in await store.incidents.list()] == [None, 30.0]
 
 
-def test_forget_checks(store):
+async def test_forget_checks(store):
     for check_id in ("a/ping", "b/ping", "c/ping"):
-        store.put_check_state(check_id, CheckState(), None)
-    assert store.forget_checks({"b/ping"}) == 2
-    assert set(store.check_states()) == {"b/ping"}
+        await store.checks.put(check_id, CheckState(), None)
+    assert await store.checks.forget({"b/ping"}) == 2
+    assert set(await store.checks.states()) == {"b/ping"}
 
 
 def test_unusable_path_is_a_clear_error(tmp_path):
@@ -111,7 +112,7 @@ def test_a_new_store_is_versioned_and_marked_as_monitords(store, tmp_path):
     assert pragma(path, "application_id") == state.APPLICATION_ID
 
 
-def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path, caplog):
+async def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path, caplog):
     path = legacy_store(tmp_path / "state.db")
     assert pragma(path, "user_version") == 0
     with caplog.at_level(logging.WARNING, "monitord.records.state"):
@@ -119,39 +120,39 @@ def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path, caplog):
     assert pragma(path, "user_version") == state.SCHEMA_VERSION
     assert "unversioned state database taken as schema version 1" in caplog.text
     assert f"upgraded from schema version 1 to {state.SCHEMA_VERSION}" in caplog.text
-    stored = upgraded.check_states()["web1/ping"]
+    stored = (await upgraded.checks.states())["web1/ping"]
     assert (stored.state.status, stored.state.hard, stored.state.attempt, stored.incident_id) == (Status.CRITICAL, True, 3, 1)
-    assert [(i.id, i.host, i.closed_at) for i in upgraded.incidents()] == [(1, "web1", None)]
-    assert [(e.event, dict(e.detail)) for e in upgraded.journal()] == [("confirmed", {"summary": "no answer"})]
-    assert upgraded.escalation_states()["web1"]["phase"] == "dispatched"
-    assert [(w.target, w.reason) for w in upgraded.maintenance()] == [("host:web1", "kernel")]
-    assert [(o.integration, o.state) for o in upgraded.outbox()] == [("mail", "pending")]
-    assert upgraded.damaged_rows() == []  # the table migration 2 added
+    assert [(i.id, i.host, i.closed_at) for i in await upgraded.incidents.list()] == [(1, "web1", None)]
+    assert [(e.event, dict(e.detail)) for e in await upgraded.incidents.journal()] == [("confirmed", {"summary": "no answer"})]
+    assert (await upgraded.checks.escalations())["web1"]["phase"] == "dispatched"
+    assert [(w.target, w.reason) for w in await upgraded.control.maintenance()] == [("host:web1", "kernel")]
+    assert [(o.integration, o.state) for o in await upgraded.outbox.items()] == [("mail", "pending")]
+    assert await upgraded.damaged_rows() == []  # the table migration 2 added
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):  # the triggers survived
         upgraded._db.execute("DELETE FROM journal")
-    assert upgraded.append(JournalEntry(ts=2.0, event="note")) == 2
-    upgraded.close()
-    SQLiteStore(path).close()  # a second open has nothing to do
+    assert await upgraded.incidents.append(JournalEntry(ts=2.0, event="note")) == 2
+    await upgraded.close()
+    await SQLiteStore(path).close()  # a second open has nothing to do
     assert pragma(path, "user_version") == state.SCHEMA_VERSION
 
 
-def test_the_next_migration_upgrades_an_installed_store(tmp_path, monkeypatch):
+async def test_the_next_migration_upgrades_an_installed_store(tmp_path, monkeypatch):
     path = tmp_path / "state.db"
     old = SQLiteStore(path)
-    old.add_maintenance("host:web1", 1.0, 2.0, "kernel", "ops")
-    old.close()
+    await old.control.add_maintenance("host:web1", 1.0, 2.0, "kernel", "ops")
+    await old.close()
     step = "ALTER TABLE maintenance ADD COLUMN ticket TEXT; UPDATE maintenance SET ticket='none';"
     monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS + (step,))
     monkeypatch.setattr(state, "SCHEMA_VERSION", len(state.MIGRATIONS))
     new = SQLiteStore(path)
     assert pragma(path, "user_version") == state.SCHEMA_VERSION
     assert new._db.execute("SELECT target, ticket FROM maintenance").fetchall() == [("host:web1", "none")]
-    new.close()
+    await new.close()
 
 
-def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
+async def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
     path = tmp_path / "state.db"
-    SQLiteStore(path).close()
+    await SQLiteStore(path).close()
     version = pragma(path, "user_version")
     broken = "ALTER TABLE maintenance ADD COLUMN ticket TEXT; UPDATE no_such_table SET x=1;"
     monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS + (broken,))
@@ -164,9 +165,9 @@ def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
     db.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path):
+async def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "state.db"
-    SQLiteStore(path).close()
+    await SQLiteStore(path).close()
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version={state.SCHEMA_VERSION + 1}")
     db.close()
@@ -179,9 +180,9 @@ def test_a_newer_schema_is_refused(tmp_path):
     ("DROP TRIGGER journal_no_delete", "trigger 'journal_no_delete' is missing"),
     ("ALTER TABLE pages DROP COLUMN acked_by", "table 'pages' lacks column(s) acked_by"),
 ])
-def test_a_dropped_table_is_an_error_not_recreated(tmp_path, damage, message):
+async def test_a_dropped_table_is_an_error_not_recreated(tmp_path, damage, message):
     path = tmp_path / "state.db"
-    SQLiteStore(path).close()
+    await SQLiteStore(path).close()
     db = sqlite3.connect(path)
     db.execute(damage)
     db.commit()
@@ -195,7 +196,7 @@ def test_a_dropped_table_is_an_error_not_recreated(tmp_path, damage, message):
     db.close()
 
 
-def test_a_dropped_table_of_an_unversioned_store_is_an_error(tmp_path):
+async def test_a_dropped_table_of_an_unversioned_store_is_an_error(tmp_path):
     path = legacy_store(tmp_path / "state.db")
     db = sqlite3.connect(path)
     db.execute("DROP TABLE journal")
@@ -207,7 +208,7 @@ def test_a_dropped_table_of_an_unversioned_store_is_an_error(tmp_path):
 
 def test_processes_opening_a_new_store_at_once_create_it_once(tmp_path):
     path = tmp_path / "state.db"
-    code = f"from monitord.records.state import SQLiteStore; SQLiteStore({str(path)!r}).close()"
+    code = f"import asyncio; from monitord.records.state import SQLiteStore; asyncio.run(SQLiteStore({str(path)!r}).close())"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(6)]
@@ -216,7 +217,7 @@ def test_processes_opening_a_new_store_at_once_create_it_once(tmp_path):
     assert pragma(path, "user_version") == state.SCHEMA_VERSION
 
 
-def test_a_foreign_database_is_refused(tmp_path):
+async def test_a_foreign_database_is_refused(tmp_path):
     path = tmp_path / "other.db"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
@@ -231,13 +232,13 @@ def test_a_foreign_database_is_refused(tmp_path):
         SQLiteStore(path)
 
 
-def test_a_damaged_page_is_found_at_open(tmp_path):
+async def test_a_damaged_page_is_found_at_open(tmp_path):
     path = tmp_path / "state.db"
     s = SQLiteStore(path)
-    with s.transaction():
+    async with s.transaction():
         for i in range(2000):
-            s.append(JournalEntry(ts=float(i), event="note", reason="x" * 200))
-    s.close()
+            await s.incidents.append(JournalEntry(ts=float(i), event="note", reason="x" * 200))
+    await s.close()
     page = pragma(path, "page_size")
     pages = path.stat().st_size // page
     assert pages > 50
@@ -249,44 +250,135 @@ def test_a_damaged_page_is_found_at_open(tmp_path):
     assert str(path) in str(raised.value) and "restore the last backup" in str(raised.value)
 
 
-def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
+async def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
     from monitord.escalation.engine import state_from_dict
 
-    store.put_check_state("good/ping", CheckState(), None)
-    store.put_escalation_state("ok", {"phase": "idle"})
-    store.put_heartbeat("beat", Heartbeat(5.0))
-    page = store.open_page(1, "h", "dispatch", "critical", "ops", "down", 1.0)
-    with store.transaction():
+    await store.checks.put("good/ping", CheckState(), None)
+    await store.checks.put_escalation("ok", {"phase": "idle"})
+    await store.checks.put_heartbeat("beat", Heartbeat(5.0))
+    page = await store.outbox.open_page(1, "h", "dispatch", "critical", "ops", "down", 1.0)
+    async with store.transaction():
         store._db.execute("INSERT INTO check_state VALUES ('bad/json',0,0,0,0,0,NULL,'{not json',NULL)")
         store._db.execute("INSERT INTO check_state VALUES ('bad/status',7,0,0,0,0,NULL,NULL,NULL)")
         store._db.execute("INSERT INTO escalation VALUES ('odd', '{\"phase\": \"exploding\"}')")
         store._db.execute("INSERT INTO escalation VALUES ('torn', '{\"phase\": ')")
         store._db.execute("INSERT INTO heartbeats VALUES ('weird', 1.0, 9, 'x')")
-        store.open_page(2, "h", "dispatch", "critical", "ops", "down", 1.0)
+        await store.outbox.open_page(2, "h", "dispatch", "critical", "ops", "down", 1.0)
         store._db.execute("UPDATE pages SET paged='[1]' WHERE id=2")
         store._db.execute("INSERT INTO journal (ts, event, detail) VALUES (1.0, 'note', '{oops')")
     with caplog.at_level(logging.ERROR, "monitord.records.state"):
-        assert set(store.check_states()) == {"good/ping"}
-        assert set(store.escalation_states(state_from_dict)) == {"ok"}
-        assert set(store.heartbeats()) == {"beat"}
-        assert [p.id for p in store.pages()] == [page]
-    assert [dict(e.detail) for e in store.journal()] == [{"unreadable": "{oops"}]
-    assert sorted((table, key) for table, key, _ in store.damaged_rows()) == [
+        assert set(await store.checks.states()) == {"good/ping"}
+        assert set(await store.checks.escalations(state_from_dict)) == {"ok"}
+        assert set(await store.checks.heartbeats()) == {"beat"}
+        assert [p.id for p in await store.outbox.pages()] == [page]
+    assert [dict(e.detail) for e in await store.incidents.journal()] == [{"unreadable": "{oops"}]
+    assert sorted((table, key) for table, key, _ in await store.damaged_rows()) == [
         ("check_state", "bad/json"), ("check_state", "bad/status"), ("escalation", "odd"), ("escalation", "torn"),
         ("heartbeats", "weird"), ("pages", "2")]
-    assert "'exploding' is not a valid Phase" in dict(((t, k), e) for t, k, e in store.damaged_rows())[("escalation", "odd")]
+    assert "'exploding' is not a valid Phase" in dict(((t, k), e) for t, k, e in await store.damaged_rows())[("escalation", "odd")]
     assert caplog.text.count("moved to damaged_rows") == 6
     caplog.clear()
     with caplog.at_level(logging.ERROR, "monitord.records.state"):  # moved once: not logged at every read
-        store.check_states(), store.escalation_states(state_from_dict), store.heartbeats(), store.pages()
+        await store.checks.states(), await store.checks.escalations(state_from_dict), await store.checks.heartbeats(), await store.outbox.pages()
     assert caplog.text == ""
 
 
-def test_a_statement_error_is_not_a_store_fault(store):
-    store.append(JournalEntry(ts=0.5, event="note"))
+async def test_a_statement_error_is_not_a_store_fault(store):
+    await store.incidents.append(JournalEntry(ts=0.5, event="note"))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        with store.transaction():
+        async with store.transaction():
             store._db.execute("DELETE FROM journal")
     assert store.fault is None
-    store.append(JournalEntry(ts=1.0, event="note"))  # the transaction was rolled back: the store still works
-    assert len(store.journal()) == 2
+    await store.incidents.append(JournalEntry(ts=1.0, event="note"))  # the transaction was rolled back: the store still works
+    assert len(await store.incidents.journal()) == 2
+
+
+def committed_checks(path: Path) -> dict[str, int]:
+    """Check states as another process sees them: committed rows only (check id -> attempt)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT check_id, attempt FROM check_state").fetchall())
+    finally:
+        db.close()
+
+
+async def test_staged_check_states_are_read_at_once_and_written_by_one_flush(store):
+    path = store.path
+    await store.checks.put("a/ping", CheckState(attempt=1), None)
+    for check_id, attempt in (("a/ping", 2), ("b/ping", 1), ("c/ping", 3)):
+        store.checks.stage(check_id, CheckState(status=Status.CRITICAL, hard=False, attempt=attempt), None)
+    assert {c: s.state.attempt for c, s in (await store.checks.states()).items()} == {"a/ping": 2, "b/ping": 1,
+                                                                                       "c/ping": 3}
+    assert committed_checks(path) == {"a/ping": 1} and store.checks.staged() == 3
+    assert await store.checks.flush() == 3
+    assert committed_checks(path) == {"a/ping": 2, "b/ping": 1, "c/ping": 3} and store.checks.staged() == 0
+    assert await store.checks.flush() == 0
+
+
+async def test_an_immediate_write_replaces_a_staged_state(store):
+    store.checks.stage("a/ping", CheckState(attempt=2), None)
+    await store.checks.put("a/ping", CheckState(status=Status.CRITICAL, attempt=3), 7)
+    await store.checks.flush()
+    stored = (await store.checks.states())["a/ping"]
+    assert (stored.state.attempt, stored.incident_id) == (3, 7)
+    assert committed_checks(store.path) == {"a/ping": 3}
+
+
+async def test_a_failed_flush_keeps_the_states_staged_and_newer_ones_win(store):
+    store.checks.stage("a/ping", CheckState(attempt=1), None)
+    store.checks.stage("b/ping", CheckState(attempt=1), None)
+    store._db.execute("PRAGMA query_only=1")  # every write fails, as on a full disk
+    with pytest.raises(state.StoreFault):
+        await store.checks.flush()
+    assert store.checks.staged() == 2 and store.fault is not None
+    store.checks.stage("a/ping", CheckState(attempt=2), None)  # a newer result meanwhile
+    store._db.execute("PRAGMA query_only=0")
+    assert await store.probe() is None
+    assert await store.checks.flush() == 2
+    assert committed_checks(store.path) == {"a/ping": 2, "b/ping": 1}
+
+
+async def test_forgotten_checks_leave_the_staged_states_too(store):
+    store.checks.stage("gone/ping", CheckState(), None)
+    store.checks.stage("kept/ping", CheckState(), None)
+    await store.checks.forget({"kept/ping"})
+    assert set(await store.checks.states()) == {"kept/ping"} and store.checks.staged() == 1
+
+
+async def test_another_tasks_write_waits_for_an_open_transaction_and_survives_its_rollback(store):
+    """The unit of work belongs to the task that opened it: a write of another task made while
+    it is suspended is not swept into it (nor into its rollback)."""
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def failing_block() -> None:
+        async with store.transaction(durable=True):
+            await store.incidents.append(JournalEntry(ts=1.0, event="decided", host="a"))
+            inside.set()
+            await release.wait()  # suspended inside the block (a PostgreSQL round trip would be)
+            raise RuntimeError("the action's preparation failed")
+
+    async def other_write() -> int:
+        await inside.wait()
+        return await store.incidents.append(JournalEntry(ts=2.0, event="note", host="b"))
+
+    block = asyncio.create_task(failing_block())
+    other = asyncio.create_task(other_write())
+    await inside.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not other.done()  # waits for the block
+    release.set()
+    with pytest.raises(RuntimeError):
+        await block
+    await other
+    assert [(e.event, e.host) for e in await store.incidents.journal()] == [("note", "b")]
+
+
+async def test_a_nested_block_of_the_same_task_joins_the_outer_one(store):
+    with pytest.raises(RuntimeError):
+        async with store.transaction(durable=True):
+            await store.incidents.open("h", "ping", "ping", 1.0, 1.0, "down")
+            async with store.transaction():
+                await store.incidents.append(JournalEntry(ts=1.0, event="confirmed", host="h"))
+            raise RuntimeError("later in the outer block")
+    assert await store.incidents.list() == [] and await store.incidents.journal() == []
