@@ -482,7 +482,7 @@ async def receiver_app(tmp_path, monkeypatch):
     config = parse_config(PASSIVE)
     clock = FakeClock(jst(20, 12))
     store = SQLiteStore(tmp_path / "state.db")
-    receiver = heartbeat.Receiver(store, clock, lambda: config)
+    receiver = await heartbeat.Receiver.open(store, clock, lambda: config)
     listener = Listener(Metrics())  # the daemon's own hardened HTTP listener
     listener.app.router.add_post(heartbeat.ROUTE, receiver.handle)
     listener.app.router.add_post(heartbeat.CHECK_ROUTE, receiver.handle)
@@ -492,7 +492,7 @@ async def receiver_app(tmp_path, monkeypatch):
     yield f"http://127.0.0.1:{listener.port}", clock, ctx, config, tmp_path / "probes"
     await ctx.aclose()
     await listener.stop()
-    store.close()
+    await store.close()
 
 
 async def post(session: aiohttp.ClientSession, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
@@ -573,10 +573,10 @@ def engine(tmp_path):
     made[1].close()
 
 
-def messages(store) -> list[dict]:
+async def messages(store) -> list[dict]:
     import json
 
-    return [json.loads(item.message) for item in store.outbox()]
+    return [json.loads(item.message) for item in await store.outbox.items()]
 
 
 async def notify(engine, spec, event, result, incident_id):
@@ -595,20 +595,20 @@ async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice
     spec = next(s for s in engine.config.checks() if s.id == "web1/backup")
     late = Result(Status.WARNING, Reason.THRESHOLD, "late or failed; newest good web1-24", 0.1, jst(25, 7, 5))
     await notify(engine, spec, Event.CONFIRMED, late, 7)
-    assert [m["summary"] for m in messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24",
+    assert [m["summary"] for m in await messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24",
                                                        "web1/backup: late or failed; newest good web1-24"]
-    assert messages(store)[1]["severity"] == "warning"  # operations hear of it too
+    assert await messages(store)[1]["severity"] == "warning"  # operations hear of it too
     twice = Result(Status.CRITICAL, Reason.THRESHOLD, "failed twice in a row; newest good web1-24", 0.1,
                    jst(26, 7, 5), ticket=Ticket.BACKUP)
     await notify(engine, spec, Event.CHANGED, twice, 7)
-    sent = messages(store)[2:]
+    sent = await messages(store)[2:]
     assert [m["summary"] for m in sent] == ["web1: failed twice in a row; newest good web1-24",
                                             "【作業予定】web1: failed twice in a row; newest good web1-24"]
     assert sent[0]["details"]["kind"] == "backup_ticket" and sent[0]["severity"] == "warning"
     calendar = engine.calendars.for_host("web1")
     assert sent[0]["details"]["scheduled"] == calendar.next_business_moment(engine.clock.time())
     # never a ladder: no action decided, no ladder page
-    assert not [e for e in store.journal() if e.event in ("decided", "blocked", "page")]
+    assert not [e for e in await store.incidents.journal() if e.event in ("decided", "blocked", "page")]
     assert engine.state("web1").ladder is None
 
 
@@ -625,7 +625,7 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
     for host in ("web1", "web2", "web3"):
         engine._commit(host, engine.state(host), [esc.Page("dispatch", 3, f"{host} is down: dispatch")],
                        esc.Confirmed("ping", True, None), engine.clock.time())
-    pages = {m["source"]: m["details"] for m in messages(store) if m["details"].get("kind") == "dispatch"}
+    pages = {m["source"]: m["details"] for m in await messages(store) if m["details"].get("kind") == "dispatch"}
     when = lastbackup.format_time(taken, TOKYO)
     assert pages["web1"]["last_backup"] == [
         f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1, 3.0 GiB"]
@@ -636,7 +636,7 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
         {"name": "web1-new", "at": taken, "size": None, "stale_from": engine.clock.time()}])
     engine._commit("web1", engine.state("web1"), [esc.Page("dispatch", 3, "web1 is down again")],
                    esc.Confirmed("ping", True, None), engine.clock.time())
-    last = [m["details"] for m in messages(store) if m["summary"] == "web1: web1 is down again"][0]
+    last = [m["details"] for m in await messages(store) if m["summary"] == "web1: web1 is down again"][0]
     assert last["last_backup"] == [f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1"
                                    " - STALE: older than its schedule allows"]
 

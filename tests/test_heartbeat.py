@@ -76,10 +76,10 @@ def config() -> Config:
 
 
 @pytest.fixture
-def store(tmp_path):
+async def store(tmp_path):
     store = SQLiteStore(tmp_path / "state.db")
     yield store
-    store.close()
+    await store.close()
 
 
 def params_of(config: Config) -> HeartbeatParams:
@@ -88,7 +88,7 @@ def params_of(config: Config) -> HeartbeatParams:
 
 async def test_silence_longer_than_missed_intervals_is_critical(config, store):
     clock = FakeClock()
-    receiver = Receiver(store, clock, lambda: config)
+    receiver = await Receiver.open(store, clock, lambda: config)
     params = params_of(config)
     assert params.limit == 1800
     first = receiver.judge("web1", params)
@@ -97,7 +97,7 @@ async def test_silence_longer_than_missed_intervals_is_critical(config, store):
     never = receiver.judge("web1", params)
     assert (never.status, never.reason) == (Status.CRITICAL, Reason.TIMEOUT)
     assert never.summary == "no heartbeat since monitoring began 30m ago (expected every 10m)"
-    receiver.record("web1", Heartbeat(clock.time()))
+    await receiver.record("web1", Heartbeat(clock.time()))
     await clock.advance(90)
     ok = receiver.judge("web1", params)
     assert (ok.status, ok.summary, ok.values) == (Status.OK, "heartbeat 1m30s ago", {"seconds_since_heartbeat": 90})
@@ -109,8 +109,8 @@ async def test_silence_longer_than_missed_intervals_is_critical(config, store):
 
 async def test_a_fresh_heartbeat_reporting_a_problem_gives_its_status(config, store):
     clock = FakeClock()
-    receiver = Receiver(store, clock, lambda: config)
-    receiver.record("web1", Heartbeat(clock.time(), Status.CRITICAL, "RAID degraded"))
+    receiver = await Receiver.open(store, clock, lambda: config)
+    await receiver.record("web1", Heartbeat(clock.time(), Status.CRITICAL, "RAID degraded"))
     outcome = receiver.judge("web1", params_of(config))
     assert (outcome.status, outcome.reason) == (Status.CRITICAL, Reason.THRESHOLD)
     assert outcome.summary == "heartbeat under 1s ago reports critical: RAID degraded"
@@ -118,9 +118,9 @@ async def test_a_fresh_heartbeat_reporting_a_problem_gives_its_status(config, st
 
 async def test_last_heartbeats_survive_a_restart_without_blaming_the_downtime(config, store):
     clock = FakeClock()
-    Receiver(store, clock, lambda: config).record("web1", Heartbeat(clock.time(), Status.OK, "alive"))
+    await (await Receiver.open(store, clock, lambda: config)).record("web1", Heartbeat(clock.time(), Status.OK, "alive"))
     await clock.advance(3600)  # the daemon was down for an hour
-    restarted = Receiver(store, clock, lambda: config)
+    restarted = await Receiver.open(store, clock, lambda: config)
     assert restarted.last("web1") == Heartbeat(clock.time() - 3600, Status.OK, "alive")
     grace = restarted.judge("web1", params_of(config))
     assert grace.status is Status.OK
@@ -152,12 +152,12 @@ def post(port: int, host: str, body: bytes = b"", token: str | None = TOKEN, sch
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def stored_heartbeats(state: Path) -> dict[str, tuple]:
+async def stored_heartbeats(state: Path) -> dict[str, tuple]:
     db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
     try:
         return {row[0]: row[1:] for row in db.execute("SELECT host, status, message FROM heartbeats")}
     finally:
-        db.close()
+        await db.close()
 
 
 def since_heartbeat(daemon: Daemon, host: str) -> float | None:
@@ -240,7 +240,7 @@ def test_heartbeats_keep_a_check_ok_and_silence_makes_it_critical(hb_daemon):
 
 
 @pytest.mark.integration
-def test_tokens_bodies_and_unknown_hosts_are_refused_without_effect(hb_daemon):
+async def test_tokens_bodies_and_unknown_hosts_are_refused_without_effect(hb_daemon):
     daemon = hb_daemon.start()
     port = daemon.port
     # an unknown host, a host without a heartbeat check and a known host without its token get one
@@ -257,20 +257,20 @@ def test_tokens_bodies_and_unknown_hosts_are_refused_without_effect(hb_daemon):
     assert (code, error["error"]) == (400, "status must be one of ok, warning, critical, unknown (or 0-3)")
     code, error = post(port, "web1", b"x" * 5000)
     assert (code, error["error"]) == (400, "body larger than 4096 bytes")
-    assert stored_heartbeats(daemon.state) == {}  # nothing refused was recorded
+    assert await stored_heartbeats(daemon.state) == {}  # nothing refused was recorded
 
     assert post(port, "web1", b'{"status": "warning", "message": "backup slow"}') == (204, {})
-    assert stored_heartbeats(daemon.state) == {"web1": (1, "backup slow")}
+    assert await stored_heartbeats(daemon.state) == {"web1": (1, "backup slow")}
     wait_for(lambda: daemon.value("monitord_probe_status", host="web1") == 1, 10, "the reported warning")
     assert daemon.value("monitord_probe_results_total", kind="heartbeat", status="warning", reason="threshold") >= 1
 
 
 @pytest.mark.integration
-def test_the_last_heartbeat_survives_a_restart(hb_daemon):
+async def test_the_last_heartbeat_survives_a_restart(hb_daemon):
     daemon = hb_daemon.start()
     assert post(daemon.port, "web1") == (204, {})
     daemon.proc.stop(signal.SIGTERM)
-    assert stored_heartbeats(daemon.state) == {"web1": (0, "")}
+    assert await stored_heartbeats(daemon.state) == {"web1": (0, "")}
     daemon.start()
     # the persisted heartbeat is judged at once, with its true age, and the restart gives a grace
     wait_for(lambda: since_heartbeat(daemon, "web1"), 10,

@@ -55,18 +55,18 @@ def config(routes: str = "    - {policy: servers, kinds: [dispatch, service_fail
 
 
 @pytest.fixture
-def env(tmp_path):
+async def env(tmp_path):
     clock = FakeClock(start=dt.datetime(2026, 11, 20, 21, 0, tzinfo=JST).timestamp())  # Friday night
     store = SQLiteStore(tmp_path / "state.db")
     metrics = Metrics()
     notifier = Notifier(config=config(), store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
     yield clock, store, notifier, metrics
-    store.close()
+    await store.close()
 
 
-def queued(store) -> list[tuple[str, str, str]]:
+async def queued(store) -> list[tuple[str, str, str]]:
     """(integration, action, dedup_key) of every outbox item, in order."""
-    return [(i.integration, i.action, i.dedup_key) for i in store.outbox()]
+    return [(i.integration, i.action, i.dedup_key) for i in await store.outbox.items()]
 
 
 def test_weekly_rotation_and_overrides():
@@ -105,39 +105,39 @@ def test_unknown_references_are_config_errors():
     ]
 
 
-def test_unacknowledged_page_climbs_the_tiers_then_repeats(env):
+async def test_unacknowledged_page_climbs_the_tiers_then_repeats(env):
     clock, store, notifier, _ = env
-    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    await notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
     # tier 1: the schedule (aoki on call this week) and the NOC channel
-    assert queued(store) == [("pd-ops", "trigger", "monitord-page-1"), ("slack-noc", "trigger", "monitord-page-1")]
+    assert await queued(store) == [("pd-ops", "trigger", "monitord-page-1"), ("slack-noc", "trigger", "monitord-page-1")]
     clock._now += 15 * 60 - 1
-    notifier.tick()
-    assert len(queued(store)) == 2  # not yet
+    await notifier.tick()
+    assert len(await queued(store)) == 2  # not yet
     clock._now += 1
-    notifier.tick()
-    assert queued(store)[2:] == [("mail", "trigger", "monitord-page-1")]  # tier 2: chief
+    await notifier.tick()
+    assert (await queued(store))[2:] == [("mail", "trigger", "monitord-page-1")]  # tier 2: chief
     clock._now += 10 * 60
-    notifier.tick()  # the ladder repeats with a new key, so receivers page again
-    assert queued(store)[3:] == [("pd-ops", "trigger", "monitord-page-1-r1"), ("slack-noc", "trigger", "monitord-page-1-r1")]
+    await notifier.tick()  # the ladder repeats with a new key, so receivers page again
+    assert (await queued(store))[3:] == [("pd-ops", "trigger", "monitord-page-1-r1"), ("slack-noc", "trigger", "monitord-page-1-r1")]
     clock._now += 15 * 60
-    notifier.tick()
+    await notifier.tick()
     clock._now += 10 * 60
-    notifier.tick()  # exhausted: nothing more
-    assert len(queued(store)) == 6
-    assert [e.event for e in store.journal()].count("page_exhausted") == 1
+    await notifier.tick()  # exhausted: nothing more
+    assert len(await queued(store)) == 6
+    assert [e.event for e in await store.incidents.journal()].count("page_exhausted") == 1
 
 
-def test_ack_stops_escalation_and_acknowledges_every_receiver(env):
+async def test_ack_stops_escalation_and_acknowledges_every_receiver(env):
     clock, store, notifier, metrics = env
-    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    await notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
     clock._now += 16 * 60
-    notifier.tick()  # tier 2 paged
-    [page] = store.pages()
-    store.update_page(page.id, acked_at=clock.time(), acked_by="chief")  # what `monitord ack 7` does
-    notifier.tick()
+    await notifier.tick()  # tier 2 paged
+    [page] = await store.outbox.pages()
+    await store.outbox.update_page(page.id, acked_at=clock.time(), acked_by="chief")  # what `monitord ack 7` does
+    await notifier.tick()
     clock._now += 3600
-    notifier.tick()
-    actions = queued(store)
+    await notifier.tick()
+    actions = await queued(store)
     assert [a for a in actions if a[1] == "acknowledge"] == [
         ("pd-ops", "acknowledge", "monitord-page-1"), ("slack-noc", "acknowledge", "monitord-page-1"),
         ("mail", "acknowledge", "monitord-page-1")]
@@ -145,53 +145,53 @@ def test_ack_stops_escalation_and_acknowledges_every_receiver(env):
     assert metrics.ack_latency._sum.get() == 16 * 60
 
 
-def test_recovery_resolves_pages(env):
+async def test_recovery_resolves_pages(env):
     clock, store, notifier, _ = env
-    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
-    notifier.resolve(7)
-    assert [a for a in queued(store) if a[1] == "resolve"] == [
+    await notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    await notifier.resolve(7)
+    assert [a for a in await queued(store) if a[1] == "resolve"] == [
         ("pd-ops", "resolve", "monitord-page-1"), ("slack-noc", "resolve", "monitord-page-1")]
-    assert store.pages() == []
+    assert await store.outbox.pages() == []
 
 
-def test_sla_breach_pages_the_next_tier_and_counts(env):
+async def test_sla_breach_pages_the_next_tier_and_counts(env):
     clock, store, notifier, metrics = env
-    notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
-    store.update_page(1, acked_at=clock.time(), acked_by="aoki")
-    notifier.tick()
-    notifier.start_sla(7, "web1", "engineer_on_site")
+    await notifier.page("web1", "dispatch", "web1: level 3", incident_id=7)
+    await store.outbox.update_page(1, acked_at=clock.time(), acked_by="aoki")
+    await notifier.tick()
+    await notifier.start_sla(7, "web1", "engineer_on_site")
     clock._now += 119 * 60
-    notifier.tick()
+    await notifier.tick()
     assert metrics.sla_breached._value.get() == 0 and metrics.sla_running._value.get() == 1
     clock._now += 60
-    notifier.tick()
+    await notifier.tick()
     assert metrics.sla_breached._value.get() == 1
-    assert ("mail", "trigger", "monitord-page-1") in queued(store)  # the next tier hears of the breach
-    assert [e.decision for e in store.journal() if e.event == "sla_breach"] == ["engineer_on_site"]
+    assert ("mail", "trigger", "monitord-page-1") in await queued(store)  # the next tier hears of the breach
+    assert [e.decision for e in await store.incidents.journal() if e.event == "sla_breach"] == ["engineer_on_site"]
 
 
 @pytest.mark.parametrize("host,subject", [
     ("web1", "【障害発生】web1: ping: no reply"),
     ("web2", "[Failure] web2: ping: no reply"),
 ])
-def test_customer_failure_notice_in_the_customers_language(env, host, subject):
+async def test_customer_failure_notice_in_the_customers_language(env, host, subject):
     clock, store, notifier, _ = env
-    notifier.notice(host, "failure", "ping: no reply", incident_id=3)
-    [item] = store.outbox()
+    await notifier.notice(host, "failure", "ping: no reply", incident_id=3)
+    [item] = await store.outbox.items()
     message = json.loads(item.message)
     assert item.integration == "mail" and message["summary"] == subject
     assert message["to"] == (["it@acme.example"] if host == "web1" else ["ops@globex.example"])
     assert "2026-11-20 21:00 JST" in message["body"]
 
 
-def test_no_route_is_journaled_not_lost(tmp_path):
+async def test_no_route_is_journaled_not_lost(tmp_path):
     clock = FakeClock()
     store = SQLiteStore(tmp_path / "s.db")
     notifier = Notifier(config=config(routes="    - {policy: servers, kinds: [dispatch]}\n"), store=store,
                         outbox=Outbox(store, clock), clock=clock, metrics=Metrics())
-    assert notifier.page("web1", "action_held", "held", incident_id=1) is None
-    assert [e.event for e in store.journal()] == ["page_unrouted"]
-    store.close()
+    assert await notifier.page("web1", "action_held", "held", incident_id=1) is None
+    assert [e.event for e in await store.incidents.journal()] == ["page_unrouted"]
+    await store.close()
 
 
 async def test_http_api_acknowledges_with_a_token(env, tmp_path):
@@ -205,9 +205,9 @@ async def test_http_api_acknowledges_with_a_token(env, tmp_path):
     (tmp_path / "token").write_text("s3cret-token\n")
     cfg = parse_config(CONFIG.replace("    - {policy: notices, max_severity_note: ignored} \n", "    - {policy: servers}\n")
                        + f"daemon: {{api_token: {{file: {tmp_path / 'token'}}}}}\n")
-    incident = store.open_incident("web1", "ping", "ping", clock.time(), clock.time(), "down")
+    incident = await store.incidents.open("web1", "ping", "ping", clock.time(), clock.time(), "down")
     notifier.config = cfg
-    notifier.page("web1", "dispatch", "web1: level 3", incident_id=incident)
+    await notifier.page("web1", "dispatch", "web1: level 3", incident_id=incident)
     app = web.Application()
     Api(store, clock, lambda: cfg).install(app)
     async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as http:
@@ -221,26 +221,26 @@ async def test_http_api_acknowledges_with_a_token(env, tmp_path):
         assert await post(url, data=b"{not json") == (400, {"error": "the body must be JSON"})
         assert (await post(url, data=b'{"who": 1}'))[0] == 400
         assert (await post(server.make_url("/api/v1/incidents/999/ack")))[0] == 404
-        assert store.pages()[0].acked_at is None  # nothing happened so far
+        assert (await store.outbox.pages())[0].acked_at is None  # nothing happened so far
         assert await post(url) == (200, {"incident": incident, "acknowledged": 1})
-    assert store.pages()[0].acked_by == "aoki"
+    assert (await store.outbox.pages())[0].acked_by == "aoki"
 
 
-def test_a_recovery_notice_resolves_the_failure_notice_key(env):
+async def test_a_recovery_notice_resolves_the_failure_notice_key(env):
     clock, store, notifier, _ = env
-    notifier.notice("web2", "failure", "ping: no reply", incident_id=3)
-    notifier.notice("web2", "recovery", "web2", incident_id=3)
-    failure, recovery = store.outbox()
+    await notifier.notice("web2", "failure", "ping: no reply", incident_id=3)
+    await notifier.notice("web2", "recovery", "web2", incident_id=3)
+    failure, recovery = await store.outbox.items()
     assert (failure.action, recovery.action) == ("trigger", "resolve")
     assert failure.dedup_key == recovery.dedup_key == "monitord-notice-web2-failure-3"
     assert json.loads(recovery.message)["summary"] == "[Recovered] web2"  # e-mail sends the recovery mail
 
 
-def test_an_information_is_sent_once_and_resolved_never_escalated(env):
+async def test_an_information_is_sent_once_and_resolved_never_escalated(env):
     clock, store, notifier, _ = env
-    notifier.inform("web1", "auto_fixed", "web1: reset automatically at level 1 and verified", incident_id=7)
-    assert queued(store) == [("slack-noc", "trigger", "monitord-page-1"), ("slack-noc", "resolve", "monitord-page-1")]
-    assert json.loads(store.outbox()[0].message)["severity"] == "info"
+    await notifier.inform("web1", "auto_fixed", "web1: reset automatically at level 1 and verified", incident_id=7)
+    assert await queued(store) == [("slack-noc", "trigger", "monitord-page-1"), ("slack-noc", "resolve", "monitord-page-1")]
+    assert json.loads((await store.outbox.items())[0].message)["severity"] == "info"
     clock._now += 86400
-    notifier.tick()
-    assert len(queued(store)) == 2 and store.pages() == []
+    await notifier.tick()
+    assert len(await queued(store)) == 2 and await store.outbox.pages() == []

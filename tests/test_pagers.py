@@ -46,10 +46,10 @@ MSG = Message(dedup_key="incident-42", summary="web1: ping failed (100% loss)", 
 
 
 @pytest.fixture
-def store(tmp_path):
+async def store(tmp_path):
     s = SQLiteStore(tmp_path / "state.db")
     yield s
-    s.close()
+    await s.close()
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -169,7 +169,7 @@ async def deliver_all(dispatcher: Dispatcher, clock: FakeClock, rounds: int = 10
     """Run passes, jumping the fake clock to each next due time, until nothing is pending."""
     for _ in range(rounds):
         await dispatcher.deliver_due()
-        due = dispatcher.store.next_page_due()
+        due = await dispatcher.store.outbox.next_due()
         if due is None:
             return
         await clock.advance(max(due - clock.time(), 0))
@@ -236,55 +236,55 @@ def test_backoff_doubles_up_to_the_cap_with_jitter():
 # --- the outbox, with a fake clock ------------------------------------------------------------
 
 
-def test_enqueue_is_durable_and_once_per_dedup_key_and_action(store, tmp_path):
+async def test_enqueue_is_durable_and_once_per_dedup_key_and_action(store, tmp_path):
     outbox = Outbox(store, FakeClock())
-    assert outbox.enqueue("pd", MSG) is True
-    assert outbox.enqueue("pd", MSG) is False  # the engine re-deciding after a restart
-    assert outbox.enqueue("pd", dataclasses.replace(MSG, summary="other text")) is False
-    assert outbox.enqueue("mail", MSG) is True  # another integration
-    assert outbox.enqueue("mail", dataclasses.replace(MSG, to=("sato@example.jp",))) is True  # another person
-    assert outbox.enqueue("mail", dataclasses.replace(MSG, to=("sato@example.jp",))) is False
-    assert outbox.enqueue("pd", Message(dedup_key="incident-42", summary="recovered", source="web1",
+    assert await outbox.enqueue("pd", MSG) is True
+    assert await outbox.enqueue("pd", MSG) is False  # the engine re-deciding after a restart
+    assert await outbox.enqueue("pd", dataclasses.replace(MSG, summary="other text")) is False
+    assert await outbox.enqueue("mail", MSG) is True  # another integration
+    assert await outbox.enqueue("mail", dataclasses.replace(MSG, to=("sato@example.jp",))) is True  # another person
+    assert await outbox.enqueue("mail", dataclasses.replace(MSG, to=("sato@example.jp",))) is False
+    assert await outbox.enqueue("pd", Message(dedup_key="incident-42", summary="recovered", source="web1",
                                         action="resolve")) is True
     reopened = SQLiteStore(tmp_path / "state.db")
     try:
-        assert [(i.integration, i.action, i.state) for i in reopened.outbox()] == [
+        assert [(i.integration, i.action, i.state) for i in await reopened.outbox.items()] == [
             ("pd", "trigger", "pending"), ("mail", "trigger", "pending"), ("mail", "trigger", "pending"),
             ("pd", "resolve", "pending")]
-        assert reopened.outbox_depth() == {"pd": 2, "mail": 2}
-        assert Message.from_json(reopened.outbox()[0].message) == MSG
+        assert await reopened.outbox.depth() == {"pd": 2, "mail": 2}
+        assert Message.from_json((await reopened.outbox.items())[0].message) == MSG
     finally:
-        reopened.close()
+        await reopened.close()
 
 
 async def test_retryable_failures_back_off_then_deliver_once(store):
     clock = FakeClock()
     pager = ScriptedPager(retryable(), retryable(), retryable())
     outbox, dispatcher, metrics = make(store, clock, {"pd": pager})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     start = clock.time()
     assert await dispatcher.deliver_due() == 0
-    item = store.outbox()[0]
+    item = (await store.outbox.items())[0]
     assert (item.attempts, item.due - start, item.last_error) == (1, 5.0, "error: HTTP 500")
     await clock.advance(4.9)
     assert await dispatcher.deliver_due() == 0 and pager.calls == 1  # not due yet
     await clock.advance(0.1)
     await dispatcher.deliver_due()
-    assert store.outbox()[0].due - clock.time() == 10.0  # doubled
+    assert (await store.outbox.items())[0].due - clock.time() == 10.0  # doubled
     await clock.advance(10)
     await dispatcher.deliver_due()
-    assert store.outbox()[0].due - clock.time() == 20.0
+    assert (await store.outbox.items())[0].due - clock.time() == 20.0
     await clock.advance(20)
     assert await dispatcher.deliver_due() == 1
     assert pager.sent == [MSG] and pager.calls == 4
-    item = store.outbox()[0]
+    item = (await store.outbox.items())[0]
     assert (item.state, item.attempts, item.done_at) == ("delivered", 4, clock.time())
     await clock.advance(3600)
     assert await dispatcher.deliver_due() == 0 and pager.calls == 4
     assert sample(metrics, "monitord_pages_sent_total", integration="pd", outcome="retry") == 3
     assert sample(metrics, "monitord_pages_sent_total", integration="pd", outcome="delivered") == 1
     assert sample(metrics, "monitord_page_outbox_depth", integration="pd") == 0
-    [entry] = [e for e in store.journal() if e.event == "page_delivery"]
+    [entry] = [e for e in await store.incidents.journal() if e.event == "page_delivery"]
     assert (entry.host, entry.incident_id, entry.decision, entry.outcome) == ("web1", 42, "pd", "delivered")
     assert entry.detail["attempts"] == 4 and entry.detail["dedup_key"] == "incident-42"
 
@@ -294,35 +294,35 @@ async def test_jitter_shortens_the_wait(store):
     outbox, metrics = Outbox(store, clock), Metrics()
     dispatcher = Dispatcher(outbox, PagingConfig(retry=RetryPolicy(jitter=0.5)), metrics,
                             pagers={"pd": ScriptedPager(retryable())}, random=lambda: 0.5)
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     await dispatcher.deliver_due()
-    assert store.outbox()[0].due - clock.time() == pytest.approx(5 * 0.75)
+    assert (await store.outbox.items())[0].due - clock.time() == pytest.approx(5 * 0.75)
 
 
 async def test_retry_after_is_honoured_up_to_the_cap(store):
     clock = FakeClock()
     outbox, dispatcher, _ = make(store, clock, {"pd": ScriptedPager(retryable("HTTP 429", retry_after=120),
                                                                     retryable("HTTP 429", retry_after=9999))})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     await dispatcher.deliver_due()
-    assert store.outbox()[0].due - clock.time() == 120
+    assert (await store.outbox.items())[0].due - clock.time() == 120
     await clock.advance(120)
     await dispatcher.deliver_due()
-    assert store.outbox()[0].due - clock.time() == 300  # max_delay
+    assert (await store.outbox.items())[0].due - clock.time() == 300  # max_delay
 
 
 async def test_not_retryable_is_dead_at_once_and_journaled(store):
     clock = FakeClock()
     pager = ScriptedPager(DeliveryError(Reason.AUTH, "HTTP 403: bad key", retryable=False))
     outbox, dispatcher, metrics = make(store, clock, {"pd": pager})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     await dispatcher.deliver_due()
     await clock.advance(3600)
     await dispatcher.deliver_due()
     assert pager.calls == 1
-    item = store.outbox()[0]
+    item = (await store.outbox.items())[0]
     assert item.state == "dead" and item.last_error == "auth: HTTP 403: bad key (not retryable)"
-    [entry] = [e for e in store.journal() if e.event == "page_delivery"]
+    [entry] = [e for e in await store.incidents.journal() if e.event == "page_delivery"]
     assert entry.outcome == "dead" and "bad key" in entry.reason
     assert sample(metrics, "monitord_pages_sent_total", integration="pd", outcome="dead") == 1
 
@@ -332,16 +332,16 @@ async def test_gives_up_after_max_age_or_attempts(store):
     pager = ScriptedPager(*[retryable()] * 100)
     outbox, dispatcher, _ = make(store, clock, {"pd": pager, "mail": ScriptedPager(*[retryable()] * 100)},
                                  initial=60, max_delay=600, give_up_after=3600, max_attempts=3)
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     await deliver_all(dispatcher, clock)
-    item = store.outbox()[0]
+    item = (await store.outbox.items())[0]
     assert (item.state, item.attempts) == ("dead", 3) and "gave up after 3 attempts" in item.last_error
     dispatcher.configure(PagingConfig(retry=RetryPolicy(initial=60, max_delay=600, give_up_after=3600)),
                          pagers={"mail": ScriptedPager(*[retryable()] * 100)})
     created = clock.time()
-    outbox.enqueue("mail", MSG)
+    await outbox.enqueue("mail", MSG)
     await deliver_all(dispatcher, clock, rounds=20)
-    item = store.outbox()[1]
+    item = (await store.outbox.items())[1]
     assert item.state == "dead" and "gave up after" in item.last_error and item.done_at - created >= 3600
     # tries at 0, 60, 180, 420, 900, 1500, 2100, 2700, 3300 s; the 10th failure, at 3900 s, is past an hour
     assert (item.attempts, item.done_at - created) == (10, 3900)
@@ -351,15 +351,15 @@ async def test_resolve_never_overtakes_its_trigger(store):
     clock = FakeClock()
     pager = ScriptedPager(retryable())
     outbox, dispatcher, _ = make(store, clock, {"pd": pager})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     await dispatcher.deliver_due()  # the trigger fails
     resolve = Message(dedup_key="incident-42", summary="web1 recovered", source="web1", action="resolve")
     other = Message(dedup_key="incident-43", summary="db1 down", source="db1")
-    outbox.enqueue("pd", resolve)
-    outbox.enqueue("pd", other)
+    await outbox.enqueue("pd", resolve)
+    await outbox.enqueue("pd", other)
     await dispatcher.deliver_due()
     assert [m.dedup_key for m in pager.sent] == ["incident-43"]  # the resolve waits behind the trigger
-    assert store.next_page_due() == clock.time() + 5  # the trigger's retry, not the waiting resolve
+    assert await store.outbox.next_due() == clock.time() + 5  # the trigger's retry, not the waiting resolve
     await deliver_all(dispatcher, clock)
     assert [(m.dedup_key, m.action) for m in pager.sent] == [
         ("incident-43", "trigger"), ("incident-42", "trigger"), ("incident-42", "resolve")]
@@ -368,18 +368,18 @@ async def test_resolve_never_overtakes_its_trigger(store):
 async def test_unknown_integration_is_dead(store):
     clock = FakeClock()
     outbox, dispatcher, _ = make(store, clock, {"pd": ScriptedPager()})
-    outbox.enqueue("gone", MSG)
+    await outbox.enqueue("gone", MSG)
     await dispatcher.deliver_due()
-    item = store.outbox()[0]
+    item = (await store.outbox.items())[0]
     assert item.state == "dead" and "'gone' is not configured" in item.last_error
 
 
 async def test_a_crashing_pager_is_retried_not_fatal(store):
     clock = FakeClock()
     outbox, dispatcher, _ = make(store, clock, {"pd": ScriptedPager(KeyError("bug"))})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     await deliver_all(dispatcher, clock)
-    assert [(i.state, i.attempts) for i in store.outbox()] == [("delivered", 2)]
+    assert [(i.state, i.attempts) for i in await store.outbox.items()] == [("delivered", 2)]
 
 
 async def test_run_loop_wakes_on_enqueue_and_sleeps_until_due(store):
@@ -389,14 +389,14 @@ async def test_run_loop_wakes_on_enqueue_and_sleeps_until_due(store):
     task = asyncio.create_task(dispatcher.run())
     try:
         await clock.settle()
-        outbox.enqueue("pd", MSG)
+        await outbox.enqueue("pd", MSG)
         await clock.settle()
         assert pager.calls == 1 and pager.sent == []
         await clock.advance(4.9)
         assert pager.calls == 1
         await clock.advance(0.1)
         assert pager.sent == [MSG]
-        outbox.enqueue("pd", Message(dedup_key="incident-42", summary="ok", source="web1", action="resolve"))
+        await outbox.enqueue("pd", Message(dedup_key="incident-42", summary="ok", source="web1", action="resolve"))
         await clock.settle()
         assert [m.action for m in pager.sent] == ["trigger", "resolve"]
     finally:
@@ -409,24 +409,24 @@ async def test_cancelling_the_dispatcher_mid_send_keeps_the_page(store):
     clock = FakeClock()
     pager = ScriptedPager("hang", timeout=60)
     outbox, dispatcher, _ = make(store, clock, {"pd": pager})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     task = asyncio.create_task(dispatcher.run())
     await clock.settle()
     assert pager.calls == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [(i.state, i.attempts) for i in store.outbox()] == [("pending", 0)]
+    assert [(i.state, i.attempts) for i in await store.outbox.items()] == [("pending", 0)]
 
 
 async def test_restart_sends_pending_pages_at_once(store, tmp_path):
     clock = FakeClock()
     outbox, dispatcher, _ = make(store, clock, {"pd": ScriptedPager(retryable(), retryable(), retryable())})
-    outbox.enqueue("pd", MSG)
+    await outbox.enqueue("pd", MSG)
     for wait in (5, 10, 0):
         await dispatcher.deliver_due()
         await clock.advance(wait)
-    assert store.outbox()[0].attempts == 3 and store.next_page_due() - clock.time() == 20
+    assert (await store.outbox.items())[0].attempts == 3 and await store.outbox.next_due() - clock.time() == 20
     # a new daemon on the same database does not wait those 20 s
     store2 = SQLiteStore(tmp_path / "state.db")
     try:
@@ -438,9 +438,9 @@ async def test_restart_sends_pending_pages_at_once(store, tmp_path):
         with pytest.raises(asyncio.CancelledError):
             await task
         assert pager.sent == [MSG]
-        assert [(i.state, i.attempts) for i in store2.outbox()] == [("delivered", 4)]
+        assert [(i.state, i.attempts) for i in await store2.outbox.items()] == [("delivered", 4)]
     finally:
-        store2.close()
+        await store2.close()
 
 
 # --- real receivers ---------------------------------------------------------------------------
@@ -455,7 +455,7 @@ async def send_through(integrations: dict, *messages: Message, clock: FakeClock 
     try:
         for message in messages:
             for name in integrations:
-                outbox.enqueue(name, message)
+                await outbox.enqueue(name, message)
         await deliver_all(dispatcher, clock)
     finally:
         await dispatcher.aclose()
@@ -483,7 +483,7 @@ async def test_pagerduty_events_v2(receiver, store, tmp_path):
     assert datetime.datetime.fromisoformat(payload["timestamp"]).timestamp() == MSG.at
     assert (ack["event_action"], ack["dedup_key"], "payload" in ack) == ("acknowledge", "incident-42", False)
     assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", "incident-42")
-    assert {i.state for i in store.outbox()} == {"delivered"}
+    assert {i.state for i in await store.outbox.items()} == {"delivered"}
 
 
 @pytest.mark.integration
@@ -555,7 +555,7 @@ async def test_500_twice_then_accepted_is_delivered_exactly_once(receiver, store
         MSG, clock=clock, store=store)
     assert len(pd.requests) == 3
     assert len({r.body for r in pd.requests}) == 1  # the same event each time
-    [item] = store.outbox()
+    [item] = await store.outbox.items()
     assert (item.state, item.attempts) == ("delivered", 3)
     assert item.done_at - item.created_at == pytest.approx(15, abs=0.5)  # 5 s + 10 s of fake backoff
     assert sample(dispatcher.metrics, "monitord_pages_sent_total", integration="pd", outcome="retry") == 2
@@ -566,7 +566,7 @@ async def test_400_is_not_retried(receiver, store, tmp_path):
     pd = await receiver(default=400)
     await send_through({"pd": {"type": "pagerduty", "url": pd.url, "routing_key": secret_file(tmp_path, "k", "K")}},
                        MSG, store=store)
-    [item] = store.outbox()
+    [item] = await store.outbox.items()
     assert len(pd.requests) == 1 and item.state == "dead"
     assert item.last_error.startswith("protocol: http://127.0.0.1:") and "HTTP 400" in item.last_error
 
@@ -577,7 +577,7 @@ async def test_429_retry_after_is_honoured(receiver, store, tmp_path):
     clock = FakeClock(time.time())
     await send_through({"pd": {"type": "pagerduty", "url": pd.url, "routing_key": secret_file(tmp_path, "k", "K")}},
                        MSG, clock=clock, store=store)
-    [item] = store.outbox()
+    [item] = await store.outbox.items()
     assert len(pd.requests) == 2 and (item.state, item.attempts) == ("delivered", 2)
     assert item.done_at - item.created_at == pytest.approx(42, abs=0.5)
 
@@ -589,7 +589,7 @@ async def test_a_receiver_that_hangs_times_out_and_is_retried(receiver, store, t
     await send_through({"hook": {"type": "webhook", "url": hook.url, "timeout": "300ms",
                                  "secret": secret_file(tmp_path, "k", "K")}}, MSG, store=store)
     assert time.monotonic() - started < 5
-    [item] = store.outbox()
+    [item] = await store.outbox.items()
     assert len(hook.requests) == 2 and (item.state, item.attempts) == ("delivered", 2)
 
 
@@ -603,13 +603,13 @@ async def test_refused_connection_and_missing_secret_are_retried(receiver, store
                             "routing_key": {"file": str(key)}}})
     dispatcher = Dispatcher(outbox, config, Metrics(), random=lambda: 0.0)
     try:
-        outbox.enqueue("pd", MSG)
+        await outbox.enqueue("pd", MSG)
         await dispatcher.deliver_due()
-        assert store.outbox()[0].last_error.startswith("auth: secret: cannot read secret file")
+        assert (await store.outbox.items())[0].last_error.startswith("auth: secret: cannot read secret file")
         key.write_text("KEY\n")
         await clock.advance(5)
         await dispatcher.deliver_due()
-        assert store.outbox()[0].last_error.startswith("refused:")
+        assert (await store.outbox.items())[0].last_error.startswith("refused:")
         pd = await receiver(port=port)
         await clock.advance(10)
         assert await dispatcher.deliver_due() == 1
@@ -732,13 +732,13 @@ async def test_email_starttls_and_auth(smtp_server, store, tmp_path):
 
     bad = {**base, "password": secret_file(tmp_path, "pw2", "wrong")}
     await send_through({"bad": bad}, Message(dedup_key="x", summary="s", source="h"), store=store)
-    item = store.outbox()[-1]
+    item = (await store.outbox.items())[-1]
     assert item.state == "dead" and item.last_error.startswith("auth:") and "535" in item.last_error
     assert len(catcher.mails) == 1
 
     untrusted = {**good, "ca_file": None}
     await send_through({"untrusted": untrusted}, Message(dedup_key="y", summary="s", source="h"), store=store)
-    item = store.outbox()[-1]
+    item = (await store.outbox.items())[-1]
     assert item.state == "dead" and "certificate" in item.last_error
 
 
@@ -746,7 +746,7 @@ async def test_email_starttls_and_auth(smtp_server, store, tmp_path):
 async def test_email_without_recipients_is_dead(store):
     await send_through({"mail": {"type": "email", "host": "127.0.0.1", "port": free_port(), "tls": "none",
                                  "from": "noc@example.jp"}}, MSG, store=store)
-    assert store.outbox()[0].state == "dead" and "no recipients" in store.outbox()[0].last_error
+    assert (await store.outbox.items())[0].state == "dead" and "no recipients" in (await store.outbox.items())[0].last_error
 
 
 # --- kill -9 ------------------------------------------------------------------------------------

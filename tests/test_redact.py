@@ -78,16 +78,16 @@ def test_log_lines_and_tracebacks_are_masked():
     assert "WARNING posting to [REDACTED] failed" in text and "ValueError: invalid URL '[REDACTED]'" in text
 
 
-def test_nothing_written_to_the_store_contains_a_secret(tmp_path):
+async def test_nothing_written_to_the_store_contains_a_secret(tmp_path):
     value = fresh()
     redact.remember(value)
     store = SQLiteStore(tmp_path / "state.db")
-    with store.transaction():
-        store.append(JournalEntry(ts=1.0, event="page_delivery", reason=f"HTTP 400: bad key {value}",
+    async with store.transaction():
+        await store.incidents.append(JournalEntry(ts=1.0, event="page_delivery", reason=f"HTTP 400: bad key {value}",
                                   detail={"echo": value}))
-    item = store.enqueue_page("pd", "key1", "trigger", '{"summary": "x"}', 1.0)
-    store.page_failed(item, 1, 2.0, f"HTTP 400: {{\"routing_key\": \"{value}\"}}")
-    store.close()
+    item = await store.outbox.enqueue("pd", "key1", "trigger", '{"summary": "x"}', 1.0)
+    await store.outbox.failed(item, 1, 2.0, f"HTTP 400: {{\"routing_key\": \"{value}\"}}")
+    await store.close()
     db = sqlite3.connect(tmp_path / "state.db")
     dump = "\n".join(db.iterdump())
     assert value not in dump and dump.count("[REDACTED]") == 3

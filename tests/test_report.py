@@ -3,6 +3,7 @@ variants and compared byte for byte with golden files (``UPDATE_GOLDEN=1`` rewri
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -36,76 +37,76 @@ def jst(day: int, hh: int, mm: int, ss: int = 0, month: int = 11) -> float:
     return dt.datetime(2026, month, day, hh, mm, ss, tzinfo=TOKYO).timestamp()
 
 
-def add(store: SQLiteStore, ts: float, event: str, **kw) -> int:
-    return store.append(JournalEntry(ts=ts, event=event, **kw))
+async def add(store: SQLiteStore, ts: float, event: str, **kw) -> int:
+    return await store.incidents.append(JournalEntry(ts=ts, event=event, **kw))
 
 
-def host_down_incident(store: SQLiteStore, summary: str = "no reply from 192.0.2.10 (3 sent)") -> int:
+async def host_down_incident(store: SQLiteStore, summary: str = "no reply from 192.0.2.10 (3 sent)") -> int:
     """web1 stops answering ping on a Friday evening: BMC read, reset, no boot, power cycle, boot, recovered.
 
     Mixed in: entries the report must leave out (another host, another incident of the same host,
     another check's soft problem, the daemon, an entry long after recovery).
     """
     crit = dict(host="web1", check="ping", reason="unreachable", outcome="critical")
-    add(store, jst(13, 18, 0), "daemon", decision="started", reason="monitord 0.1.0")  # no host: left out
-    add(store, jst(13, 19, 2, 10), "detected", detail={"summary": summary, "attempt": 1, "max_attempts": 3}, **crit)
-    add(store, jst(13, 19, 2, 40), "detected", host="db1", check="ping", reason="timeout", outcome="critical",
+    await add(store, jst(13, 18, 0), "daemon", decision="started", reason="monitord 0.1.0")  # no host: left out
+    await add(store, jst(13, 19, 2, 10), "detected", detail={"summary": summary, "attempt": 1, "max_attempts": 3}, **crit)
+    await add(store, jst(13, 19, 2, 40), "detected", host="db1", check="ping", reason="timeout", outcome="critical",
         detail={"summary": "db1 slow"})  # another host: left out
-    incident = store.open_incident("web1", "ping", "ping", jst(13, 19, 3, 10), jst(13, 19, 2, 10), summary)
-    add(store, jst(13, 19, 3, 10), "confirmed", incident_id=incident,
+    incident = await store.incidents.open("web1", "ping", "ping", jst(13, 19, 3, 10), jst(13, 19, 2, 10), summary)
+    await add(store, jst(13, 19, 3, 10), "confirmed", incident_id=incident,
         detail={"summary": summary, "attempt": 3, "max_attempts": 3}, **crit)
     ladder = dict(host="web1", check="ping", incident_id=incident)
-    bmc = add(store, jst(13, 19, 3, 11), "decided", decision="bmc_read",
+    bmc = await add(store, jst(13, 19, 3, 11), "decided", decision="bmc_read",
               reason="host down: read the BMC (power, SEL, sensors)", detail={"level": 1}, **ladder)
-    page = add(store, jst(13, 19, 3, 11), "page", decision="host_down", reason="web1 is down: level 1 remediation started",
+    page = await add(store, jst(13, 19, 3, 11), "page", decision="host_down", reason="web1 is down: level 1 remediation started",
                detail={"level": 1}, **ladder)
-    add(store, jst(13, 19, 3, 14), "outcome", host="web1", incident_id=incident, decision="bmc_read", outcome="ok",
+    await add(store, jst(13, 19, 3, 14), "outcome", host="web1", incident_id=incident, decision="bmc_read", outcome="ok",
         ref=bmc, detail={"findings": "power on; 2 SEL events (last: PCI PERR: Critical Interrupt (Asserted)); "
                                      "sensors: 1 critical (CPU1 Temp 98 C)"})
-    reset = add(store, jst(13, 19, 3, 14), "decided", decision="power_reset", reason="BMC read; hardware reset",
+    reset = await add(store, jst(13, 19, 3, 14), "decided", decision="power_reset", reason="BMC read; hardware reset",
                 detail={"level": 1, "driver": "ipmi"}, **ladder)
-    add(store, jst(13, 19, 3, 20), "outcome", host="web1", incident_id=incident, decision="power_reset", outcome="ok",
+    await add(store, jst(13, 19, 3, 20), "outcome", host="web1", incident_id=incident, decision="power_reset", outcome="ok",
         ref=reset, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent reset (attempt 1)",
                                                        "ipmi: power is on"]})
-    boot1 = add(store, jst(13, 19, 3, 20), "decided", decision="wait_boot",
+    boot1 = await add(store, jst(13, 19, 3, 20), "decided", decision="wait_boot",
                 reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 1, "timeout": 600.0},
                 **ladder)
-    add(store, jst(13, 19, 5, 0), "detected", host="web1", check="http", reason="refused", outcome="critical",
+    await add(store, jst(13, 19, 5, 0), "detected", host="web1", check="http", reason="refused", outcome="critical",
         detail={"summary": "connection refused"})  # another check's soft problem: left out
-    other = store.open_incident("web1", "http", "http", jst(13, 19, 6, 0), jst(13, 19, 5, 0), "connection refused")
-    add(store, jst(13, 19, 6, 0), "confirmed", host="web1", check="http", incident_id=other, reason="refused",
+    other = await store.incidents.open("web1", "http", "http", jst(13, 19, 6, 0), jst(13, 19, 5, 0), "connection refused")
+    await add(store, jst(13, 19, 6, 0), "confirmed", host="web1", check="http", incident_id=other, reason="refused",
         outcome="critical", detail={"summary": "connection refused"})  # another incident: left out
-    add(store, jst(13, 19, 9, 30), "acknowledged", host="web1", incident_id=incident, ref=page, detail={"by": "tanaka"})
-    add(store, jst(13, 19, 13, 20), "outcome", host="web1", incident_id=incident, decision="wait_boot",
+    await add(store, jst(13, 19, 9, 30), "acknowledged", host="web1", incident_id=incident, ref=page, detail={"by": "tanaka"})
+    await add(store, jst(13, 19, 13, 20), "outcome", host="web1", incident_id=incident, decision="wait_boot",
         reason="timeout", outcome="failed", ref=boot1,
         detail={"ping": False, "login": False, "fs_errors": [], "note": ""})
-    cycle = add(store, jst(13, 19, 13, 20), "decided", decision="power_cycle",
+    cycle = await add(store, jst(13, 19, 13, 20), "decided", decision="power_cycle",
                 reason="host did not come back after the reset: power-cycle", detail={"level": 2, "driver": "ipmi"},
                 **ladder)
-    add(store, jst(13, 19, 13, 34), "outcome", host="web1", incident_id=incident, decision="power_cycle", outcome="ok",
+    await add(store, jst(13, 19, 13, 34), "outcome", host="web1", incident_id=incident, decision="power_cycle", outcome="ok",
         ref=cycle, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent off (attempt 1)",
                                                        "ipmi: power is off", "ipmi: sent on (attempt 1)",
                                                        "ipmi: power is on"]})
-    boot2 = add(store, jst(13, 19, 13, 34), "decided", decision="wait_boot",
+    boot2 = await add(store, jst(13, 19, 13, 34), "decided", decision="wait_boot",
                 reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 2, "timeout": 600.0},
                 **ladder)
-    add(store, jst(13, 19, 16, 50), "recovered", host="web1", check="ping", incident_id=incident, outcome="ok",
+    await add(store, jst(13, 19, 16, 50), "recovered", host="web1", check="ping", incident_id=incident, outcome="ok",
         detail={"summary": "192.0.2.10: 3/3 replies, 0% loss, rtt min/avg/max 0.4/0.5/0.7 ms"})
-    store.close_incident(incident, jst(13, 19, 16, 50))
-    add(store, jst(13, 19, 17, 5), "outcome", host="web1", incident_id=incident, decision="wait_boot", outcome="ok",
+    await store.incidents.close(incident, jst(13, 19, 16, 50))
+    await add(store, jst(13, 19, 17, 5), "outcome", host="web1", incident_id=incident, decision="wait_boot", outcome="ok",
         ref=boot2, detail={"ping": True, "login": True, "fs_errors": [], "note": ""})
-    add(store, jst(13, 19, 17, 5), "resolved", host="web1", incident_id=incident,
+    await add(store, jst(13, 19, 17, 5), "resolved", host="web1", incident_id=incident,
         reason="host answers ping and an SSH login succeeded")
-    add(store, jst(13, 19, 40), "detected", host="web1", check="ping", reason="unreachable", outcome="critical",
+    await add(store, jst(13, 19, 40), "detected", host="web1", check="ping", reason="unreachable", outcome="critical",
         detail={"summary": "later"})  # after recovery: left out
     return incident
 
 
 @pytest.fixture
-def store(tmp_path):
+async def store(tmp_path):
     s = SQLiteStore(tmp_path / "state.db")
     yield s
-    s.close()
+    await s.close()
 
 
 def golden(name: str, text: str) -> None:
@@ -119,13 +120,13 @@ def golden(name: str, text: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["md", "html"])
 @pytest.mark.parametrize("lang", ["ja", "en"])
-def test_rendering_matches_the_golden_files(store, fmt, lang):
-    incident = host_down_incident(store)
-    golden(f"host_down.{lang}.{fmt}", render(load_report(store, incident, CALENDAR), fmt, lang))
+async def test_rendering_matches_the_golden_files(store, fmt, lang):
+    incident = await host_down_incident(store)
+    golden(f"host_down.{lang}.{fmt}", render(await load_report(store, incident, CALENDAR), fmt, lang))
 
 
-def test_host_down_report_figures(store):
-    report = load_report(store, host_down_incident(store), CALENDAR)
+async def test_host_down_report_figures(store):
+    report = await load_report(store, await host_down_incident(store), CALENDAR)
     assert report.durations.to_detect == 60  # first failed probe 19:02:10, confirmed 19:03:10
     assert report.durations.to_first_action == 64  # the hardware reset was decided at 19:03:14
     assert report.durations.to_recovery == 14 * 60 + 40  # recovered 19:16:50
@@ -145,9 +146,9 @@ def test_host_down_report_figures(store):
     assert report.due == dt.datetime(2026, 11, 17, 18, 0, tzinfo=TOKYO)
 
 
-def test_report_covers_its_incident_and_the_hosts_entries_without_an_id(store):
-    incident = host_down_incident(store)
-    entries, host_level = incident_entries(store, next(i for i in store.incidents() if i.id == incident))
+async def test_report_covers_its_incident_and_the_hosts_entries_without_an_id(store):
+    incident = await host_down_incident(store)
+    entries, host_level = await incident_entries(store, next(i for i in await store.incidents.list() if i.id == incident))
     events = [(e.event, e.host, e.check, e.incident_id) for e in entries]
     assert events[0] == ("detected", "web1", "ping", None)  # soft detection before the incident opened
     assert [e for e in entries if e.id in host_level] == [entries[0]]
@@ -156,24 +157,24 @@ def test_report_covers_its_incident_and_the_hosts_entries_without_an_id(store):
     assert max(e.ts for e in entries) == jst(13, 19, 17, 5)  # not the detection at 19:40
 
 
-def test_entries_without_an_incident_id_are_not_taken_by_time(store):
+async def test_entries_without_an_incident_id_are_not_taken_by_time(store):
     """Issue #10 changed this: a report keys on incident ids, never on a time window. Entries of
     the host and check journaled during the incident without its id (a ladder re-evaluated by an
     older version, its outcome, a note) are not the incident's; nor is a soft detection of the
     same check that is not the one the incident recorded as its first failed probe."""
     start = jst(13, 3, 0)
-    incident = store.open_incident("web1", "ping", "ping", start + 60, start, "down")
-    add(store, start - 600, "detected", host="web1", check="ping", outcome="critical")  # an earlier flap
-    add(store, start, "detected", host="web1", check="db", outcome="critical")  # another check, same instant
-    add(store, start, "detected", host="db1", check="ping", outcome="critical")  # another host, same instant
-    add(store, start + 60, "confirmed", host="web1", check="ping", incident_id=incident, outcome="critical")
-    decided = add(store, start + 90, "decided", host="web1", check="ping", decision="power_reset", reason="again",
+    incident = await store.incidents.open("web1", "ping", "ping", start + 60, start, "down")
+    await add(store, start - 600, "detected", host="web1", check="ping", outcome="critical")  # an earlier flap
+    await add(store, start, "detected", host="web1", check="db", outcome="critical")  # another check, same instant
+    await add(store, start, "detected", host="db1", check="ping", outcome="critical")  # another host, same instant
+    await add(store, start + 60, "confirmed", host="web1", check="ping", incident_id=incident, outcome="critical")
+    decided = await add(store, start + 90, "decided", host="web1", check="ping", decision="power_reset", reason="again",
                   detail={"level": 1, "driver": "pdu"})
-    add(store, start + 95, "blocked", host="web1", check="ping", decision="maintenance", reason="window")
-    add(store, start + 120, "detected", host="web1", check="ping", outcome="critical")
-    store.close_incident(incident, start + 300)
-    add(store, start + 330, "outcome", host="web1", decision="power_reset", outcome="ok", ref=decided)
-    report = load_report(store, incident, CALENDAR)
+    await add(store, start + 95, "blocked", host="web1", check="ping", decision="maintenance", reason="window")
+    await add(store, start + 120, "detected", host="web1", check="ping", outcome="critical")
+    await store.incidents.close(incident, start + 300)
+    await add(store, start + 330, "outcome", host="web1", decision="power_reset", outcome="ok", ref=decided)
+    report = await load_report(store, incident, CALENDAR)
     assert [e.event for e in report.entries] == ["confirmed"]
     assert report.host_level == frozenset() and report.actions == () and report.durations.to_first_action is None
     assert "without an incident id" not in render(report, "md", "en")
@@ -192,7 +193,7 @@ async def test_report_of_an_incident_the_scheduler_journaled(tmp_path):
     store = SQLiteStore(tmp_path / "state.db")
     scheduler = Scheduler(clock=clock, store=store, metrics=Metrics(), ctx=types.SimpleNamespace(), max_concurrency=10)
     check = spec(script, "web1", attempts=3, retry=60)
-    scheduler.load([check])
+    await scheduler.load([check])
     task = await start(scheduler)
 
     async def runs(n: int, failing: bool) -> None:
@@ -206,15 +207,15 @@ async def test_report_of_an_incident_the_scheduler_journaled(tmp_path):
     await runs(1, failing=False)  # recovered
     await runs(1, failing=True)  # detected again: not this incident
     await stop(task)
-    [incident] = store.incidents()
-    assert [e.event for e in store.journal()] == [
+    [incident] = await store.incidents.list()
+    assert [e.event for e in await store.incidents.journal()] == [
         "detected", "soft_recovery", "detected", "confirmed", "recovered", "detected"]
-    report = load_report(store, incident.id, CALENDAR)
+    report = await load_report(store, incident.id, CALENDAR)
     assert [(e.event, e.incident_id) for e in report.entries] == [
         ("detected", None), ("confirmed", incident.id), ("recovered", incident.id)]
     assert report.entries[0].ts == incident.detected_at and report.host_level == {report.entries[0].id}
     assert report.durations.to_detect == 120
-    store.close()
+    await store.close()
 
 
 def test_due_date_skips_weekends_and_holidays():
@@ -227,20 +228,20 @@ def test_due_date_skips_weekends_and_holidays():
     assert due_date(CALENDAR, Incident(1, "web1", "ping", "ping", 0, 0, None, "down")) is None
 
 
-def test_overdue_counts_unsubmitted_reports_past_their_due_date(store):
-    incident = host_down_incident(store)  # the http incident (#2) stays open: no report due yet
+async def test_overdue_counts_unsubmitted_reports_past_their_due_date(store):
+    incident = await host_down_incident(store)  # the http incident (#2) stays open: no report due yet
     due = jst(17, 18, 0)
-    assert count_due_overdue(store, CALENDAR, due - 1) == (1, 0)
-    assert count_due_overdue(store, CALENDAR, due + 1) == (0, 1)
-    assert load_report(store, incident, CALENDAR).overdue(due + 1)
-    assert {s.incident.id: s.state for s in report_statuses(store, CALENDAR, due + 1)} == {
+    assert await count_due_overdue(store, CALENDAR, due - 1) == (1, 0)
+    assert await count_due_overdue(store, CALENDAR, due + 1) == (0, 1)
+    assert (await load_report(store, incident, CALENDAR)).overdue(due + 1)
+    assert {s.incident.id: s.state for s in await report_statuses(store, CALENDAR, due + 1)} == {
         incident: "overdue", incident + 1: "open"}
-    store.put_report_record(ReportRecord(incident, submitted_at=due + 10, submitted_by="tanaka"))
-    assert count_due_overdue(store, CALENDAR, due + 100) == (0, 0)
-    assert not load_report(store, incident, CALENDAR).overdue(due + 100)
+    await store.incidents.put_report_record(ReportRecord(incident, submitted_at=due + 10, submitted_by="tanaka"))
+    assert await count_due_overdue(store, CALENDAR, due + 100) == (0, 0)
+    assert not (await load_report(store, incident, CALENDAR)).overdue(due + 100)
     metrics = Metrics()
-    store.put_report_record(ReportRecord(incident))
-    update_metrics(metrics, store, CALENDAR, due + 100)
+    await store.incidents.put_report_record(ReportRecord(incident))
+    await update_metrics(metrics, store, CALENDAR, due + 100)
     text = metrics.exposition().decode()
     assert "monitord_reports_overdue 1.0" in text and "monitord_reports_due 0.0" in text
 
@@ -278,23 +279,23 @@ def test_reconciled_entry_answers_the_action_in_flight():
     assert "not re-issuing it" in report.actions[0].detail
 
 
-def test_html_escapes_journal_text(store):
-    incident = host_down_incident(store, summary='<script>alert("x")</script> & | pipe')
-    page = render(load_report(store, incident, CALENDAR), "html", "en")
+async def test_html_escapes_journal_text(store):
+    incident = await host_down_incident(store, summary='<script>alert("x")</script> & | pipe')
+    page = render(await load_report(store, incident, CALENDAR), "html", "en")
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; | pipe" in page
-    markdown = render(load_report(store, incident, CALENDAR), "md", "en")
+    markdown = render(await load_report(store, incident, CALENDAR), "md", "en")
     assert "| What failed | <script>alert(\"x\")</script> & \\| pipe |" in markdown  # a pipe cannot break the table
 
 
-def test_autoescape_on_for_html_off_for_markdown(store):
+async def test_autoescape_on_for_html_off_for_markdown(store):
     """Hostile text wherever the journal and the engineer put it: the HTML shows it as text
     (escaped once, not twice), the Markdown keeps it verbatim but cannot break out of a cell."""
     hostile = '<img src=x onerror="alert(1)">&amp; | </td></table>'
-    incident = host_down_incident(store, summary=hostile)
-    add(store, jst(13, 19, 20), "note", host="web1", incident_id=incident, decision=hostile, reason=hostile)
-    store.put_report_record(ReportRecord(incident, root_cause=hostile, prevention=hostile))
-    report = load_report(store, incident, CALENDAR)
+    incident = await host_down_incident(store, summary=hostile)
+    await add(store, jst(13, 19, 20), "note", host="web1", incident_id=incident, decision=hostile, reason=hostile)
+    await store.incidents.put_report_record(ReportRecord(incident, root_cause=hostile, prevention=hostile))
+    report = await load_report(store, incident, CALENDAR)
     escaped = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;amp; | &lt;/td&gt;&lt;/table&gt;"
     for lang in ("ja", "en"):
         page = render(report, "html", lang)
@@ -308,36 +309,36 @@ def test_autoescape_on_for_html_off_for_markdown(store):
         assert f"\n\n{hostile}\n\n" in markdown  # the root cause paragraph as written
 
 
-def test_engineer_text_replaces_the_placeholders(store):
-    incident = host_down_incident(store)
-    store.put_report_record(ReportRecord(incident, root_cause="Memory fault (DIMM A2).\nReplaced on 11/16.",
+async def test_engineer_text_replaces_the_placeholders(store):
+    incident = await host_down_incident(store)
+    await store.incidents.put_report_record(ReportRecord(incident, root_cause="Memory fault (DIMM A2).\nReplaced on 11/16.",
                                          prevention="Memory added to the hardware check list."))
-    ja = render(load_report(store, incident, CALENDAR), "md", "ja")
+    ja = render(await load_report(store, incident, CALENDAR), "md", "ja")
     assert "【原因】" not in ja and "Memory fault (DIMM A2).\nReplaced on 11/16.\n" in ja
-    html_page = render(load_report(store, incident, CALENDAR), "html", "ja")
+    html_page = render(await load_report(store, incident, CALENDAR), "html", "ja")
     assert '<p class="fill">Memory fault (DIMM A2).\nReplaced on 11/16.</p>' in html_page
 
 
-def test_unknown_format_or_language_is_refused(store):
-    report = load_report(store, host_down_incident(store), CALENDAR)
+async def test_unknown_format_or_language_is_refused(store):
+    report = await load_report(store, await host_down_incident(store), CALENDAR)
     with pytest.raises(ValueError):
         render(report, "pdf")
     with pytest.raises(ValueError):
         render(report, "md", "fr")
     with pytest.raises(KeyError):
-        load_report(store, 99, CALENDAR)
+        await load_report(store, 99, CALENDAR)
 
 
 # -- the command line ----------------------------------------------------------------------------
 
 
 @pytest.fixture
-def cli_store(tmp_path):
+async def cli_store(tmp_path):
     config = tmp_path / "monitord.yaml"
     config.write_text(f"daemon: {{state_path: {tmp_path / 'state.db'}}}\n")
     store = SQLiteStore(tmp_path / "state.db")
-    incident = host_down_incident(store)
-    store.close()
+    incident = await host_down_incident(store)
+    await store.close()
     return str(config), incident, tmp_path
 
 
@@ -378,10 +379,10 @@ def test_cli_edit_and_submit(cli_store, capsys):
     assert "【再発防止策】 記入してください" in shown  # prevention still to be written
     store = SQLiteStore(tmp / "state.db")
     try:
-        assert [(e.event, e.decision, e.host) for e in store.journal(incident_id=incident)][-1] == (
+        assert [(e.event, e.decision, e.host) for e in asyncio.run(store.incidents.journal(incident_id=incident))][-1] == (
             "report", "submitted", "web1")
     finally:
-        store.close()
+        asyncio.run(store.close())
     assert cli.main(["report", "submit", "--config", config, "77"]) == 2
     assert cli.main(["report", "edit", "--config", config, str(incident)]) == 2
 
@@ -400,14 +401,14 @@ def test_cli_acts_on_a_host_are_journaled_with_its_incident(cli_store, capsys):
     config = tmp / "hosts.yaml"
     config.write_text(HOSTS_CONFIG.format(state=tmp / "state.db"))
     store = SQLiteStore(tmp / "state.db")
-    http, disk = closed + 1, store.open_incident("web1", "disk", "disk", jst(18, 9, 0), jst(18, 9, 0), "disk full")
-    store.put_escalation_state("web1", {"incident_id": http, "phase": "awaiting_approval"})
-    store.quarantine("web2", jst(18, 9, 0), "intrusion", "sato")
-    store.close()
+    http, disk = closed + 1, asyncio.run(store.incidents.open("web1", "disk", "disk", jst(18, 9, 0), jst(18, 9, 0), "disk full"))
+    asyncio.run(store.checks.put_escalation("web1", {"incident_id": http, "phase": "awaiting_approval"}))
+    asyncio.run(store.control.quarantine("web2", jst(18, 9, 0), "intrusion", "sato"))
+    asyncio.run(store.close())
     assert cli.main(["approve", "--config", str(config), "--by", "tanaka", "web1"]) == 0  # the ladder's incident
     store = SQLiteStore(tmp / "state.db")
-    store.put_escalation_state("web1", {"incident_id": closed, "phase": "idle"})  # a ladder of a closed incident
-    store.close()
+    asyncio.run(store.checks.put_escalation("web1", {"incident_id": closed, "phase": "idle"}))  # a ladder of a closed incident
+    asyncio.run(store.close())
     assert cli.main(["deny", "--config", str(config), "web1"]) == 0  # the newest open one
     assert cli.main(["maintenance", "add", "--config", str(config), "--host", "web1", "--duration", "1h",
                      "--reason", "disk swap"]) == 0
@@ -416,14 +417,14 @@ def test_cli_acts_on_a_host_are_journaled_with_its_incident(cli_store, capsys):
     capsys.readouterr()
     store = SQLiteStore(tmp / "state.db")
     try:
-        assert [(e.event, e.decision, e.host, e.incident_id) for e in store.journal(limit=100_000)][-5:] == [
+        assert [(e.event, e.decision, e.host, e.incident_id) for e in asyncio.run(store.incidents.journal(limit=100_000))][-5:] == [
             ("approval", "granted", "web1", http), ("approval", "denied", "web1", disk),
             ("maintenance", "added", "web1", disk), ("quarantine", "released", "web2", None),
             ("decided", "quarantine_power_off", "web1", disk)]
-        text = render(load_report(store, http, CALENDAR), "md", "en")
+        text = render(asyncio.run(load_report(store, http, CALENDAR)), "md", "en")
         assert "| Emergency contact answered | granted |" in text and "denied" not in text
     finally:
-        store.close()
+        asyncio.run(store.close())
 
 
 # -- the last good backup (hosts with a backup contract) ------------------------------------------
@@ -472,17 +473,17 @@ def test_report_names_the_last_good_backup_before_the_incident(cli_store, capsys
     (("none",), ["- backup: no good backup known (at nas:/b)"]),
     (("stale",), ["- backup: taken 2026-11-10 02:00 JST, generation g10, at nas:/b - STALE: older than the plan allows"]),
 ])
-def test_report_says_plainly_when_no_backup_is_known_or_it_is_stale(store, backups, lines):
+async def test_report_says_plainly_when_no_backup_is_known_or_it_is_stale(store, backups, lines):
     from monitord.shared.lastbackup import LastBackup
 
     made = {"unknown": LastBackup("backup", "nas:/b"), "none": LastBackup("backup", "nas:/b", checked_at=jst(13, 9, 0)),
             "stale": LastBackup("backup", "nas:/b", jst(10, 2, 0), "g10", None, True, jst(13, 9, 0))}
-    incident = host_down_incident(store)
-    report = load_report(store, incident, CALENDAR, backups=lambda i: [made[b] for b in backups])
+    incident = await host_down_incident(store)
+    report = await load_report(store, incident, CALENDAR, backups=lambda i: [made[b] for b in backups])
     text = render(report, "md", "en")
     section = text.split("## Last good backup (before the incident)\n\n")[1].split("\n\n")[0]
     assert section.splitlines() == lines
-    assert "Last good backup" not in render(load_report(store, incident, CALENDAR), "md", "en")  # no contract
+    assert "Last good backup" not in render(await load_report(store, incident, CALENDAR), "md", "en")  # no contract
 
 
 # -- the templates are package data -----------------------------------------------------------------
@@ -515,7 +516,7 @@ def test_every_journal_event_of_an_incident_has_a_name():
     assert len(written) >= 15 and written - set(named) == {"daemon", "report", "store"}
 
 
-def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tmp_path):
+async def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tmp_path):
     """Build the wheel as pip does, install it into an empty directory and render the golden
     reports from there: the templates and words travel with the package."""
     root = Path(__file__).resolve().parent.parent
@@ -533,7 +534,7 @@ def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(store, tm
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, timeout=600)
 
-    incident = host_down_incident(store)
+    incident = await host_down_incident(store)
     script = f"""
 import json, monitord.records.report as r
 from monitord.paging.business_calendar import BusinessCalendar

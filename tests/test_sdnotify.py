@@ -149,7 +149,7 @@ async def test_scheduler_is_stalled_when_its_next_check_is_overdue(tmp_path):
     assert scheduler.stalled(clock.time(), 30.0) is None
     await clock.advance(1.0)
     assert scheduler.stalled(clock.time(), 30.0) == "scheduler stuck: web/fake is 31s overdue"
-    store.close()
+    await store.close()
 
 
 async def test_engine_is_stalled_when_it_misses_its_re_evaluation(tmp_path):
@@ -164,4 +164,4 @@ async def test_engine_is_stalled_when_it_misses_its_re_evaluation(tmp_path):
     assert engine.stalled(clock.time(), 60.0) is None
     await clock.advance(1.0)
     assert engine.stalled(clock.time(), 60.0) == f"escalation stuck: no re-evaluation for {REEVALUATE_EVERY + 61:.0f}s"
-    store.close()
+    await store.close()

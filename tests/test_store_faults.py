@@ -215,7 +215,7 @@ def test_heartbeats_are_taken_from_memory_while_the_store_is_unwritable(tmp_path
     from probes.heartbeat import Receiver
 
     store, clock = SQLiteStore(tmp_path / "state.db"), FakeClock()
-    receiver = Receiver(store, clock, lambda: parse_config(CONFIG))
+    receiver = await Receiver.open(store, clock, lambda: parse_config(CONFIG))
     break_store(store)
     with caplog.at_level(logging.ERROR):
         for i in range(5):

@@ -42,61 +42,61 @@ hosts:
 
 
 @pytest.fixture
-def env(tmp_path):
+async def env(tmp_path):
     clock = FakeClock(start=dt.datetime(2026, 11, 20, 21, 0, tzinfo=JST).timestamp())
     store = SQLiteStore(tmp_path / "state.db")
     notifier = Notifier(config=parse_config(CONFIG), store=store, outbox=Outbox(store, clock), clock=clock,
                         metrics=Metrics())
     yield clock, store, notifier
-    store.close()
+    await store.close()
 
 
-def vendor_items(store) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(i.integration, i.dedup_key, Message.from_json(i.message).to) for i in store.outbox()
+async def vendor_items(store) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(i.integration, i.dedup_key, Message.from_json(i.message).to) for i in await store.outbox.items()
             if "vendor" in i.dedup_key]
 
 
-def test_a_level_3_page_escalates_to_the_routes_vendors_once(env):
+async def test_a_level_3_page_escalates_to_the_routes_vendors_once(env):
     clock, store, notifier = env
     details = {"level": 3, "tried": ["power_reset: failed (error)"], "bmc": None}
-    notifier.page("nas1", "dispatch", "nas1: not back after a VM power cycle", 7, details)
-    notifier.page("nas1", "dispatch", "nas1: repeated", 7, details)  # same incident: no second escalation
-    assert vendor_items(store) == [
+    await notifier.page("nas1", "dispatch", "nas1: not back after a VM power cycle", 7, details)
+    await notifier.page("nas1", "dispatch", "nas1: repeated", 7, details)  # same incident: no second escalation
+    assert await vendor_items(store) == [
         ("iaas-hook", "monitord-vendor-iaas-incident-7", ("support@iaas.example",)),  # HTTP ignores to
         ("mail", "monitord-vendor-iaas-incident-7", ("support@iaas.example",)),
         ("mail", "monitord-vendor-carrier-incident-7", ("noc@carrier.example",)),
     ]
-    journaled = [e for e in store.journal(limit=100) if e.event == "vendor_escalated"]
+    journaled = [e for e in await store.incidents.journal(limit=100) if e.event == "vendor_escalated"]
     assert [(e.decision, e.incident_id, e.detail["integrations"]) for e in journaled] == [
         ("iaas", 7, ["iaas-hook", "mail"]), ("carrier", 7, ["mail"])]
     assert journaled[0].reason == "Example Cloud (iaas): nas1: not back after a VM power cycle"
 
 
-def test_what_the_vendor_receives(env):
+async def test_what_the_vendor_receives(env):
     clock, store, notifier = env
-    notifier.page("nas1", "dispatch", "nas1: down", 7, {"tried": ["power_reset: ok", "wait_boot: failed (timeout)"]})
-    message = Message.from_json(next(i for i in store.outbox() if i.integration == "iaas-hook").message)
+    await notifier.page("nas1", "dispatch", "nas1: down", 7, {"tried": ["power_reset: ok", "wait_boot: failed (timeout)"]})
+    message = Message.from_json(next(i for i in await store.outbox.items() if i.integration == "iaas-hook").message)
     assert message.details["tried"] == ["power_reset: ok", "wait_boot: failed (timeout)"]
     assert (message.details["reference"], message.details["address"], message.details["role"]) == (
         "C-1234", "127.0.0.2", "iaas")
     assert message.summary == "【エスカレーション】nas1: nas1: down"
     assert "契約番号 C-1234" in message.body and "- wait_boot: failed (timeout)" in message.body
-    english = Message.from_json(next(i for i in store.outbox() if "carrier" in i.dedup_key).message)
+    english = Message.from_json(next(i for i in await store.outbox.items() if "carrier" in i.dedup_key).message)
     assert english.summary.startswith("[Escalation] nas1") and "What we tried:" in english.body
 
 
-def test_other_routes_page_no_vendor(env):
+async def test_other_routes_page_no_vendor(env):
     clock, store, notifier = env
-    notifier.page("nas1", "service_failed", "nas1: vvault still failing after a restart", 8, {"tried": []})
-    assert vendor_items(store) == []
+    await notifier.page("nas1", "service_failed", "nas1: vvault still failing after a restart", 8, {"tried": []})
+    assert await vendor_items(store) == []
 
 
-def test_the_incident_report_shows_the_escalation(env):
+async def test_the_incident_report_shows_the_escalation(env):
     clock, store, notifier = env
-    incident = store.open_incident("nas1", "ping", "ping", clock.time(), clock.time(), "down")
-    notifier.page("nas1", "dispatch", "nas1: down", incident, {"tried": ["power_reset: failed (error)"]})
-    store.close_incident(incident, clock.time() + 600)
-    text = render(load_report(store, incident, Calendars(parse_config(CONFIG))), "md", "ja")
+    incident = await store.incidents.open("nas1", "ping", "ping", clock.time(), clock.time(), "down")
+    await notifier.page("nas1", "dispatch", "nas1: down", incident, {"tried": ["power_reset: failed (error)"]})
+    await store.incidents.close(incident, clock.time() + 600)
+    text = render(await load_report(store, incident, Calendars(parse_config(CONFIG))), "md", "ja")
     assert "関連ベンダーへエスカレーション" in text and "Example Cloud (iaas)" in text
 
 

@@ -87,21 +87,21 @@ def host_state(view: dict) -> str:
     return "unknown" if not states or "unknown" in states else "ok"
 
 
-def snapshot(config: Config, store: Store, now: float, due: Mapping[str, float], status: dict) -> dict:
+async def snapshot(config: Config, store: Store, now: float, due: Mapping[str, float], status: dict) -> dict:
     """Everything the page shows, read at ``now`` from the same views as the read API."""
-    states = views.host_states(store)
-    hosts = [{**h, "state": host_state(h)} for h in (views.host(config, store, name, now, due, states)
-                                                     for name in config.hosts)]
+    states = await views.host_states(store)
+    hosts = [{**h, "state": host_state(h)} for h in [await views.host(config, store, name, now, due, states)
+                                                     for name in config.hosts]]
     groups: dict[str, list[dict]] = {g: [] for g in config.groups}
     for h in hosts:
         for g in h["groups"] or [UNGROUPED]:
             groups.setdefault(g, []).append(h)
-    incidents = views.incidents(store, state="open")
+    incidents = await views.incidents(store, state="open")
     for i in incidents:
         i["unacked"] = sum(1 for p in i["pages"] if p["acked_at"] is None and p["closed_at"] is None)
         for t in i["sla"]:
             t["left"] = None if t["stopped_at"] is not None else t["due"] - now
-    windows = [views.window_json(w, now) for w in views.maintenance(config, store)]
+    windows = [views.window_json(w, now) for w in await views.maintenance(config, store)]
     return {
         "now": now, "status": status, "hosts": hosts,
         "groups": {g: members for g, members in groups.items() if members},
@@ -195,7 +195,7 @@ class StatusPage:
         except Refusal as refusal:
             return self._refused(refusal, lang)
         config, now = self.api.config(), self.api.clock.time()
-        data = snapshot(config, self.api.store, now, self.live.due(), self.live.status())
+        data = await snapshot(config, self.api.store, now, self.live.due(), self.live.status())
         return self._html("page.html.j2", lang, refresh=round(config.daemon.api.page_refresh),
                           acked=_acked(request.query), ack_route=ACK_ROUTE, **data)
 
@@ -208,7 +208,7 @@ class StatusPage:
             _same_origin(request)
             incident_id = path_id(request, "incident")
             self.api.check_token(form.get("token", "").encode("utf-8", "surrogateescape"))
-            count = self.api.acknowledge(incident_id, form.get("by", "").strip()[:100] or "status page")
+            count = await self.api.acknowledge(incident_id, form.get("by", "").strip()[:100] or "status page")
         except Refusal as refusal:
             return self._refused(refusal, lang, 403 if refusal.status == 401 else None)
         query = urllib.parse.urlencode({"lang": lang, "acked": incident_id, "count": count})
