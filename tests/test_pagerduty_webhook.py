@@ -106,15 +106,19 @@ class Paged(Served):
         self.store = SQLiteStore(tmp_path / "state.db")
         self.config = parse_config(config_text)
         Api(self.store, self.clock, lambda: self.config).install(self.app)
+
+    async def __aenter__(self) -> "Paged":
         now = self.clock.time()
-        self.incident = self.store.open_incident("web1", "nginx", "http", now, now, "nginx is down")
+        self.incident = await self.store.incidents.open("web1", "nginx", "http", now, now, "nginx is down")
         for n, key in enumerate(("monitord-page-1", "monitord-page-2")):
-            page = self.store.open_page(self.incident, "web1", "service_failed", "error", "ops", "nginx is down", now)
-            self.store.update_page(page, paged=[["pd", key], ["hook", key]], next_at=now + 900)
+            page = await self.store.outbox.open_page(self.incident, "web1", "service_failed", "error", "ops",
+                                                     "nginx is down", now)
+            await self.store.outbox.update_page(page, paged=[["pd", key], ["hook", key]], next_at=now + 900)
+        return await super().__aenter__()
 
     async def __aexit__(self, *exc) -> None:
         await super().__aexit__(*exc)
-        self.store.close()
+        await self.store.close()
 
     async def post(self, raw: bytes, sig: str | None = None) -> tuple[int, dict]:
         headers = {"X-PagerDuty-Signature": sig if sig is not None else signature(raw, SECRET),
@@ -122,38 +126,38 @@ class Paged(Served):
         async with self.http.post(self.url(ROUTE), data=raw, headers=headers) as r:
             return r.status, await r.json()
 
-    def acks(self) -> list[tuple[str, str, dict]]:
+    async def acks(self) -> list[tuple[str, str, dict]]:
         return [(e.reason, e.detail.get("by"), e.detail.get("pagerduty_event"))
-                for e in self.store.journal(self.incident) if e.event == "ack"]
+                for e in await self.store.incidents.journal(self.incident) if e.event == "ack"]
 
 
 async def test_an_acknowledgement_in_pagerduty_acknowledges_the_incident_once(tmp_path):
     async with Paged(tmp_path) as served:
         assert await served.post(event("incident.acknowledged", "monitord-page-2")) == (
             200, {"event": "01EVENT", "acknowledged": 2})  # the key names one page; its incident's pages all
-        pages = served.store.pages(incident_id=served.incident)
+        pages = await served.store.outbox.pages(incident_id=served.incident)
         assert [(p.acked_at, p.acked_by) for p in pages] == [(served.clock.time(), "pagerduty: Aoki Taro")] * 2
-        assert served.acks() == [("2 page(s) acknowledged: acknowledged in PagerDuty", "pagerduty: Aoki Taro",
+        assert await served.acks() == [("2 page(s) acknowledged: acknowledged in PagerDuty", "pagerduty: Aoki Taro",
                                   "01EVENT")]
         # PagerDuty retries the delivery, or someone replays it: nothing changes
         await served.clock.advance(60)
         assert await served.post(event("incident.acknowledged", "monitord-page-2")) == (
             200, {"event": "01EVENT", "acknowledged": 0})
-        assert len(served.acks()) == 1 and served.store.pages(incident_id=served.incident)[0].acked_at == pages[0].acked_at
+        assert len(await served.acks()) == 1 and (await served.store.outbox.pages(incident_id=served.incident))[0].acked_at == pages[0].acked_at
 
 
 async def test_a_resolve_in_pagerduty_acknowledges_and_never_closes_the_incident(tmp_path):
     async with Paged(tmp_path) as served:
         status, body = await served.post(event("incident.resolved", "monitord-page-1", "01RESOLVE"))
         assert (status, body) == (200, {"event": "01RESOLVE", "acknowledged": 2})
-        [incident] = served.store.incidents()
+        [incident] = await served.store.incidents.list()
         assert incident.closed_at is None  # closed only when monitord's checks see the recovery
-        assert all(p.closed_at is None and p.acked_at is not None for p in served.store.pages(incident_id=served.incident))
-        [(reason, by, event_id)] = served.acks()
+        assert all(p.closed_at is None and p.acked_at is not None for p in await served.store.outbox.pages(incident_id=served.incident))
+        [(reason, by, event_id)] = await served.acks()
         assert reason.startswith("2 page(s) acknowledged: resolved in PagerDuty; monitord closes the incident when")
         # after the resolve, a late acknowledgement (another event) is journaled but acknowledges nothing new
         assert (await served.post(event("incident.acknowledged", "monitord-page-1", "01LATE")))[1]["acknowledged"] == 0
-        assert [e for _, _, e in served.acks()] == ["01RESOLVE", "01LATE"]
+        assert [e for _, _, e in await served.acks()] == ["01RESOLVE", "01LATE"]
 
 
 @pytest.mark.parametrize("raw,why", [
@@ -165,7 +169,7 @@ async def test_a_resolve_in_pagerduty_acknowledges_and_never_closes_the_incident
 async def test_other_events_and_keys_are_answered_200_and_ignored(tmp_path, raw, why):
     async with Paged(tmp_path) as served:
         assert await served.post(raw) == (200, {"ignored": why})
-        assert served.acks() == [] and all(p.acked_at is None for p in served.store.pages())
+        assert await served.acks() == [] and all(p.acked_at is None for p in await served.store.outbox.pages())
 
 
 async def test_signatures_are_required_and_checked_against_every_configured_secret(tmp_path):
@@ -176,10 +180,10 @@ async def test_signatures_are_required_and_checked_against_every_configured_secr
             401, {"error": "X-PagerDuty-Signature matches no webhook secret"})
         assert await served.post(raw, signature(b"{}", SECRET)) == (
             401, {"error": "X-PagerDuty-Signature matches no webhook secret"})  # signed, but another body
-        assert served.acks() == []
+        assert await served.acks() == []
         # the old secret of the other integration, during a rotation
         assert (await served.post(raw, signature(raw, "new-one", OLD_SECRET)))[0] == 200
-        assert served.store.pages()[0].acked_by == "pagerduty: Aoki Taro"
+        assert (await served.store.outbox.pages())[0].acked_by == "pagerduty: Aoki Taro"
 
 
 async def test_a_bad_body_with_a_good_signature_is_a_400_with_the_reason(tmp_path):
