@@ -10,6 +10,7 @@ benchmark, not a test.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
@@ -20,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from monitord.records.state import SQLiteStore  # noqa: E402
 
 
-def fill(store: SQLiteStore, rows: int, start: int) -> None:
+async def fill(store: SQLiteStore, rows: int, start: int) -> None:
     """Append journal rows until the journal has ``rows`` (bulk insert, one transaction)."""
-    with store.transaction():
+    async with store.transaction():
         store._db.executemany(
             "INSERT INTO journal (ts, event, host, decision, reason, detail) VALUES (?,?,?,?,?,?)",
             ((float(i), "decided", f"host{i % 5000}", "power_reset", "x" * 200, '{"level": 1, "driver": "ipmi"}')
@@ -39,11 +40,11 @@ def main() -> None:
         print(f"{'ROWS':>10} {'SIZE MB':>8} {'OPEN s':>7}")
         for rows in sorted(args.rows):
             store = SQLiteStore(path)
-            fill(store, rows, done)
-            store.close()
+            asyncio.run(fill(store, rows, done))
+            asyncio.run(store.close())
             done = rows
             began = time.perf_counter()
-            SQLiteStore(path).close()
+            asyncio.run(SQLiteStore(path).close())
             print(f"{rows:>10} {path.stat().st_size / 1e6:>8.1f} {time.perf_counter() - began:>7.2f}")
 
 
