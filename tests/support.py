@@ -113,7 +113,7 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
-def unit_engine(store, config, scheduler, drivers, clock=None, metrics=None):
+async def unit_engine(store, config, scheduler, drivers, clock=None, metrics=None):
     """An Engine for unit tests: on a fake clock, over ``store``, with a real notifier and outbox;
     ``scheduler`` and ``drivers`` are the test's stand-ins (or a real scheduler on ``clock`` with
     ``metrics``: :class:`Scripted`)."""
@@ -126,8 +126,10 @@ def unit_engine(store, config, scheduler, drivers, clock=None, metrics=None):
 
     clock, metrics = clock or FakeClock(), metrics or Metrics()
     notifier = Notifier(config=config, store=store, outbox=Outbox(store, clock), clock=clock, metrics=metrics)
-    return Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=scheduler,
-                  notifier=notifier, drivers=drivers)
+    engine = Engine(config=config, store=store, metrics=metrics, clock=clock, ctx=ProbeContext(), scheduler=scheduler,
+                    notifier=notifier, drivers=drivers)
+    await engine.restore()
+    return engine
 
 
 class Served:
@@ -173,7 +175,7 @@ class Scripted:
             raise ProbeError(Reason.UNREACHABLE, "no reply")
         return Outcome(Status.OK, "answers")
 
-    def scheduler(self, config, store, metrics):
+    async def scheduler(self, config, store, metrics):
         """A scheduler with ``config``'s checks loaded, each running this script."""
         import dataclasses
 
@@ -181,6 +183,6 @@ class Scripted:
         from monitord.shared.probe import ProbeContext
 
         scheduler = Scheduler(clock=self.clock, store=store, metrics=metrics, ctx=ProbeContext(), max_concurrency=10)
-        scheduler.load([dataclasses.replace(s, kind=dataclasses.replace(s.kind, run=self.run)) for s in config.checks()],
-                       store.check_states())
+        await scheduler.load([dataclasses.replace(s, kind=dataclasses.replace(s.kind, run=self.run)) for s in config.checks()],
+                       await store.checks.states())
         return scheduler

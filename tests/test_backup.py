@@ -582,7 +582,7 @@ async def messages(store) -> list[dict]:
 async def notify(engine, spec, event, result, incident_id):
     import asyncio
 
-    engine.notify(spec, event, result, incident_id=incident_id)
+    await engine.notify(spec, event, result, incident_id=incident_id)
     await asyncio.sleep(0)
     await engine.idle()
 

@@ -70,7 +70,7 @@ class World:
 
 
 @pytest.fixture
-def guard(tmp_path):
+async def guard(tmp_path):
     clock = FakeClock()
     store = SQLiteStore(tmp_path / "state.db")
     config = parse_config(CONFIG)
@@ -80,11 +80,11 @@ def guard(tmp_path):
                       store=store, notifier=notifier, metrics=Metrics(), clock=clock,
                       failing=lambda: world.failing, probe=world.probe)
     yield made, world, store, clock, notifier
-    store.close()
+    await store.close()
 
 
-def outbox(store) -> list[tuple[str, str]]:
-    return [(i.action, i.dedup_key) for i in store.outbox()]
+async def outbox(store) -> list[tuple[str, str]]:
+    return [(i.action, i.dedup_key) for i in await store.outbox.items()]
 
 
 async def test_a_host_that_recovered_no_longer_counts(guard):
@@ -93,7 +93,7 @@ async def test_a_host_that_recovered_no_longer_counts(guard):
     world.failing = {"a": clock.time() - 30, "b": clock.time()}
     world.answers = {"a": True, "b": False}
     assert await made.evaluate() is None
-    assert sorted(world.probed) == ["a", "b"] and store.incidents() == []
+    assert sorted(world.probed) == ["a", "b"] and await store.incidents.list() == []
 
 
 async def test_an_episode_is_one_incident_paged_once_and_resolved_when_it_clears(guard):
@@ -103,25 +103,25 @@ async def test_an_episode_is_one_incident_paged_once_and_resolved_when_it_clears
     why = await made.evaluate()
     assert why == "3 of 3 hosts down now"
     assert await made.evaluate() == why  # quiet: no second incident, no second page
-    [incident] = store.incidents()
+    [incident] = await store.incidents.list()
     assert (incident.host, incident.check, incident.closed_at) == (MONITOR, "blast_radius", None)
-    assert outbox(store) == [("trigger", "monitord-page-1")]
-    assert made.hold("a", "failure", "ping: no reply")  # per-host notices are held, journaled to the episode
-    assert [e.incident_id for e in store.journal() if e.event == "held"] == [incident.id]
+    assert await outbox(store) == [("trigger", "monitord-page-1")]
+    assert await made.hold("a", "failure", "ping: no reply")  # per-host notices are held, journaled to the episode
+    assert [e.incident_id for e in await store.incidents.journal() if e.event == "held"] == [incident.id]
     clock._now += 15 * 60
-    notifier.tick()  # unacknowledged: the page repeats per its policy
-    assert outbox(store)[-1] == ("trigger", "monitord-page-1-r1")
+    await notifier.tick()  # unacknowledged: the page repeats per its policy
+    assert (await outbox(store))[-1] == ("trigger", "monitord-page-1-r1")
     world.answers = {}
     world.failing = {}
     assert await made.evaluate() is None
-    assert store.incidents()[0].closed_at == clock.time()
-    assert [a for a, _ in outbox(store)].count("resolve") == 2  # every key that was paged
-    assert not made.hold("a", "failure", "x")
+    assert (await store.incidents.list())[0].closed_at == clock.time()
+    assert [a for a, _ in await outbox(store)].count("resolve") == 2  # every key that was paged
+    assert not await made.hold("a", "failure", "x")
     # the next outage is a new episode, paged again
     world.failing = {"a": clock.time(), "b": clock.time()}
     world.answers = {"a": False, "b": False}
     assert await made.evaluate() is not None
-    assert len(store.incidents()) == 2 and outbox(store)[-1] == ("trigger", "monitord-page-2")
+    assert len(await store.incidents.list()) == 2 and (await outbox(store))[-1] == ("trigger", "monitord-page-2")
 
 
 async def test_concurrent_evaluations_share_one_round_of_probes(guard):
@@ -143,7 +143,7 @@ async def test_a_failed_canary_blocks_without_probing_the_fleet(tmp_path):
                       metrics=Metrics(), clock=clock, failing=lambda: world.failing, probe=world.probe)
     assert await made.evaluate() == "reference target c is not answering"
     assert world.probed == ["c"]
-    store.close()
+    await store.close()
 
 
 async def test_an_episode_open_at_a_restart_is_resumed_not_forgotten(guard, tmp_path):
@@ -153,5 +153,6 @@ async def test_an_episode_open_at_a_restart_is_resumed_not_forgotten(guard, tmp_
     await made.evaluate()
     again = BlastGuard(config=lambda: (BR, 3), store=store, notifier=notifier, metrics=Metrics(), clock=clock,
                        failing=lambda: {}, probe=world.probe)
-    assert again.active and again.episode.incident_id == store.incidents()[0].id
-    assert await again.evaluate() is None and store.incidents()[0].closed_at is not None
+    await again.restore()
+    assert again.active and again.episode.incident_id == (await store.incidents.list())[0].id
+    assert await again.evaluate() is None and (await store.incidents.list())[0].closed_at is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
@@ -47,7 +48,7 @@ def test_maintenance_add_list_remove(config, capsys):
 
 def test_approvals_and_journal(config, capsys, tmp_path):
     assert run(capsys, "approve", "--config", str(config), "web1", "--by", "night-contact")[:2] == (0, "web1: granted\n")
-    assert SQLiteStore(tmp_path / "state.db").take_approval("web1", 0) == "granted"
+    assert asyncio.run(SQLiteStore(tmp_path / "state.db").control.take_approval("web1", 0)) == "granted"
     code, out, _ = run(capsys, "journal", "--config", str(config), "--json")
     [entry] = [json.loads(line) for line in out.splitlines()]
     assert (entry["event"], entry["host"], entry["decision"], entry["detail"]) == (
@@ -56,8 +57,8 @@ def test_approvals_and_journal(config, capsys, tmp_path):
 
 def test_incident_commands(config, capsys, tmp_path):
     store = SQLiteStore(tmp_path / "state.db")
-    incident = store.open_incident("web1", "ping", "ping", 1000.0, 1000.0, "down")
-    store.close()
+    incident = asyncio.run(store.incidents.open("web1", "ping", "ping", 1000.0, 1000.0, "down"))
+    asyncio.run(store.close())
     assert run(capsys, "ack", "--config", str(config), "99")[0] == 2
     assert run(capsys, "ack", "--config", str(config), str(incident))[1] == f"incident #{incident}: 0 page(s) acknowledged\n"
     assert run(capsys, "arrived", "--config", str(config), str(incident))[0] == 2  # no timer running
@@ -66,7 +67,7 @@ def test_incident_commands(config, capsys, tmp_path):
     assert run(capsys, "swap-decided", "--config", str(config), str(incident))[0] == 2  # only once
     code, out, _ = run(capsys, "swapped", "--config", str(config), str(incident))
     assert code == 0 and out.rstrip().endswith(": met")
-    events = [(e.event, e.decision) for e in SQLiteStore(tmp_path / "state.db").journal()]
+    events = [(e.event, e.decision) for e in asyncio.run(SQLiteStore(tmp_path / "state.db").incidents.journal())]
     assert events == [("ack", "acknowledged"), ("sla_started", "replacement_on_network"),
                       ("sla_stopped", "replacement_on_network")]
 
@@ -79,8 +80,8 @@ def test_release_of_a_host_that_is_not_quarantined(config, capsys):
 @pytest.mark.parametrize("given", ["١", "１", "¹", "+1", " 1", "1_0", "1.0", "9" * 19])
 def test_ids_are_plain_ascii_digits(config, capsys, tmp_path, given):
     store = SQLiteStore(tmp_path / "state.db")
-    store.open_incident("web1", "ping", "ping", 1000.0, 1000.0, "down")  # #1: int() would take "١" for it
-    store.close()
+    asyncio.run(store.incidents.open("web1", "ping", "ping", 1000.0, 1000.0, "down"))  # #1: int() would take "١" for it
+    asyncio.run(store.close())
     for args in (["ack", "--config", str(config), given], ["report", "show", "--config", str(config), given],
                  ["maintenance", "remove", "--config", str(config), given]):
         with pytest.raises(SystemExit) as exit_:

@@ -60,29 +60,29 @@ def make_engine(tmp_path, text: str, scheduler=None):
 
 
 @pytest.fixture
-def engine(tmp_path):
+async def engine(tmp_path):
     made = make_engine(tmp_path, CONFIG)
     yield made
-    made[1].close()
+    await made[1].close()
 
 
-def subjects(store) -> list[str]:
-    return [json.loads(item.message)["summary"] for item in store.outbox()]
+async def subjects(store) -> list[str]:
+    return [json.loads(item.message)["summary"] for item in await store.outbox.items()]
 
 
 async def test_disk_threshold_is_a_customer_notice_and_an_operator_warning_not_a_ladder(engine):
     engine, store, specs = engine
     result = Result(Status.CRITICAL, Reason.THRESHOLD, "/var disk 93% (>= 90%)", 0.1, 1000.0)
-    engine.notify(specs["disk"], Event.CONFIRMED, result, incident_id=5)
+    await engine.notify(specs["disk"], Event.CONFIRMED, result, incident_id=5)
     await asyncio.sleep(0)
     await engine.idle()
-    assert subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)", "db1/disk: /var disk 93% (>= 90%)"]
-    assert [(p.kind, p.severity) for p in store.pages(incident_id=5)] == [("threshold", "warning")]
-    assert not [e for e in store.journal() if e.event == "decided"]
-    engine.notify(specs["disk"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "/var disk 70%", 0.1, 2000.0), 5)
+    assert await subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)", "db1/disk: /var disk 93% (>= 90%)"]
+    assert [(p.kind, p.severity) for p in await store.outbox.pages(incident_id=5)] == [("threshold", "warning")]
+    assert not [e for e in await store.incidents.journal() if e.event == "decided"]
+    await engine.notify(specs["disk"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "/var disk 70%", 0.1, 2000.0), 5)
     await asyncio.sleep(0)
     await engine.idle()
-    actions = [json.loads(item.message)["action"] for item in store.outbox()]
+    actions = [json.loads(item.message)["action"] for item in await store.outbox.items()]
     assert actions == ["trigger", "trigger", "resolve"]  # the operator's warning resolved, no customer mail
 
 
@@ -90,13 +90,13 @@ async def test_failed_drive_is_a_business_hours_ticket_announced_to_the_customer
     engine, store, specs = engine
     result = Result(Status.WARNING, Reason.THRESHOLD, "hardware ticket (business hours): Drive Slot 3 fault", 0.1,
                     1000.0, ticket=Ticket.HARDWARE)
-    engine.notify(specs["bmc"], Event.CONFIRMED, result, incident_id=6)
+    await engine.notify(specs["bmc"], Event.CONFIRMED, result, incident_id=6)
     await asyncio.sleep(0)
     await engine.idle()
-    assert subjects(store) == ["db1: hardware ticket (business hours): Drive Slot 3 fault",
+    assert await subjects(store) == ["db1: hardware ticket (business hours): Drive Slot 3 fault",
                                "【作業予定】db1: hardware ticket (business hours): Drive Slot 3 fault"]
-    scheduled = [e for e in store.journal() if e.event == "page_sent"]
-    assert scheduled and not [e for e in store.journal() if e.event == "decided"]
+    scheduled = [e for e in await store.incidents.journal() if e.event == "page_sent"]
+    assert scheduled and not [e for e in await store.incidents.journal() if e.event == "decided"]
 
 
 PING_CONFIG = """
@@ -116,10 +116,10 @@ hosts:
 
 
 @pytest.fixture
-def ping_engine(tmp_path):
+async def ping_engine(tmp_path):
     made = make_engine(tmp_path, PING_CONFIG)
     yield made
-    made[1].close()
+    await made[1].close()
 
 
 @pytest.mark.parametrize("check,result", [
@@ -131,20 +131,20 @@ def ping_engine(tmp_path):
 ])
 async def test_warnings_and_threshold_verdicts_never_start_a_ladder(ping_engine, check, result):
     engine, store, specs = ping_engine
-    engine.notify(specs[check], Event.CONFIRMED, result, incident_id=1)
+    await engine.notify(specs[check], Event.CONFIRMED, result, incident_id=1)
     await asyncio.sleep(0)
     await engine.idle()
-    assert not [e for e in store.journal() if e.event in ("decided", "blocked")]  # no reset, no restart
-    assert [e.decision for e in store.journal() if e.event == "page_sent"] == ["check_warning"]
+    assert not [e for e in await store.incidents.journal() if e.event in ("decided", "blocked")]  # no reset, no restart
+    assert [e.decision for e in await store.incidents.journal() if e.event == "page_sent"] == ["check_warning"]
 
 
 async def test_a_host_that_degrades_from_loss_to_down_starts_the_ladder(ping_engine):
     engine, store, specs = ping_engine
     down = Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply from 127.0.0.1 (3 sent)", 0.1, 1000.0)
-    engine.notify(specs["ping"], Event.CHANGED, down, incident_id=1)
+    await engine.notify(specs["ping"], Event.CHANGED, down, incident_id=1)
     await asyncio.sleep(0)
     await engine.idle()
-    assert [e.decision for e in store.journal() if e.event == "decided"][:1] == ["bmc_read"]
+    assert [e.decision for e in await store.incidents.journal() if e.event == "decided"][:1] == ["bmc_read"]
 
 
 # -- the lifecycle of an episode, on the fake clock ------------------------------------------------
@@ -172,10 +172,10 @@ def hard(result: Result) -> CheckState:
 
 
 @pytest.fixture
-def lifecycle(tmp_path):
+async def lifecycle(tmp_path):
     engine, store, specs = make_engine(tmp_path, PING_CONFIG, StateScheduler())
     yield engine, store, specs
-    store.close()
+    await store.close()
 
 
 async def test_a_deferred_restart_is_cancelled_when_the_check_recovered_meanwhile(lifecycle):
@@ -185,16 +185,16 @@ async def test_a_deferred_restart_is_cancelled_when_the_check_recovered_meanwhil
     engine._states["web1"] = esc.HostState(grace_until=clock.time() + 60)  # a reset just happened
     down = Result(Status.CRITICAL, Reason.REFUSED, "connection refused", 0.1, clock.time())
     engine.scheduler.states[https.id] = hard(down)
-    incident = store.open_incident("web1", "https", "https", clock.time(), clock.time(), "refused")
+    incident = await store.incidents.open("web1", "https", "https", clock.time(), clock.time(), "refused")
     engine.submit("web1", esc.Confirmed("https", False, incident, "connection refused"))
     await clock.advance(1)
-    assert [e.event for e in store.journal() if e.host == "web1"] == ["deferred"]
+    assert [e.event for e in await store.incidents.journal() if e.host == "web1"] == ["deferred"]
     engine.scheduler.states[https.id] = CheckState()  # https answers again before the grace period ends
     await clock.advance(60)
     await engine.idle()
-    events = [(e.event, e.reason) for e in store.journal() if e.host == "web1"]
+    events = [(e.event, e.reason) for e in await store.incidents.journal() if e.host == "web1"]
     assert events[-1][0] == "cancelled" and "no longer confirmed down" in events[-1][1]
-    assert not [e for e in store.journal() if e.event == "decided"]
+    assert not [e for e in await store.incidents.journal() if e.event == "decided"]
 
 
 async def test_warnings_fold_into_the_ladder_in_progress(lifecycle):
@@ -203,40 +203,40 @@ async def test_warnings_fold_into_the_ladder_in_progress(lifecycle):
                                            step=esc.Step.WAIT_BOOT, check="ping", incident_id=9)
     loss = Result(Status.WARNING, Reason.THRESHOLD, "33% loss (1 of 3 lost)", 0.1, 1000.0)
     for _ in range(3):
-        engine.notify(specs["ping"], Event.CHANGED, loss, incident_id=9)
-    assert not [e for e in store.journal() if e.event == "page_sent"]
-    assert [e.incident_id for e in store.journal() if e.event == "note"] == [9, 9, 9]
+        await engine.notify(specs["ping"], Event.CHANGED, loss, incident_id=9)
+    assert not [e for e in await store.incidents.journal() if e.event == "page_sent"]
+    assert [e.incident_id for e in await store.incidents.journal() if e.event == "note"] == [9, 9, 9]
 
 
 async def test_a_check_recovering_during_a_ladder_leaves_the_incident_to_the_ladder(lifecycle):
     engine, store, specs = lifecycle
     clock = engine.clock
-    incident = store.open_incident("web1", "ping", "ping", clock.time(), clock.time(), "down")
+    incident = await store.incidents.open("web1", "ping", "ping", clock.time(), clock.time(), "down")
     engine._states["web1"] = esc.HostState(phase=esc.Phase.DISPATCHED, ladder=esc.Ladder.HOST, level=3,
                                            check="ping", incident_id=incident)
     assert engine.episode("web1") == incident
-    engine.notifier.page("web1", "dispatch", "web1: level 3", incident)
-    engine.notify(specs["ping"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "ok", 0.1, clock.time()),
+    await engine.notifier.page("web1", "dispatch", "web1: level 3", incident)
+    await engine.notify(specs["ping"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "ok", 0.1, clock.time()),
                   incident_id=incident)
-    assert store.incidents()[0].closed_at is None and len(store.pages()) == 1  # not resolved by the check
+    assert (await store.incidents.list())[0].closed_at is None and len(await store.outbox.pages()) == 1  # not resolved by the check
 
 
 async def test_a_recovery_without_a_ladder_resolves_pages_and_tells_the_customer_once(tmp_path):
     engine, store, specs = make_engine(tmp_path, CONFIG.replace("      bmc: {}\n", "      bmc: {}\n      ping: {}\n"))
     clock = engine.clock
-    incident = store.open_incident("db1", "ping", "ping", clock.time(), clock.time(), "down")
-    engine.notifier.notice("db1", "failure", "ping: no reply", incident)
-    engine.notifier.page("db1", "check_warning", "db1/ping: 33% loss", incident)
-    store.close_incident(incident, clock.time())  # what the scheduler does before telling the engine
+    incident = await store.incidents.open("db1", "ping", "ping", clock.time(), clock.time(), "down")
+    await engine.notifier.notice("db1", "failure", "ping: no reply", incident)
+    await engine.notifier.page("db1", "check_warning", "db1/ping: 33% loss", incident)
+    await store.incidents.close(incident, clock.time())  # what the scheduler does before telling the engine
     ok = Result(Status.OK, Reason.NONE, "ok", 0.1, clock.time())
     for _ in range(2):
-        engine.notify(specs["ping"], Event.RECOVERED, ok, incident_id=incident)
+        await engine.notify(specs["ping"], Event.RECOVERED, ok, incident_id=incident)
     await asyncio.sleep(0)
     await engine.idle()
-    assert [(i.action, i.dedup_key) for i in store.outbox()] == [
+    assert [(i.action, i.dedup_key) for i in await store.outbox.items()] == [
         ("trigger", f"monitord-notice-db1-failure-{incident}"), ("trigger", "monitord-page-1"),
         ("resolve", "monitord-page-1"), ("resolve", f"monitord-notice-db1-failure-{incident}")]
-    assert store.pages() == []
+    assert await store.outbox.pages() == []
 
 
 async def test_a_confirmation_of_an_incident_that_is_over_is_not_acted_on(lifecycle):
@@ -246,12 +246,12 @@ async def test_a_confirmation_of_an_incident_that_is_over_is_not_acted_on(lifecy
     clock = engine.clock
     ping = specs["ping"]
     engine.scheduler.states[ping.id] = hard(Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply", 0.1, clock.time()))
-    incident = store.open_incident("web1", "ping", "ping", clock.time(), clock.time(), "no reply")
-    store.close_incident(incident, clock.time())
+    incident = await store.incidents.open("web1", "ping", "ping", clock.time(), clock.time(), "no reply")
+    await store.incidents.close(incident, clock.time())
     engine.submit("web1", esc.Confirmed("ping", True, incident, "no reply"))
     await asyncio.sleep(0)
     await engine.idle()
-    [entry] = [e for e in store.journal() if e.host == "web1"]
+    [entry] = [e for e in await store.incidents.journal() if e.host == "web1"]
     assert (entry.event, entry.reason) == ("cancelled", f"incident {incident} of ping is over already")
 
 
@@ -265,7 +265,7 @@ async def test_hosts_blocked_by_the_blast_radius_guard_wait_quietly_until_it_cle
     for _ in range(3):  # what the daemon does every 30 s
         engine._reevaluate()
         await clock.advance(30)
-    assert not engine._tasks and store.journal() == []  # no BMC read, no journal row
+    assert not engine._tasks and await store.incidents.journal() == []  # no BMC read, no journal row
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # no log line
     engine.blast.episode.update(None, clock.time())
     engine._reevaluate()

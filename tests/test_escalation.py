@@ -162,14 +162,14 @@ def test_dispatch_sla_due_follows_the_configured_target():
     assert decisions[-1] == StartSla("engineer_on_site", 1005.0 + 5400)
 
 
-def test_engine_policy_takes_the_sla_target_from_paging(tmp_path):
+async def test_engine_policy_takes_the_sla_target_from_paging(tmp_path):
     from tests.test_engine_notices import make_engine
 
     engine, store, _ = make_engine(tmp_path, "paging: {sla: {engineer_on_site: 90m}}\nhosts: {web1: {address: 127.0.0.1}}\n")
     try:
         assert engine.policy("web1").engineer_on_site == 5400
     finally:
-        store.close()
+        await store.close()
 
 
 @pytest.mark.parametrize("guard,field_value", [

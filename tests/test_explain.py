@@ -39,44 +39,44 @@ class Down:
         return {"web1/ping": NOW + 10}
 
 
-def explain(tmp_path, state: HostState, extra: str = "") -> tuple[dict, SQLiteStore, object]:
+async def explain(tmp_path, state: HostState, extra: str = "") -> tuple[dict, SQLiteStore, object]:
     store = SQLiteStore(tmp_path / "state.db")
-    engine = unit_engine(store, parse_config(CONFIG + extra), Down(), None)
+    engine = await unit_engine(store, parse_config(CONFIG + extra), Down(), None)
     engine._states["web1"] = state
-    return engine.explain("web1"), store, engine
+    return await engine.explain("web1"), store, engine
 
 
 def verdicts(answer: dict) -> dict[str, str]:
     return {g["guard"]: g["reason"] if g["verdict"] == "block" else "pass" for g in answer["guards"]}
 
 
-def test_a_fresh_failure_in_business_hours_would_read_the_bmc_with_every_guard_passing(tmp_path):
-    answer, store, engine = explain(tmp_path, HostState())
+async def test_a_fresh_failure_in_business_hours_would_read_the_bmc_with_every_guard_passing(tmp_path):
+    answer, store, engine = await explain(tmp_path, HostState())
     assert set(verdicts(answer).values()) == {"pass"} and answer["guards_for"] == "power_reset"
     assert answer["next"]["decisions"] == ["bmc_read at level 1: host down: read the BMC (power, SEL, sensors)"]
     assert answer["next"]["at"] == NOW + 10
-    assert store.journal() == [] and store.escalation_states() == {} and engine.state("web1") == HostState()
+    assert await store.incidents.journal() == [] and await store.checks.escalations() == {} and engine.state("web1") == HostState()
 
 
 @pytest.mark.parametrize("days, blocked", [("[sun]", True), ("[fri]", False)])
-def test_off_hours_approval_is_needed_outside_business_hours_only(tmp_path, days, blocked):
-    answer, _, _ = explain(tmp_path, HostState(), f"business_hours: {{days: {days}}}\n")
+async def test_off_hours_approval_is_needed_outside_business_hours_only(tmp_path, days, blocked):
+    answer, _, _ = await explain(tmp_path, HostState(), f"business_hours: {{days: {days}}}\n")
     expected = "outside business hours: the emergency contact is asked before power_reset"
     assert verdicts(answer)["off_hours_approval"] == (expected if blocked else "pass")
 
 
-def test_limit_and_grace_block_together_and_the_ladder_waits_for_the_grace_period(tmp_path):
+async def test_limit_and_grace_block_together_and_the_ladder_waits_for_the_grace_period(tmp_path):
     state = HostState(power_actions=(NOW - 600, NOW - 60), grace_until=NOW + 240)
-    answer, store, engine = explain(tmp_path, state, "business_hours: {days: [sun]}\n")
+    answer, store, engine = await explain(tmp_path, state, "business_hours: {days: [sun]}\n")
     found = verdicts(answer)
     assert found["limit"] == "reset limit reached (2/2)"
     assert found["grace"] == "grace period after the last action until 2027-01-15T08:04:00+00:00"
     assert found["off_hours_approval"] != "pass"  # three guards at once, each with its reason
     assert answer["ladder"]["recent_power_actions"] == 2
     assert answer["next"]["at"] == NOW + 240 and "grace period" in answer["next"]["what"]
-    assert store.journal() == [] and engine.state("web1") == state  # explained, not changed
+    assert await store.incidents.journal() == [] and engine.state("web1") == state  # explained, not changed
 
 
-def test_old_power_actions_do_not_count_against_the_limit(tmp_path):
-    answer, _, _ = explain(tmp_path, HostState(power_actions=(NOW - 90_000, NOW - 60)))
+async def test_old_power_actions_do_not_count_against_the_limit(tmp_path):
+    answer, _, _ = await explain(tmp_path, HostState(power_actions=(NOW - 90_000, NOW - 60)))
     assert verdicts(answer)["limit"] == "pass" and answer["ladder"]["recent_power_actions"] == 1

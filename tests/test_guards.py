@@ -47,38 +47,38 @@ maintenance:
 
 
 @pytest.fixture
-def store(tmp_path):
+async def store(tmp_path):
     made = SQLiteStore(tmp_path / "state.db")
     yield made
-    made.close()
+    await made.close()
 
 
 @pytest.fixture
-def world(store):
+async def world(store):
     """A real scheduler with the config's checks on a fake clock, answering from a script."""
     clock, metrics, config = FakeClock(NOW), Metrics(), parse_config(CONFIG)
     script = Scripted(clock)
-    scheduler = script.scheduler(config, store, metrics)
+    scheduler = await script.scheduler(config, store, metrics)
     return config, scheduler, script, clock, metrics
 
 
-def test_maintenance_covers_its_targets_during_its_window_only(store):
+async def test_maintenance_covers_its_targets_during_its_window_only(store):
     config = parse_config(CONFIG + WINDOW)
-    assert maintenance(config, store, "web1", NOW) == "firmware"  # through its group
-    assert maintenance(config, store, "sw1", NOW) is None  # not a target
-    assert maintenance(config, store, "web1", NOW + 3600) is None  # the window ended at 18:00
-    window = store.add_maintenance("host:sw1", NOW - 60, NOW + 60, "cable swap", "op")
-    assert maintenance(config, store, "sw1", NOW) == f"#{window} cable swap"
-    assert maintenance(config, store, "sw1", NOW + 60) is None  # the end is exclusive
-    assert active_windows(config, store, NOW) == {"config:firmware", f"cli:{window}"}
+    assert await maintenance(config, store, "web1", NOW) == "firmware"  # through its group
+    assert await maintenance(config, store, "sw1", NOW) is None  # not a target
+    assert await maintenance(config, store, "web1", NOW + 3600) is None  # the window ended at 18:00
+    window = await store.control.add_maintenance("host:sw1", NOW - 60, NOW + 60, "cable swap", "op")
+    assert await maintenance(config, store, "sw1", NOW) == f"#{window} cable swap"
+    assert await maintenance(config, store, "sw1", NOW + 60) is None  # the end is exclusive
+    assert await active_windows(config, store, NOW) == {"config:firmware", f"cli:{window}"}
 
 
-def test_quarantine_holds_until_release(store):
-    assert not quarantined(store, "web1")
-    store.quarantine("web1", NOW, "intrusion", "op")
-    assert quarantined(store, "web1") and not quarantined(store, "sw1")
-    store.release("web1")
-    assert not quarantined(store, "web1")
+async def test_quarantine_holds_until_release(store):
+    assert not await quarantined(store, "web1")
+    await store.control.quarantine("web1", NOW, "intrusion", "op")
+    assert await quarantined(store, "web1") and not await quarantined(store, "sw1")
+    await store.control.release("web1")
+    assert not await quarantined(store, "web1")
 
 
 def test_off_hours_follows_the_hosts_calendar():
@@ -103,13 +103,13 @@ async def test_parent_down_reads_check_states_and_probes_through_the_scheduler(w
     assert parents.seen("web1") == "core" and parents.seen("core") is None
 
 
-def test_store_health_blocks_while_the_store_cannot_be_written(store):
+async def test_store_health_blocks_while_the_store_cannot_be_written(store):
     health = StoreHealth(store)
     assert health.verdict() is None
     store._db.execute("PRAGMA query_only=1")  # every write fails, as on a full disk
     with pytest.raises(Exception):
-        with store.transaction():
-            store.quarantine("web1", NOW, "x", None)
+        async with store.transaction():
+            await store.control.quarantine("web1", NOW, "x", None)
     assert health.verdict().startswith("the state store cannot be written: ")
     health.hold("web2")
     health.hold("web1")
@@ -156,7 +156,7 @@ def test_dry_run_blocks_destructive_steps_only(what, blocked):
 
 async def test_the_blast_radius_probes_recent_failures_through_the_scheduler(store, world):
     config, scheduler, script, clock, metrics = world
-    engine = unit_engine(store, config, scheduler, None, clock, metrics)
+    engine = await unit_engine(store, config, scheduler, None, clock, metrics)
     script.down = {"sw1", "web1", "core"}
     for host in ("sw1", "web1", "core"):
         await scheduler.run_now(f"{host}/ping")  # each fails once: soft, recent
@@ -174,19 +174,20 @@ async def test_all_guards_together_as_explain_reports_them(store, world):
     config, scheduler, script, clock, metrics = world
     config = parse_config(CONFIG + WINDOW + "business_hours: {days: [sun]}\n"
                           "defaults: {remediation: {contact_first: [power_reset]}}\n")
-    engine = unit_engine(store, config, Scripted(clock).scheduler(config, store, metrics), None, clock, metrics)
-    store.quarantine("web1", NOW, "intrusion", "op")
+    engine = await unit_engine(store, config, await Scripted(clock).scheduler(config, store, metrics), None, clock,
+                               metrics)
+    await store.control.quarantine("web1", NOW, "intrusion", "op")
     engine._states["web1"] = state = esc.HostState(power_actions=(NOW - 60,) * 3, grace_until=NOW + 60)
     policy = engine.policy("web1")
     guards = GuardSet(config=config, store=store, fleet=engine.fleet, calendars=Calendars(config), blast=engine.blast,
                       health=StoreHealth(store), dry_run=True)
-    verdicts = dict(guards.verdicts("web1", esc.Step.POWER_RESET, state, policy, NOW))
+    verdicts = dict(await guards.verdicts("web1", esc.Step.POWER_RESET, state, policy, NOW))
     assert {name for name, why in verdicts.items() if why} == {
         "quarantined", "maintenance", "dry_run", "limit", "grace", "off_hours_approval"}
     assert {name for name, why in verdicts.items() if not why} == {"parent_down", "blast_radius", "store_health"}
-    explained = {g["guard"]: g["reason"] for g in engine.explain("web1")["guards"]}
-    same = dict(engine.guards.verdicts("web1", esc.Step.POWER_RESET, state, policy, NOW))
+    explained = {g["guard"]: g["reason"] for g in (await engine.explain("web1"))["guards"]}
+    same = dict(await engine.guards.verdicts("web1", esc.Step.POWER_RESET, state, policy, NOW))
     assert explained == {name: why or "passes" for name, why in same.items()}
     assert same == {**verdicts, "dry_run": None}  # the engine itself is not in dry-run
-    cheap = guards.cheap("web1", NOW)
+    cheap = await guards.cheap("web1", NOW)
     assert (cheap.quarantined, cheap.maintenance, cheap.off_hours, cheap.dry_run) == (True, "firmware", True, True)

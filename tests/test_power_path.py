@@ -60,8 +60,8 @@ class Switch:
 
     name = "ipmi"
 
-    def __init__(self, during_off=lambda: None):
-        self.state, self.sent, self.during_off = PowerState.ON, [], during_off
+    def __init__(self, during_off=None):
+        self.state, self.sent, self.during_off = PowerState.ON, [], during_off or (lambda: asyncio.sleep(0))
 
     async def status(self) -> PowerState:
         return self.state
@@ -70,7 +70,7 @@ class Switch:
         self.sent.append(str(action))
         self.state = PowerState.OFF if action is PowerAction.OFF else PowerState.ON
         if action is PowerAction.OFF:
-            self.during_off()
+            await self.during_off()
 
 
 class Drivers:
@@ -93,83 +93,83 @@ class Drivers:
         return Use()
 
 
-def make(tmp_path, switch: Switch):
+async def make(tmp_path, switch: Switch):
     store = SQLiteStore(tmp_path / "state.db")
     config = parse_config(CONFIG)
     [spec] = config.checks()
-    return unit_engine(store, config, Checks(spec), Drivers(switch)), store, spec
+    return await unit_engine(store, config, Checks(spec), Drivers(switch)), store, spec
 
 
-def journal(store: SQLiteStore) -> list[str]:
-    return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in store.journal()]
+async def journal(store: SQLiteStore) -> list[str]:
+    return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in await store.incidents.journal()]
 
 
 async def test_a_quarantine_during_a_power_cycle_leaves_the_host_off(tmp_path):
     holder: list[SQLiteStore] = []
-    switch = Switch(during_off=lambda: holder[0].quarantine("web1", 0.0, "intrusion", "operator"))
-    engine, store, spec = make(tmp_path, switch)
+    switch = Switch(during_off=lambda: holder[0].control.quarantine("web1", 0.0, "intrusion", "operator"))
+    engine, store, spec = await make(tmp_path, switch)
     holder.append(store)
-    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    await engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
     assert switch.sent == ["off"] and switch.state is PowerState.OFF  # never powered back on
-    events = journal(store)
+    events = await journal(store)
     assert "outcome power_reset failed" in events and "blocked quarantined" in events
     assert not any(e.startswith("page dispatch") or e.startswith("decided wait_boot") for e in events)
-    assert "not sending on: the host is quarantined" in [e for e in store.journal() if e.outcome == "failed"][0].detail["error"]
-    store.close()
+    assert "not sending on: the host is quarantined" in [e for e in await store.incidents.journal() if e.outcome == "failed"][0].detail["error"]
+    await store.close()
 
 
 async def test_a_host_quarantined_before_the_ladder_is_not_touched(tmp_path):
     switch = Switch()
-    engine, store, spec = make(tmp_path, switch)
-    store.quarantine("web1", 0.0, "intrusion", "operator")
-    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    engine, store, spec = await make(tmp_path, switch)
+    await store.control.quarantine("web1", 0.0, "intrusion", "operator")
+    await engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
-    assert switch.sent == [] and "blocked quarantined" in journal(store)
-    store.close()
+    assert switch.sent == [] and "blocked quarantined" in await journal(store)
+    await store.close()
 
 
 async def test_the_operators_quarantine_and_release_run_in_the_engine(tmp_path):
     switch = Switch()
-    engine, store, spec = make(tmp_path, switch)
+    engine, store, spec = await make(tmp_path, switch)
     powered_off, summary = await engine.quarantine("web1", "intrusion", "operator")
     assert powered_off and "quarantined and powered off (through ipmi)" in summary
-    assert switch.sent == ["off"] and "web1" in store.quarantined()
-    events = journal(store)
+    assert switch.sent == ["off"] and "web1" in await store.control.quarantined()
+    events = await journal(store)
     assert events.index("decided quarantine_power_off") < events.index("outcome quarantine_power_off ok")
     assert await engine.release("web1", "operator") is True
     assert await engine.release("web1", "operator") is False  # not quarantined any more
-    assert "web1" not in store.quarantined() and "quarantine released" in journal(store)
+    assert "web1" not in await store.control.quarantined() and "quarantine released" in await journal(store)
     assert switch.sent == ["off"]  # release does not power it on
-    store.close()
+    await store.close()
 
 
 async def test_the_operators_quarantine_waits_for_a_power_command_under_way_but_blocks_it_at_once(tmp_path):
     switch = Switch()
-    engine, store, spec = make(tmp_path, switch)
+    engine, store, spec = await make(tmp_path, switch)
     lock = engine._power_locks["web1"]
     await lock.acquire()  # a power command of the ladder is under way
     task = asyncio.create_task(engine.quarantine("web1", "intrusion", "operator"))
     await asyncio.sleep(0)
-    assert "web1" in store.quarantined() and switch.sent == []  # recorded at once, powered off after the command
+    assert "web1" in await store.control.quarantined() and switch.sent == []  # recorded at once, powered off after the command
     lock.release()
     powered_off, _ = await task
     assert powered_off and switch.sent == ["off"]
-    store.close()
+    await store.close()
 
 
 async def test_the_operators_quarantine_does_not_wait_for_the_ladders_boot_wait(tmp_path):
     """A compromised server is stopped at once: a ladder waiting for a boot (it holds the host's
     lock for up to boot_timeout) sends no power command, so the power-off goes ahead."""
     switch = Switch()
-    engine, store, spec = make(tmp_path, switch)
+    engine, store, spec = await make(tmp_path, switch)
     async with engine._locks["web1"]:  # the ladder is waiting for the boot
         async with asyncio.timeout(30):  # (waiting for that lock would never end here)
             powered_off, _ = await engine.quarantine("web1", "intrusion", "operator")
-        assert powered_off and switch.sent == ["off"] and "web1" in store.quarantined()
-    store.close()
+        assert powered_off and switch.sent == ["off"] and "web1" in await store.control.quarantined()
+    await store.close()
 
 
 async def test_the_api_quarantines_and_releases_through_the_engine(tmp_path):
@@ -180,7 +180,7 @@ async def test_the_api_quarantines_and_releases_through_the_engine(tmp_path):
     from monitord.edge.api import Api
 
     switch = Switch()
-    engine, store, spec = make(tmp_path, switch)
+    engine, store, spec = await make(tmp_path, switch)
     (tmp_path / "token").write_text("s3cret-token\n")
     config = parse_config(CONFIG + f"daemon: {{api_token: {{file: {tmp_path / 'token'}}}}}\n")
     app = web.Application()
@@ -194,13 +194,13 @@ async def test_the_api_quarantines_and_releases_through_the_engine(tmp_path):
         assert await post("/api/v1/hosts/db9/quarantine") == (404, {"error": "no such host in the running config"})
         assert (await post("/api/v1/hosts/web1/quarantine", data=b'{"reason": 1}'))[0] == 400
         assert (await post("/api/v1/hosts/web1/release"))[0] == 409  # not quarantined
-        assert switch.sent == [] and store.quarantined() == {}  # nothing refused did anything
+        assert switch.sent == [] and await store.control.quarantined() == {}  # nothing refused did anything
         status, answer = await post("/api/v1/hosts/web1/quarantine", data=b'{"reason": "intrusion", "by": "aoki"}')
         assert status == 200 and answer["powered_off"] and "through ipmi" in answer["summary"]
-        assert store.quarantined()["web1"][1] == "intrusion" and switch.sent == ["off"]
+        assert (await store.control.quarantined())["web1"][1] == "intrusion" and switch.sent == ["off"]
         assert await post("/api/v1/hosts/web1/release", data=b'{"by": "aoki"}') == (200, {"host": "web1", "released": True})
-    assert store.quarantined() == {} and switch.sent == ["off"]
-    store.close()
+    assert await store.control.quarantined() == {} and switch.sent == ["off"]
+    await store.close()
 
 
 def test_the_cli_sees_whether_a_daemon_holds_the_store_without_taking_its_lock(tmp_path):

@@ -86,21 +86,21 @@ class Drivers:
 
 
 @pytest.fixture
-def world(tmp_path):
+async def world(tmp_path):
     store = SQLiteStore(tmp_path / "state.db")
     clock, metrics, config = FakeClock(NOW), Metrics(), parse_config(CONFIG)
     script = Scripted(clock)
     yield store, config, script, clock, metrics
-    store.close()
+    await store.close()
 
 
-def interrupted(store, check: str, step: esc.Step, ladder: esc.Ladder, level: int = 1) -> int:
+async def interrupted(store, check: str, step: esc.Step, ladder: esc.Ladder, level: int = 1) -> int:
     """The store as a daemon killed during ``step`` left it: the check confirmed down, its
     incident open, the ladder acting."""
-    incident = store.open_incident("web1", check, "tcp", NOW - 300, NOW - 400, "down")
+    incident = await store.incidents.open("web1", check, "tcp", NOW - 300, NOW - 400, "down")
     state = esc.HostState(phase=esc.Phase.ACTING, ladder=ladder, level=level, step=step, check=check,
                           incident_id=incident, started_at=NOW - 300, acted_at=NOW - 60, power_actions=(NOW - 200,))
-    store.put_escalation_state("web1", state_to_dict(state))
+    await store.checks.put_escalation("web1", state_to_dict(state))
     return incident
 
 
@@ -122,20 +122,20 @@ def test_catch_up_after_a_store_fault():
 
 async def test_a_restart_in_flight_is_re_probed_through_the_scheduler_not_repeated(world):
     store, config, script, clock, metrics = world
-    incident = interrupted(store, "nginx", esc.Step.SERVICE_RESTART, esc.Ladder.SERVICE)
+    incident = await interrupted(store, "nginx", esc.Step.SERVICE_RESTART, esc.Ladder.SERVICE)
     drivers = Drivers()
-    scheduler = script.scheduler(config, store, metrics)
-    engine = unit_engine(store, config, scheduler, drivers, clock, metrics)
+    scheduler = await script.scheduler(config, store, metrics)
+    engine = await unit_engine(store, config, scheduler, drivers, clock, metrics)
     scheduler.listener = engine
     await run_engine(engine, clock, 1)
     assert "restart" not in drivers.calls  # read, never redone
-    [reconciled] = [e for e in store.journal() if e.event == "reconciled"]
+    [reconciled] = [e for e in await store.incidents.journal() if e.event == "reconciled"]
     assert (reconciled.decision, reconciled.outcome) == ("service_restart", "ok")
     assert "re-probing instead of restarting again" in reconciled.reason
     assert script.calls[0] == "web1/nginx"  # the re-probe was a run of the check: recorded
     assert scheduler.state_of("web1/nginx").last_result.status is Status.OK
     assert engine.state("web1") == esc.HostState(power_actions=(NOW - 200,))  # the ladder ended, verified
-    assert [i.closed_at for i in store.incidents() if i.id == incident] == [NOW]
+    assert [i.closed_at for i in await store.incidents.list() if i.id == incident] == [NOW]
 
 
 async def test_a_verification_probe_moves_the_check_but_only_the_ladder_closes_the_incident(world):
@@ -144,10 +144,10 @@ async def test_a_verification_probe_moves_the_check_but_only_the_ladder_closes_t
     the ladder goes to level 3 and the incident stays open: a check answering is not the
     contract's "recovered"."""
     store, config, script, clock, metrics = world
-    incident = interrupted(store, "ping", esc.Step.WAIT_BOOT, esc.Ladder.HOST, level=2)
-    scheduler = script.scheduler(config, store, metrics)
+    incident = await interrupted(store, "ping", esc.Step.WAIT_BOOT, esc.Ladder.HOST, level=2)
+    scheduler = await script.scheduler(config, store, metrics)
     drivers = Drivers(login=False)
-    engine = unit_engine(store, config, scheduler, drivers, clock, metrics)
+    engine = await unit_engine(store, config, scheduler, drivers, clock, metrics)
     scheduler.listener = engine
     script.down = {"web1"}
     for _ in range(3):  # the check is failing when the daemon comes back: confirmed, in the ladder's incident
@@ -157,8 +157,8 @@ async def test_a_verification_probe_moves_the_check_but_only_the_ladder_closes_t
     await run_engine(engine, clock, 10 * 60)
     assert scheduler.state_of("web1/ping").status is Status.OK  # the boot checks' pings were recorded
     assert engine.state("web1").phase is esc.Phase.DISPATCHED and engine.state("web1").level == 3
-    assert [i.closed_at for i in store.incidents() if i.id == incident] == [None]  # still open
-    events = [(e.event, e.decision) for e in store.journal() if e.incident_id == incident]
+    assert [i.closed_at for i in await store.incidents.list() if i.id == incident] == [None]  # still open
+    events = [(e.event, e.decision) for e in await store.incidents.journal() if e.incident_id == incident]
     assert ("reconciled", "wait_boot") in events and ("page", "dispatch") in events
-    assert not [e for e in store.journal() if e.event == "resolved"]
+    assert not [e for e in await store.incidents.journal() if e.event == "resolved"]
     assert "restart" not in drivers.calls and "cycle" not in drivers.calls  # nothing re-issued

@@ -74,48 +74,49 @@ class SshClient:
 
     async def login_check(self):
         self.logins.append("login")
-        self.during()
+        await self.during()
         raise ActionError(Reason.AUTH, "permission denied (publickey)")
 
 
 class Drivers:
-    def __init__(self, during=lambda: None):
+    def __init__(self, during=None):
         self.logins: list[str] = []
+        during = during or (lambda: asyncio.sleep(0))
         self.during = during
 
     def ssh(self, address, ssh):
         return SshClient(self.logins, self.during)
 
 
-def make(tmp_path, drivers: Drivers):
+async def make(tmp_path, drivers: Drivers):
     store = SQLiteStore(tmp_path / "state.db")
     config = parse_config(CONFIG)
     [spec] = config.checks()
     checks = Checks(spec, CheckState(status=Status.CRITICAL, hard=True, attempt=3, last_result=DOWN), DOWN)
-    return unit_engine(store, config, checks, drivers), store, spec, checks
+    return await unit_engine(store, config, checks, drivers), store, spec, checks
 
 
-def break_store(store: SQLiteStore) -> None:
+async def break_store(store: SQLiteStore) -> None:
     """Make every write fail, as a full disk does, and let the store notice."""
     store._db.execute("PRAGMA query_only=1")
     with pytest.raises(StoreFault, match="write failed: attempt to write a readonly database"):
-        store.append(JournalEntry(ts=0.0, event="note"))
+        await store.incidents.append(JournalEntry(ts=0.0, event="note"))
 
 
-def mend_store(store: SQLiteStore) -> None:
+async def mend_store(store: SQLiteStore) -> None:
     store._db.execute("PRAGMA query_only=0")
-    assert store.probe() is None and store.fault is None
+    assert await store.probe() is None and store.fault is None
 
 
-def journal(store: SQLiteStore) -> list[str]:
-    return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in store.journal()]
+async def journal(store: SQLiteStore) -> list[str]:
+    return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in await store.incidents.journal()]
 
 
 async def confirmed_while_broken(tmp_path, drivers: Drivers):
     """An engine whose store cannot be written, told that the service is confirmed down."""
-    engine, store, spec, checks = make(tmp_path, drivers)
-    break_store(store)
-    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    engine, store, spec, checks = await make(tmp_path, drivers)
+    await break_store(store)
+    await engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
     return engine, store, checks
@@ -125,46 +126,46 @@ async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_p
     drivers = Drivers()
     engine, store, _ = await confirmed_while_broken(tmp_path, drivers)
     assert drivers.logins == []  # no restart: it could not be journaled first
-    assert journal(store) == []
+    assert await journal(store) == []
     engine._reevaluate()  # the periodic re-evaluation is held too
     await engine.idle()
-    assert drivers.logins == [] and journal(store) == []
+    assert drivers.logins == [] and await journal(store) == []
     assert caplog.text.count("every automatic action is held") == 1  # however many writes failed
     assert "attempt to write a readonly database" in store.fault
 
-    mend_store(store)
+    await mend_store(store)
     assert "writable again; automatic actions resume" in caplog.text
-    engine.store_recovered()
+    await engine.store_recovered()
     await engine.idle()
     assert drivers.logins == ["login"]  # decided (journaled), then done, once
-    assert journal(store)[:2] == ["decided service_restart", "outcome service_restart failed"]
+    assert (await journal(store))[:2] == ["decided service_restart", "outcome service_restart failed"]
 
 
 async def test_a_check_that_recovered_meanwhile_starts_nothing(tmp_path):
     drivers = Drivers()
     engine, store, checks = await confirmed_while_broken(tmp_path, drivers)
     checks.state, checks.now = CheckState(), UP  # back by itself while nothing could be written
-    mend_store(store)
-    engine.store_recovered()
+    await mend_store(store)
+    await engine.store_recovered()
     await engine.idle()
-    assert drivers.logins == [] and journal(store) == []
+    assert drivers.logins == [] and await journal(store) == []
 
 
 async def test_a_fault_during_an_action_is_reconciled_never_redone(tmp_path):
-    engine, store, spec, checks = make(tmp_path, None)
+    engine, store, spec, checks = await make(tmp_path, None)
     engine.drivers = engine.actions.drivers = drivers = Drivers(during=lambda: break_store(store))  # the disk fills during the restart
-    engine.notify(spec, Event.CONFIRMED, DOWN, 7)
+    await engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
     assert drivers.logins == ["login"]
-    assert journal(store) == ["decided service_restart"]  # its outcome could not be written
+    assert await journal(store) == ["decided service_restart"]  # its outcome could not be written
     assert str(engine.state("web1").phase) == "acting"
     checks.now = UP
-    mend_store(store)
-    engine.store_recovered()
+    await mend_store(store)
+    await engine.store_recovered()
     await engine.idle()
     assert drivers.logins == ["login"]  # re-probed, not restarted again
-    assert journal(store)[1:] == ["reconciled service_restart ok", "resolved"]
+    assert (await journal(store))[1:] == ["reconciled service_restart ok", "resolved"]
     assert str(engine.state("web1").phase) == "idle"
 
 
@@ -173,14 +174,14 @@ async def test_the_outbox_waits_while_a_delivery_could_not_be_recorded(tmp_path)
 
     store, clock, pager = SQLiteStore(tmp_path / "state.db"), FakeClock(), ScriptedPager()
     outbox, dispatcher, _ = make_dispatcher(store, clock, {"ops": pager})
-    outbox.enqueue("ops", Message(dedup_key="incident-1", summary="web1 down", source="web1"))
-    break_store(store)
+    await outbox.enqueue("ops", Message(dedup_key="incident-1", summary="web1 down", source="web1"))
+    await break_store(store)
     for _ in range(3):  # each pass would send it again, since "delivered" cannot be written
         assert await dispatcher.deliver_due() == 0
     assert pager.calls == 0
-    mend_store(store)
+    await mend_store(store)
     assert await dispatcher.deliver_due() == 1 and pager.calls == 1
-    assert [item.state for item in store.outbox()] == ["delivered"]
+    assert [item.state for item in await store.outbox.items()] == ["delivered"]
 
 
 async def test_the_outbox_loop_sleeps_while_the_store_is_unwritable(tmp_path):
@@ -188,8 +189,8 @@ async def test_the_outbox_loop_sleeps_while_the_store_is_unwritable(tmp_path):
 
     store, clock, pager = SQLiteStore(tmp_path / "state.db"), FakeClock(), ScriptedPager()
     outbox, dispatcher, _ = make_dispatcher(store, clock, {"ops": pager})
-    outbox.enqueue("ops", Message(dedup_key="incident-1", summary="web1 down", source="web1"))
-    break_store(store)
+    await outbox.enqueue("ops", Message(dedup_key="incident-1", summary="web1 down", source="web1"))
+    await break_store(store)
     passes = 0
     deliver_due = dispatcher.deliver_due
 
@@ -204,27 +205,27 @@ async def test_the_outbox_loop_sleeps_while_the_store_is_unwritable(tmp_path):
     task = asyncio.create_task(dispatcher.run())
     await clock.advance(30)
     assert passes <= 30 / 5 + 2 and pager.calls == 0
-    mend_store(store)
+    await mend_store(store)
     await clock.advance(5)
-    assert pager.calls == 1 and [item.state for item in store.outbox()] == ["delivered"]
+    assert pager.calls == 1 and [item.state for item in await store.outbox.items()] == ["delivered"]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-def test_heartbeats_are_taken_from_memory_while_the_store_is_unwritable(tmp_path, caplog):
+async def test_heartbeats_are_taken_from_memory_while_the_store_is_unwritable(tmp_path, caplog):
     from probes.heartbeat import Receiver
 
     store, clock = SQLiteStore(tmp_path / "state.db"), FakeClock()
     receiver = await Receiver.open(store, clock, lambda: parse_config(CONFIG))
-    break_store(store)
+    await break_store(store)
     with caplog.at_level(logging.ERROR):
         for i in range(5):
-            receiver.record("web1", Heartbeat(clock.time() + i))
+            await receiver.record("web1", Heartbeat(clock.time() + i))
     assert receiver.last("web1").at == clock.time() + 4
     assert "Traceback" not in caplog.text and "could not store" not in caplog.text
-    mend_store(store)
-    receiver.record("web1", Heartbeat(clock.time() + 9))
-    assert store.heartbeats()["web1"].at == clock.time() + 9
+    await mend_store(store)
+    await receiver.record("web1", Heartbeat(clock.time() + 9))
+    assert (await store.checks.heartbeats())["web1"].at == clock.time() + 9
 
 
 # -- real daemons ---------------------------------------------------------------------------

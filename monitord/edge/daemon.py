@@ -150,6 +150,7 @@ class Daemon:
         """Refuse to start on a store that cannot be written (a clear error, not a crash loop
         of tracebacks); restore the checks' states and journal the start."""
         if await self.store.probe() is None:
+            await self.engine.restore()
             await self.scheduler.load(self.config.checks(), await self.store.checks.states())
             await self.store.checks.forget({spec.id for spec in self.config.checks()})
             await self._journal("started", f"monitord {__version__}", dry_run=self.dry_run, checks=len(self.config.checks()))
@@ -267,9 +268,9 @@ class Daemon:
         """When each check runs next."""
         return self.scheduler.due_times()
 
-    def explain(self, host: str) -> dict:
+    async def explain(self, host: str) -> dict:
         """Why the engine is or is not acting on ``host`` (:meth:`Engine.explain`)."""
-        return self.engine.explain(host)
+        return await self.engine.explain(host)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         """The exposition, rendered in a thread (never on the scheduler's loop); ``?host=NAME``

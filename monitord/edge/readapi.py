@@ -35,7 +35,7 @@ OPENAPI = json.loads(resources.files("monitord.edge").joinpath("openapi.json").r
 class Live(Protocol):
     """What only the running daemon knows."""
 
-    def explain(self, host: str) -> dict: ...
+    async def explain(self, host: str) -> dict: ...
 
     def status(self) -> dict: ...
 
@@ -92,7 +92,7 @@ class ReadApi:
     async def explain(self, request: web.Request) -> web.Response:
         name = self._host(request)
         view = await views.host(self.api.config(), self.api.store, name, self.api.clock.time(), self.live.due())
-        return web.json_response({**self.live.explain(name), "checks": view["checks"],
+        return web.json_response({**(await self.live.explain(name)), "checks": view["checks"],
                                   "maintenance": view["maintenance"], "quarantined": view["quarantined"]})
 
     async def incidents(self, request: web.Request) -> web.Response:

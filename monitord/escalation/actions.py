@@ -19,7 +19,7 @@ from monitord.escalation.fleet import Fleet
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
 from monitord.paging.oncall import PageKind
-from monitord.records.state import Store, StoreFault
+from monitord.records.store import Store, StoreFault
 from monitord.shared import lastbackup
 from monitord.shared.clock import Clock
 from monitord.shared.power import ActionError, PowerAction
@@ -154,7 +154,7 @@ class Actions:
         since = self.clock.time()
         while self.clock.time() < deadline:
             self.answers[host].clear()
-            answer = self.store.take_approval(host, since)
+            answer = await self.store.control.take_approval(host, since)
             if answer is not None:
                 return esc.Done(esc.Step.REQUEST_APPROVAL, answer == "granted", detail={"answer": answer})
             poll = min(deadline, self.clock.time() + APPROVAL_POLL)
@@ -170,15 +170,15 @@ class Pages:
         self.config, self.store, self.notifier, self.calendars = config, store, notifier, calendars
         self.ctx = ctx
 
-    def page(self, host: str, page: esc.Page, incident: int | None) -> None:
-        self.notifier.page(host, page.kind, f"{host}: {page.summary}", incident, self.details(host, page),
+    async def page(self, host: str, page: esc.Page, incident: int | None) -> None:
+        await self.notifier.page(host, page.kind, f"{host}: {page.summary}", incident, await self.details(host, page),
                            vendors=[page.detail["vendor"]] if "vendor" in page.detail else [])
 
-    def details(self, host: str, page: esc.Page) -> dict:
+    async def details(self, host: str, page: esc.Page) -> dict:
         """What the on-call engineer needs: what was tried, BMC findings, the customer's instructions
         and, with a backup contract, the last good backup to restore (:mod:`monitord.shared.lastbackup`)."""
         h = self.config.hosts[host]
-        findings = [e.detail.get("findings") for e in self.store.journal(host=host, limit=100_000)
+        findings = [e.detail.get("findings") for e in await self.store.incidents.journal(host=host, limit=100_000)
                     if e.event == "outcome" and e.decision == "bmc_read" and e.detail.get("findings")]
         backups = lastbackup.for_host(self.config.checks(), self.ctx.state_dir, host) if h.instructions.backup_contract else []
         zone = self.calendars.for_host(host).zone
@@ -190,21 +190,21 @@ class Pages:
                 if h.instructions.backup_contract else None,
                 "config_changes": h.instructions.config_changes, "runbook": h.instructions.runbook}
 
-    def ask_emergency_contact(self, host: str, act: esc.Act, incident: int | None) -> None:
+    async def ask_emergency_contact(self, host: str, act: esc.Act, incident: int | None) -> None:
         """Page the customer's emergency contact for approval (off-hours contact-first rule)."""
         h = self.config.hosts[host]
         customer = self.config.customers.get(h.customer) if h.customer else None
         targets = customer.emergency_contact if customer and customer.emergency_contact else None
         summary = (f"{host}: approval needed outside business hours for {act.args.get('for')}: "
                    f"answer with `monitord approve {host}` or `monitord deny {host}`")
-        self.notifier.page(host, PageKind.APPROVAL, summary, incident, {"action": act.args.get("for")}, targets=targets)
+        await self.notifier.page(host, PageKind.APPROVAL, summary, incident, {"action": act.args.get("for")}, targets=targets)
 
-    def tell_fixed(self, host: str, ladder: esc.HostState) -> None:
+    async def tell_fixed(self, host: str, ladder: esc.HostState) -> None:
         """On-call hears (severity info, no escalation) of a host fixed automatically by a level-1
         power action, so people know a customer's server was reset."""
         if ladder.ladder is esc.Ladder.HOST and ladder.level == 1 and any(
                 t.split(":")[0] in esc.POWER_STEPS for t in ladder.tried):
-            self.notifier.inform(host, PageKind.AUTO_FIXED, f"{host}: reset automatically at level 1 and verified "
+            await self.notifier.inform(host, PageKind.AUTO_FIXED, f"{host}: reset automatically at level 1 and verified "
                                                      f"(ping and SSH login); no action needed", ladder.incident_id)
 
 

@@ -25,7 +25,7 @@ from monitord.config import BlastRadius
 from monitord.edge.metrics import Metrics
 from monitord.paging.notify import Notifier
 from monitord.paging.oncall import PageKind
-from monitord.records.state import JournalEntry, Store
+from monitord.records.store import JournalEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,13 @@ class BlastGuard:
         self.episode = Episode()
         self.answered: dict[str, bool] = {}
         """What the last evaluation's fresh probes found (host -> it answered)."""
-        resumed = [i for i in store.incidents(open_only=True) if i.host == MONITOR]
-        if resumed:  # an episode was open when the daemon stopped: held until an evaluation clears it
-            self.episode = Episode("resumed after a restart", resumed[0].id, resumed[0].opened_at)
         self._running: asyncio.Future[str | None] | None = None
+
+    async def restore(self) -> None:
+        """Take up an episode that was open when the daemon stopped: held until an evaluation clears it."""
+        resumed = [i for i in await self.store.incidents.list(open_only=True) if i.host == MONITOR]
+        if resumed:
+            self.episode = Episode("resumed after a restart", resumed[0].id, resumed[0].opened_at)
 
     @property
     def active(self) -> str | None:
@@ -124,41 +127,41 @@ class BlastGuard:
         else:
             why = assess(set(), total, br, canary_down)
         self.answered = answered
-        self._record(why)
+        await self._record(why)
         return why
 
-    def _record(self, why: str | None) -> None:
+    async def _record(self, why: str | None) -> None:
         now = self.clock.time()
         change = self.episode.update(why, now)
         if change == "started":
-            with self.store.transaction(durable=True):
-                incident = self.store.open_incident(MONITOR, "blast_radius", "blast_radius", now, now, why or "")
-                self.store.append(JournalEntry(ts=now, event="page", decision=PageKind.BLAST_RADIUS, incident_id=incident,
+            async with self.store.transaction(durable=True):
+                incident = await self.store.incidents.open(MONITOR, "blast_radius", "blast_radius", now, now, why or "")
+                await self.store.incidents.append(JournalEntry(ts=now, event="page", decision=PageKind.BLAST_RADIUS, incident_id=incident,
                                                reason=why, detail={"level": 0}))
             self.episode.incident_id = incident
             self.metrics.escalation_pages.labels(PageKind.BLAST_RADIUS).inc()
             log.error("PAGE blast_radius: %s: no power actions, customer notices and host pages held until it clears",
                       why)
-            self.notifier.page(None, PageKind.BLAST_RADIUS, f"monitor-side failure suspected: {why}; power actions stopped",
+            await self.notifier.page(None, PageKind.BLAST_RADIUS, f"monitor-side failure suspected: {why}; power actions stopped",
                                incident)
         elif change == "cleared":
             incident, self.episode.incident_id = self.episode.incident_id, None
-            with self.store.transaction(durable=True):
-                self.store.append(JournalEntry(ts=now, event="resolved", decision="blast_radius", incident_id=incident,
+            async with self.store.transaction(durable=True):
+                await self.store.incidents.append(JournalEntry(ts=now, event="resolved", decision="blast_radius", incident_id=incident,
                                                reason=f"blast-radius guard clear after {now - self.episode.since:.0f}s"))
                 if incident is not None:
-                    self.store.close_incident(incident, now)
+                    await self.store.incidents.close(incident, now)
             log.warning("blast-radius guard clear: hosts still down go through their ladders")
             if incident is not None:
-                self.notifier.resolve(incident)
+                await self.notifier.resolve(incident)
             self._on_clear()
 
-    def hold(self, host: str | None, what: str, summary: str) -> bool:
+    async def hold(self, host: str | None, what: str, summary: str) -> bool:
         """Whether a per-host notice or page must be held now; if so, journal it against the episode."""
         if not self.episode.active:
             return False
-        with self.store.transaction():
-            self.store.append(JournalEntry(ts=self.clock.time(), event="held", host=host, decision=what,
+        async with self.store.transaction():
+            await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="held", host=host, decision=what,
                                            incident_id=self.episode.incident_id,
                                            reason=f"held during the blast-radius episode: {summary}"))
         return True

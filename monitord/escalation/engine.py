@@ -34,7 +34,7 @@ from monitord.escalation.guards import GuardSet, StoreHealth
 from monitord.escalation.intake import Intake, actionable
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
-from monitord.records.state import JournalEntry, Store, StoreFault
+from monitord.records.store import JournalEntry, Store, StoreFault
 from monitord.run.checkstate import Event as CheckEvent
 from monitord.shared.clock import Clock
 from monitord.shared.probe import ProbeContext
@@ -81,7 +81,7 @@ class Engine:
         # held only while a power command is under way: a quarantine waits for that, not for a boot wait
         self._power_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
-        self._states = store.escalation_states(state_from_dict)
+        self._states: dict[str, esc.HostState] = {}  # read by restore()
         self.health = StoreHealth(store)
         self._active_windows: set[str] = set()
         self.last_pass = clock.time()
@@ -90,6 +90,14 @@ class Engine:
                                 failing=lambda: self.fleet.failing_hosts(), probe=lambda host: self.fleet.answers(host),
                                 on_clear=self._reevaluate)
         self.apply_config(config)
+
+    async def restore(self) -> None:
+        """Take up what the store kept (before the scheduler runs): each host's escalation state,
+        an open blast-radius episode."""
+        self._states = await self.store.checks.escalations(state_from_dict)
+        await self.blast.restore()
+        for host in self.config.hosts:
+            self.metrics.escalation_level.labels(host).set(self.state(host).level)
 
     def apply_config(self, config: Config) -> None:
         """Use a (re)loaded configuration."""
@@ -119,11 +127,11 @@ class Engine:
         """The incident of ``host``'s open ladder (see :meth:`Intake.episode`)."""
         return self.intake.episode(host)
 
-    def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
+    async def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         """Called by the scheduler when a check is confirmed down, changes status while down
         (e.g. partial loss became total loss), or recovers."""
         try:
-            self.intake.on_check_event(spec, event, result, incident_id)
+            await self.intake.on_check_event(spec, event, result, incident_id)
         except StoreFault:
             self.health.hold(spec.host)  # caught up with by store_recovered()
 
@@ -158,7 +166,7 @@ class Engine:
             while True:
                 self.last_pass = self.clock.time()
                 try:
-                    self._active_windows = self.guards.log_maintenance(self._active_windows, self.clock.time())
+                    self._active_windows = await self.guards.log_maintenance(self._active_windows, self.clock.time())
                     if self.blast.active:
                         await self.blast.evaluate()  # quietly: journaled and paged once per episode
                 except StoreFault:
@@ -200,7 +208,7 @@ class Engine:
         while the store cannot be written (journal-first cannot be honoured) nothing is decided
         or done: the host is held."""
         try:
-            if event is not None and self.intake.cancelled(host, event, self.intake.stale(host, event)):
+            if event is not None and await self.intake.cancelled(host, event, await self.intake.stale(host, event)):
                 return
             while event is not None:
                 if self.health.verdict() is not None:
@@ -210,7 +218,7 @@ class Engine:
         except StoreFault:
             self.health.hold(host)
 
-    def store_recovered(self) -> None:
+    async def store_recovered(self) -> None:
         """The store can be written again: catch up with what happened meanwhile, from the
         current check states, never from stale events (:func:`recovery.catch_up`); hosts still
         failing are taken up by :meth:`_reevaluate`."""
@@ -240,8 +248,8 @@ class Engine:
         async with self._locks[host]:
             state, now = self.state(host), self.clock.time()
             done, note = await self.recovery.reconcile(host, state, self.policy(host), now)
-            with self.store.transaction(durable=True):
-                self.store.append(JournalEntry(ts=now, event="reconciled", host=host, incident_id=state.incident_id,
+            async with self.store.transaction(durable=True):
+                await self.store.incidents.append(JournalEntry(ts=now, event="reconciled", host=host, incident_id=state.incident_id,
                                                decision=str(state.step), reason=note,
                                                outcome="ok" if done.ok else "failed", detail=_jsonable(done.detail)))
             log.warning("%s: %s", host, note)
@@ -251,7 +259,7 @@ class Engine:
         policy = self.policy(host)
         before = self.state(host)
         now = self.clock.time()
-        guards = self.guards.cheap(host, now)
+        guards = await self.guards.cheap(host, now)
         state, decisions = esc.step(before, event, policy, guards, now)
         if any(isinstance(d, esc.Act) and d.step in esc.DESTRUCTIVE for d in decisions):
             # the ladder's first destructive action: the check may have recovered since it was confirmed
@@ -261,18 +269,18 @@ class Engine:
             guards = dataclasses.replace(guards, answers=answers)
             now = self.clock.time()  # the decision is taken (and journaled) now, after the guards' probes
             state, decisions = esc.step(before, event, policy, guards, now)
-        ids = self._commit(host, state, decisions, event, now)
+        ids = await self._commit(host, state, decisions, event, now)
         follow: esc.Event | None = None
         for decision, entry_id in zip(decisions, ids):
             if isinstance(decision, esc.Act):
                 self.metrics.last_action.labels(host).set(self.clock.time())
                 done = await self.actions.execute(host, decision, self.state(host))
-                self._journal_outcome(host, decision, done, entry_id)
+                await self._journal_outcome(host, decision, done, entry_id)
                 follow = done
             elif isinstance(decision, esc.Resolved):
                 if before.incident_id is not None:
-                    self.intake.close_incident(host, before.incident_id, self.clock.time())
-                    self.pages.tell_fixed(host, before)
+                    await self.intake.close_incident(host, before.incident_id, self.clock.time())
+                    await self.pages.tell_fixed(host, before)
                 self._reprobe(host)
             elif isinstance(decision, esc.Retry):
                 self._later(host, decision.at, decision.event or event)
@@ -283,14 +291,14 @@ class Engine:
         spec = self.fleet.spec(host, check)
         return spec is not None and (await self.fleet.probe(spec)).ok
 
-    def _commit(self, host: str, state: esc.HostState, decisions: list, event: esc.Event, now: float) -> list[int]:
+    async def _commit(self, host: str, state: esc.HostState, decisions: list, event: esc.Event, now: float) -> list[int]:
         """Persist the new state and journal the decisions in one durable transaction."""
         incident = state.incident_id or getattr(event, "incident_id", None) or self.state(host).incident_id
         ids: list[int] = []
-        with self.store.transaction(durable=True):
-            self.store.put_escalation_state(host, state_to_dict(state))
+        async with self.store.transaction(durable=True):
+            await self.store.checks.put_escalation(host, state_to_dict(state))
             for d in decisions:
-                ids.append(self.store.append(_journal_entry(host, d, state, incident, now)))
+                ids.append(await self.store.incidents.append(_journal_entry(host, d, state, incident, now)))
         self._states[host] = state
         self.metrics.escalation_level.labels(host).set(state.level)
         for d in decisions:
@@ -300,24 +308,24 @@ class Engine:
             elif isinstance(d, esc.Page):
                 self.metrics.escalation_pages.labels(d.kind).inc()
                 log.warning("%s: PAGE %s (level %d): %s", host, d.kind, d.level, d.summary)
-                if not self.blast.hold(host, d.kind, d.summary):
-                    self.pages.page(host, d, incident)
+                if not await self.blast.hold(host, d.kind, d.summary):
+                    await self.pages.page(host, d, incident)
             elif isinstance(d, esc.Act):
                 log.warning("%s: level %d: %s (%s)", host, d.level, d.step, d.why)
                 if d.step is esc.Step.REQUEST_APPROVAL:
-                    self.pages.ask_emergency_contact(host, d, incident)
+                    await self.pages.ask_emergency_contact(host, d, incident)
             elif isinstance(d, esc.Resolved):
                 log.info("%s: resolved: %s", host, d.why)
             elif isinstance(d, esc.StartSla):
                 log.warning("%s: SLA timer %s started", host, d.name)
-                self.notifier.start_sla(incident, host, d.name)
+                await self.notifier.start_sla(incident, host, d.name)
         return ids
 
-    def _journal_outcome(self, host: str, act: esc.Act, done: esc.Done, ref: int) -> None:
+    async def _journal_outcome(self, host: str, act: esc.Act, done: esc.Done, ref: int) -> None:
         outcome = "ok" if done.ok else "failed"
         self.metrics.actions.labels(str(act.step), outcome).inc()
-        with self.store.transaction(durable=True):
-            self.store.append(JournalEntry(
+        async with self.store.transaction(durable=True):
+            await self.store.incidents.append(JournalEntry(
                 ts=self.clock.time(), event="outcome", host=host, incident_id=self.state(host).incident_id,
                 decision=str(act.step), reason=done.reason or None, outcome=outcome, ref=ref,
                 detail=_jsonable(done.detail)))
@@ -354,7 +362,7 @@ class Engine:
                                 if check.restart is not None and check.restart.start_command is not None),
         )
 
-    def explain(self, host: str) -> dict:
+    async def explain(self, host: str) -> dict:
         """Why the engine is or is not acting on ``host`` now: where its ladder stands, what the
         ladder would decide next for a check confirmed down (the ladder's own :func:`esc.step` on
         a copy), and every guard's verdict on the next destructive step (the same guard units the
@@ -365,7 +373,7 @@ class Engine:
         host_ladder = state.ladder is not esc.Ladder.SERVICE
         what = next((s for s in (state.pending, state.step) if s in esc.DESTRUCTIVE),
                     esc.Step.POWER_RESET if host_ladder else esc.Step.SERVICE_RESTART)
-        verdicts = self.guards.verdicts(host, what, state, policy, now)
+        verdicts = await self.guards.verdicts(host, what, state, policy, now)
         return {
             "host": host, "at": now,
             "ladder": {"phase": str(state.phase), "ladder": state.ladder and str(state.ladder), "level": state.level,
@@ -374,7 +382,7 @@ class Engine:
                        "grace_until": state.grace_until or None,
                        "recent_power_actions": len(esc.recent_power_actions(state, policy, now)),
                        "recent_restarts": len(esc.recent_restarts(state, policy, now))},
-            "next": self._next(host, state, policy, self.guards.cheap(host, now), now),
+            "next": self._next(host, state, policy, await self.guards.cheap(host, now), now),
             "guards_for": str(what),
             "guards": [{"guard": name, "verdict": "block" if why else "pass", "reason": why or "passes"}
                        for name, why in verdicts],
@@ -413,14 +421,14 @@ class Engine:
         """Quarantine ``host``: recorded at once (from then on nothing powers it on, and its ladder
         is held), then powered off as soon as no power command is under way: a compromised server
         is stopped at once, not after the ladder's boot wait or approval; return (powered off, summary)."""
-        decided = quarantine.record(self.store, self.config, host, reason, by)
+        decided = await quarantine.record(self.store, self.config, host, reason, by)
         async with self._power_locks[host]:
             return await quarantine.power_off(self.store, self.config, host, decided, self.drivers)
 
     async def release(self, host: str, by: str | None) -> bool:
         """Lift the quarantine of ``host`` under its lock (it is not powered on); False if it was not quarantined."""
         async with self._locks[host]:
-            return quarantine.release(self.store, host, by)
+            return await quarantine.release(self.store, host, by)
 
     def answered(self, host: str) -> None:
         """An approval answer for ``host`` was recorded through the API: a ladder waiting for it reads it now."""

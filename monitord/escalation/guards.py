@@ -21,32 +21,32 @@ from monitord.escalation import ladder as esc
 from monitord.escalation.blastradius import BlastGuard
 from monitord.escalation.fleet import Fleet
 from monitord.paging.business_calendar import Calendars
-from monitord.records.state import JournalEntry, Store
+from monitord.records.store import JournalEntry, Store
 
 log = logging.getLogger(__name__)
 
 
-def maintenance(config: Config, store: Store, host: str, now: float) -> str | None:
+async def maintenance(config: Config, store: Store, host: str, now: float) -> str | None:
     """The name of a maintenance window covering ``host`` at ``now`` (config or CLI), if any."""
     targets = config.targets_of(host)
     for name, window in config.maintenance.items():
         if window.covers(now) and targets & window.targets():
             return name
-    for window in store.maintenance():
+    for window in await store.control.maintenance():
         if window.starts <= now < window.ends and window.target in targets:
             return f"#{window.id} {window.reason}".strip()
     return None
 
 
-def active_windows(config: Config, store: Store, now: float) -> set[str]:
+async def active_windows(config: Config, store: Store, now: float) -> set[str]:
     """Every maintenance window active at ``now``, by name."""
     active = {f"config:{n}" for n, w in config.maintenance.items() if w.covers(now)}
-    return active | {f"cli:{w.id}" for w in store.maintenance() if w.starts <= now < w.ends}
+    return active | {f"cli:{w.id}" for w in await store.control.maintenance() if w.starts <= now < w.ends}
 
 
-def quarantined(store: Store, host: str) -> bool:
+async def quarantined(store: Store, host: str) -> bool:
     """Whether ``host`` is quarantined (powered off and kept off until released)."""
-    return host in store.quarantined()
+    return host in await store.control.quarantined()
 
 
 def off_hours(calendars: Calendars, host: str, now: float) -> bool:
@@ -108,12 +108,12 @@ class GuardSet:
         self.parents = ParentDown(fleet)
         self.dry_run = dry_run
 
-    def cheap(self, host: str, now: float) -> esc.Guards:
+    async def cheap(self, host: str, now: float) -> esc.Guards:
         """Every guard from what is known now (check states, the store, the last blast verdict)."""
         return esc.Guards(
-            maintenance=maintenance(self.config, self.store, host, now),
+            maintenance=await maintenance(self.config, self.store, host, now),
             parent_down=self.parents.seen(host),
-            quarantined=quarantined(self.store, host),
+            quarantined=await quarantined(self.store, host),
             off_hours=off_hours(self.calendars, host, now),
             dry_run=self.dry_run,
             blast_radius=self.blast.active,
@@ -124,25 +124,25 @@ class GuardSet:
         parent = guards.parent_down or await self.parents.probed(host)
         return dataclasses.replace(guards, parent_down=parent, blast_radius=await self.blast.evaluate())
 
-    def verdicts(self, host: str, what: esc.Step, state: esc.HostState, policy: esc.Policy,
+    async def verdicts(self, host: str, what: esc.Step, state: esc.HostState, policy: esc.Policy,
                  now: float) -> list[tuple[str, str | None]]:
         """Every guard's verdict on ``what`` for ``host`` now, in the order they are asked: why it
         blocks, or None (it passes). Nothing is probed."""
-        guards = self.cheap(host, now)
+        guards = await self.cheap(host, now)
         verdicts = [(name, block.why if block else None) for name, block in esc.guard_verdicts(what, policy, guards)]
         return verdicts + [("limit", esc.limit_verdict(what, state, policy, now)),
                            ("grace", esc.grace_verdict(state, now)),
                            ("off_hours_approval", esc.approval_verdict(what, policy, guards)),
                            ("store_health", self.health.verdict())]
 
-    def log_maintenance(self, before: set[str], now: float) -> set[str]:
+    async def log_maintenance(self, before: set[str], now: float) -> set[str]:
         """Journal the windows that ended since ``before`` was taken (the start is logged); the
         windows active now."""
-        active = active_windows(self.config, self.store, now)
+        active = await active_windows(self.config, self.store, now)
         for name in sorted(active - before):
             log.info("maintenance window %s started", name)
         for name in sorted(before - active):
             log.info("maintenance window %s ended", name)
-            with self.store.transaction():
-                self.store.append(JournalEntry(ts=now, event="maintenance", decision="ended", reason=name))
+            async with self.store.transaction():
+                await self.store.incidents.append(JournalEntry(ts=now, event="maintenance", decision="ended", reason=name))
         return active

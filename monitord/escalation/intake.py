@@ -22,7 +22,7 @@ from monitord.escalation.fleet import Fleet, is_host_down_check
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
 from monitord.paging.oncall import PageKind
-from monitord.records.state import JournalEntry, Store
+from monitord.records.store import JournalEntry, Store
 from monitord.run.checkstate import Event as CheckEvent
 from monitord.shared.clock import Clock
 from monitord.shared.results import Reason, Result, Status, Ticket
@@ -64,51 +64,51 @@ class Intake:
         state = self.state(host)
         return state.incident_id if state.ladder is not None and state.phase is not esc.Phase.IDLE else None
 
-    def on_check_event(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
+    async def on_check_event(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         host_down = is_host_down_check(spec)
         notice = notice_kind(spec, result)
         joined = incident_id is not None and incident_id == self.episode(spec.host)
         if event in (CheckEvent.CONFIRMED, CheckEvent.CHANGED):
             if result.ticket is not None:
-                self.ticket(result.ticket, spec, result, incident_id)
+                await self.ticket(result.ticket, spec, result, incident_id)
                 return  # business-hours work, announced; never a reset
             if notice == "threshold":
                 # contact the customer first; operations hear of it too (a warning, routed by policy)
-                self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
+                await self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
                                      result.started_at)
-                self.notifier.page(spec.host, PageKind.THRESHOLD, f"{spec.host}/{spec.name}: {result.summary}", incident_id)
+                await self.notifier.page(spec.host, PageKind.THRESHOLD, f"{spec.host}/{spec.name}: {result.summary}", incident_id)
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
-                self.warning(spec, result, incident_id)
+                await self.warning(spec, result, incident_id)
             else:
                 self.start(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary),
                            result.started_at, not joined)
         elif event is CheckEvent.RECOVERED:
             if incident_id is not None and not joined:
-                self.close_incident(spec.host, incident_id, result.started_at, notice != "threshold")
+                await self.close_incident(spec.host, incident_id, result.started_at, notice != "threshold")
             self.submit(spec.host, esc.Recovered(spec.name, host_down))
             if host_down and self.blast.active:
                 self.spawn(self.blast.evaluate(), "blast radius")  # it may clear now
 
-    def warning(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+    async def warning(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A warning pages people, unless the host's ladder (or the grace after its last action)
         is in progress: then it is part of that incident, journaled there."""
         summary = f"{spec.host}/{spec.name}: {result.summary}"
         episode = self.episode(spec.host)
         if episode is not None or esc.grace_verdict(self.state(spec.host), self.clock.time()):
-            with self.store.transaction():
-                self.store.append(JournalEntry(
+            async with self.store.transaction():
+                await self.store.incidents.append(JournalEntry(
                     ts=self.clock.time(), event="note", host=spec.host, check=spec.name,
                     incident_id=episode or incident_id, reason=f"warning folded into the ladder in progress: {summary}"))
-        elif not self.blast.hold(spec.host, "check_warning", summary):
-            self.notifier.page(spec.host, PageKind.CHECK_WARNING, summary, incident_id)
+        elif not await self.blast.hold(spec.host, "check_warning", summary):
+            await self.notifier.page(spec.host, PageKind.CHECK_WARNING, summary, incident_id)
 
-    def ticket(self, kind: Ticket, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
+    async def ticket(self, kind: Ticket, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A failed drive or part, a backup failed twice in a row: schedule the work into the next
         business window and announce it."""
         when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())
-        self.notifier.page(spec.host, PageKind(kind), f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
-        self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
+        await self.notifier.page(spec.host, PageKind(kind), f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
+        await self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
 
     async def announce(self, host: str, event: esc.Confirmed, when: float, notice: bool) -> bool:
         """A confirmed failure, before its ladder runs: a host down is first seen through the
@@ -118,26 +118,26 @@ class Intake:
         if event.host_down:
             await self.blast.evaluate()
             if self.blast.answered.get(host, False):
-                self.cancelled(host, event, f"{host} answers now: the confirmation of {event.check} is stale")
+                await self.cancelled(host, event, f"{host} answers now: the confirmation of {event.check} is stale")
                 return False
-        if notice and event.incident_id is not None and not self.noticed(event.incident_id):
+        if notice and event.incident_id is not None and not await self.noticed(event.incident_id):
             summary = f"{event.check}: {event.summary}"
-            if not self.blast.hold(host, "failure", summary):
-                self.notifier.notice(host, "failure", summary, event.incident_id, when)
+            if not await self.blast.hold(host, "failure", summary):
+                await self.notifier.notice(host, "failure", summary, event.incident_id, when)
         return True
 
-    def noticed(self, incident_id: int, what: str = "failure") -> bool:
+    async def noticed(self, incident_id: int, what: str = "failure") -> bool:
         """Whether the customer was sent the ``what`` notice of ``incident_id``."""
-        return any(e.event == "notice" and e.decision == what for e in self.store.journal(incident_id=incident_id))
+        return any(e.event == "notice" and e.decision == what for e in await self.store.incidents.journal(incident_id=incident_id))
 
-    def close_incident(self, host: str, incident_id: int, when: float, recovery_notice: bool = True) -> None:
+    async def close_incident(self, host: str, incident_id: int, when: float, recovery_notice: bool = True) -> None:
         """The incident is over: close it, resolve its open pages, and tell the customer who
         was told of the failure (once; the ladder's verification may have done all this already)."""
-        with self.store.transaction(durable=True):
-            self.store.close_incident(incident_id, when)
-        self.notifier.resolve(incident_id)
-        if recovery_notice and self.noticed(incident_id) and not self.noticed(incident_id, "recovery"):
-            self.notifier.notice(host, "recovery", host, incident_id, when)
+        async with self.store.transaction(durable=True):
+            await self.store.incidents.close(incident_id, when)
+        await self.notifier.resolve(incident_id)
+        if recovery_notice and await self.noticed(incident_id) and not await self.noticed(incident_id, "recovery"):
+            await self.notifier.notice(host, "recovery", host, incident_id, when)
 
     def still_down(self, blast_holds: bool) -> Iterator[tuple[str, esc.Confirmed, float]]:
         """Hosts still failing but idle (blocked, deferred), each with the confirmation to feed its
@@ -158,7 +158,7 @@ class Intake:
                 yield host, esc.Confirmed(name, is_host_down_check(spec), self.fleet.checks.incident_of(spec.id),
                                           check.last_result.summary), check.last_result.started_at
 
-    def stale(self, host: str, event: esc.Event) -> str | None:
+    async def stale(self, host: str, event: esc.Event) -> str | None:
         """Why a check event no longer holds now that it is handled (it waited for the host's
         lock, or for the end of a grace period), or None."""
         if isinstance(event, esc.Done) or (isinstance(event, esc.Recovered) and self.state(host).ladder is None):
@@ -169,24 +169,23 @@ class Intake:
         if isinstance(event, esc.Confirmed) and not (check.level == 2 and check.last_result is not None
                                                      and actionable(check.last_result)):
             return f"{event.check} is no longer confirmed down ({check.status})"
-        if isinstance(event, esc.Confirmed) and event.incident_id is not None and self.over(event.incident_id):
+        if isinstance(event, esc.Confirmed) and event.incident_id is not None and await self.over(event.incident_id):
             return f"incident {event.incident_id} of {event.check} is over already"
         if isinstance(event, esc.Recovered) and check.status is not Status.OK:
             return f"{event.check} failed again ({check.status})"
         return None
 
-    def over(self, incident_id: int) -> bool:
+    async def over(self, incident_id: int) -> bool:
         """Whether incident ``incident_id`` was closed (e.g. by a ladder's verification)."""
-        if any(i.id == incident_id for i in self.store.incidents(open_only=True)):
-            return False
-        return any(i.id == incident_id and i.closed_at is not None for i in self.store.incidents())
+        incident = await self.store.incidents.get(incident_id)
+        return incident is not None and incident.closed_at is not None
 
-    def cancelled(self, host: str, event: esc.Event, why: str | None) -> bool:
+    async def cancelled(self, host: str, event: esc.Event, why: str | None) -> bool:
         """Journal that ``event``'s decision is cancelled because ``why`` (None: it is not)."""
         if why is None:
             return False
-        with self.store.transaction(durable=True):
-            self.store.append(JournalEntry(ts=self.clock.time(), event="cancelled", host=host,
+        async with self.store.transaction(durable=True):
+            await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="cancelled", host=host,
                                            check=getattr(event, "check", None), incident_id=self.state(host).incident_id,
                                            decision=type(event).__name__.lower(), reason=why))
         log.info("%s: cancelled: %s", host, why)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from monitord.config import Config, HostConfig
-from monitord.records.state import Store
+from monitord.records.store import Store
 from monitord.shared.power import PowerAction, PowerOutcome, PowerState, PowerTimings, power_change
 from remediation.drivers import Drivers
 
@@ -22,10 +22,10 @@ def timings(config: Config, host: str) -> PowerTimings:
     return PowerTimings(power_wait=r.power_wait, power_timeout=r.power_timeout, retries=r.power_retries)
 
 
-def may_power_on(store: Store, host: str) -> Callable[[], str | None]:
+def may_power_on(store: Store, host: str) -> Callable[[], Awaitable[str | None]]:
     """What :func:`power_change` asks before powering ``host`` on: a quarantine forbids it."""
-    def objection() -> str | None:
-        return "the host is quarantined" if host in store.quarantined() else None
+    async def objection() -> str | None:
+        return "the host is quarantined" if host in await store.control.quarantined() else None
     return objection
 
 

@@ -19,7 +19,8 @@ from monitord.edge.metrics import Metrics
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
 from monitord.paging.outbox import Outbox
-from monitord.records.state import JournalEntry, SQLiteStore, Store, incident_of_host
+from monitord.records.state import SQLiteStore
+from monitord.records.store import JournalEntry, Store, incident_of_host
 from monitord.shared.clock import SystemClock
 from monitord.escalation import power
 from monitord.shared.power import ActionError, PowerAction
@@ -32,24 +33,24 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
     return (powered off, summary)."""
     store = SQLiteStore(config.daemon.state_path)
     try:
-        decided = record(store, config, host, reason, by)
+        decided = await record(store, config, host, reason, by)
         return await power_off(store, config, host, decided, drivers or Drivers())
     finally:
-        store.close()
+        await store.close()
 
 
 Decided = tuple[int, int | None]
 """A quarantine's journaled decision: its entry id, and the incident it belongs to (or None)."""
 
 
-def record(store: Store, config: Config, host: str, reason: str, by: str | None) -> Decided:
+async def record(store: Store, config: Config, host: str, reason: str, by: str | None) -> Decided:
     """Record the quarantine and the decision to power off, durably, in the report of the
     incident it ends (:func:`incident_of_host`)."""
     now = time.time()
-    incident = incident_of_host(store, host)
-    with store.transaction(durable=True):
-        store.quarantine(host, now, reason, by)
-        decided = store.append(JournalEntry(ts=now, event="decided", host=host, incident_id=incident,
+    incident = await incident_of_host(store, host)
+    async with store.transaction(durable=True):
+        await store.control.quarantine(host, now, reason, by)
+        decided = await store.incidents.append(JournalEntry(ts=now, event="decided", host=host, incident_id=incident,
                                             decision="quarantine_power_off", reason=reason,
                                             detail={"by": by, "drivers": list(config.hosts[host].power_drivers())}))
     return decided, incident
@@ -69,29 +70,29 @@ async def power_off(store: Store, config: Config, host: str, decision: Decided, 
             outcome = await power.change(drivers, store, h, host, name, PowerAction.OFF, power.timings(config, host))
         except ActionError as exc:
             failures.append(f"{name}: {exc.summary}")
-            with store.transaction(durable=True):
-                store.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
+            async with store.transaction(durable=True):
+                await store.incidents.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
                                           decision="quarantine_power_off", outcome="failed",
                                           reason=str(exc.reason), ref=decided,
                                           detail={"driver": name, "error": exc.summary}))
             continue
-        with store.transaction(durable=True):
-            store.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
+        async with store.transaction(durable=True):
+            await store.incidents.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
                                       decision="quarantine_power_off", outcome="ok", ref=decided,
                                       detail={"driver": name, "steps": list(outcome.steps)}))
         done = "powered off" if outcome.acted else "was already off"
-        when = _announce_reinstall(config, store, host)
+        when = await _announce_reinstall(config, store, host)
         return True, (f"{host} quarantined and {done} (through {name}); reinstall announced for "
                       f"{when} (business hours); `monitord release {host}` lifts it")
     return False, f"{host} quarantined but NOT powered off: {'; '.join(failures)}"
 
 
-def release(store: Store, host: str, by: str | None) -> bool:
+async def release(store: Store, host: str, by: str | None) -> bool:
     """Lift the quarantine of ``host`` (it is not powered on); False if it was not quarantined."""
-    if not store.release(host):
+    if not await store.control.release(host):
         return False
-    with store.transaction(durable=True):
-        store.append(JournalEntry(ts=time.time(), event="quarantine", host=host, decision="released", detail={"by": by}))
+    async with store.transaction(durable=True):
+        await store.incidents.append(JournalEntry(ts=time.time(), event="quarantine", host=host, decision="released", detail={"by": by}))
     return True
 def _emergency(h: HostConfig) -> HostConfig:
     """The host as quarantine powers it off: at once (the contract's emergency power-off of a
@@ -101,13 +102,13 @@ def _emergency(h: HostConfig) -> HostConfig:
     return h.model_copy(update={"vm": h.vm.model_copy(update={"shutdown_timeout": None})})
 
 
-def _announce_reinstall(config: Config, store: SQLiteStore, host: str) -> str:
+async def _announce_reinstall(config: Config, store: Store, host: str) -> str:
     """The reinstall after an intrusion is business-hours work: schedule it and tell the customer.
 
     The notice goes into the outbox; the running daemon's dispatcher delivers it.
     """
     notifier = Notifier(config=config, store=store, outbox=Outbox(store), clock=SystemClock(), metrics=Metrics())
     when = Calendars(config).for_host(host).next_business_moment(time.time())
-    notifier.notice(host, "work", "OS reinstall after an intrusion (server stopped and quarantined)", None, when)
+    await notifier.notice(host, "work", "OS reinstall after an intrusion (server stopped and quarantined)", None, when)
     return notifier.format_time(when)
 

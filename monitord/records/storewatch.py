@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 from monitord.shared.clock import Clock
 from monitord.config import Config
@@ -34,7 +34,7 @@ class StoreWatch:
     """Run :meth:`run` as a task; ``pagers`` returns the configured pagers by integration name."""
 
     def __init__(self, *, store: Store, clock: Clock, metrics: Metrics, config: Callable[[], Config],
-                 pagers: Callable[[], Mapping[str, Pager]], recovered: Callable[[], None]):
+                 pagers: Callable[[], Mapping[str, Pager]], recovered: Callable[[], Awaitable[None]]):
         self.store, self.clock, self.metrics = store, clock, metrics
         self._config, self._pagers, self._recovered = config, pagers, recovered
         self._failing: set[str] = set()  # integrations whose direct send failed (logged once)
@@ -76,7 +76,7 @@ class StoreWatch:
         except Exception:  # noqa: BLE001 - failing again: the next episode starts from the new fault
             pass
         self.metrics.store_healthy.set(1)
-        self._recovered()
+        await self._recovered()
 
     def _integrations(self, now: float) -> list[str]:
         """The integrations of the first tier a ``store_unhealthy`` page is routed to."""

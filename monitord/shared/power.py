@@ -7,7 +7,7 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from monitord.shared.redact import redact
 from monitord.shared.results import Reason
@@ -85,12 +85,12 @@ async def _wait_for(driver: PowerDriver, want: PowerState, timings: PowerTimings
         await asyncio.sleep(timings.poll_interval)
 
 
-def _no_objection() -> str | None:
+async def _no_objection() -> str | None:
     return None
 
 
 async def power_change(driver: PowerDriver, action: PowerAction, timings: PowerTimings,
-                       may_power_on: Callable[[], str | None] = _no_objection) -> PowerOutcome:
+                       may_power_on: Callable[[], Awaitable[str | None]] = _no_objection) -> PowerOutcome:
     """Do ``action`` the fence-agents way: read status, skip if already there, act, wait,
     poll-verify until the deadline, retry a bounded number of times.
 
@@ -122,7 +122,7 @@ async def power_change(driver: PowerDriver, action: PowerAction, timings: PowerT
         action_sent = action
     last: PowerState = before
     for attempt in range(1, timings.retries + 2):
-        objection = may_power_on() if action_sent is not PowerAction.OFF else None
+        objection = await may_power_on() if action_sent is not PowerAction.OFF else None
         if objection:
             steps.append(f"{driver.name}: not sending {action_sent}: {objection}")
             raise ActionError(Reason.ERROR, f"{driver.name}: not sending {action_sent}: {objection}", maybe_done=attempt > 1)
