@@ -152,12 +152,12 @@ def post(port: int, host: str, body: bytes = b"", token: str | None = TOKEN, sch
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-async def stored_heartbeats(state: Path) -> dict[str, tuple]:
+def stored_heartbeats(state: Path) -> dict[str, tuple]:
     db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
     try:
         return {row[0]: row[1:] for row in db.execute("SELECT host, status, message FROM heartbeats")}
     finally:
-        await db.close()
+        db.close()
 
 
 def since_heartbeat(daemon: Daemon, host: str) -> float | None:
@@ -257,10 +257,10 @@ async def test_tokens_bodies_and_unknown_hosts_are_refused_without_effect(hb_dae
     assert (code, error["error"]) == (400, "status must be one of ok, warning, critical, unknown (or 0-3)")
     code, error = post(port, "web1", b"x" * 5000)
     assert (code, error["error"]) == (400, "body larger than 4096 bytes")
-    assert await stored_heartbeats(daemon.state) == {}  # nothing refused was recorded
+    assert stored_heartbeats(daemon.state) == {}  # nothing refused was recorded
 
     assert post(port, "web1", b'{"status": "warning", "message": "backup slow"}') == (204, {})
-    assert await stored_heartbeats(daemon.state) == {"web1": (1, "backup slow")}
+    assert stored_heartbeats(daemon.state) == {"web1": (1, "backup slow")}
     wait_for(lambda: daemon.value("monitord_probe_status", host="web1") == 1, 10, "the reported warning")
     assert daemon.value("monitord_probe_results_total", kind="heartbeat", status="warning", reason="threshold") >= 1
 
@@ -270,7 +270,7 @@ async def test_the_last_heartbeat_survives_a_restart(hb_daemon):
     daemon = hb_daemon.start()
     assert post(daemon.port, "web1") == (204, {})
     daemon.proc.stop(signal.SIGTERM)
-    assert await stored_heartbeats(daemon.state) == {"web1": (0, "")}
+    assert stored_heartbeats(daemon.state) == {"web1": (0, "")}
     daemon.start()
     # the persisted heartbeat is judged at once, with its true age, and the restart gives a grace
     wait_for(lambda: since_heartbeat(daemon, "web1"), 10,

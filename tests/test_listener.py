@@ -68,7 +68,7 @@ async def serve(tmp_path):
     for daemon in daemons:
         await daemon.listener.stop()
         await daemon.ctx.aclose()
-        daemon.store.close()
+        await daemon.store.close()
 
 
 def request(method: str, path: str, body: bytes = b"", token: str | None = None, **headers: str) -> bytes:
@@ -132,13 +132,13 @@ async def test_every_bad_request_gets_a_json_4xx_without_a_traceback(serve, capl
     assert_refused(answer, status, why)
     assert answer.headers["server"] == "monitord"
     assert tracebacks(caplog) == []
-    assert not daemon.store.heartbeats()  # nothing refused was recorded
+    assert not await daemon.store.checks.heartbeats()  # nothing refused was recorded
 
 
 async def test_good_requests_still_work_and_name_no_versions(serve):
     daemon = await serve()
     port = daemon.listener.port
-    incident = daemon.store.open_incident("web1", "ping", "ping", 1.0, 1.0, "down")
+    incident = await daemon.store.incidents.open("web1", "ping", "ping", 1.0, 1.0, "down")
     answers = [await exchange(port, heartbeat(b'{"status": "ok"}')),
                await exchange(port, heartbeat(gzip.compress(b'{"status": "warning"}'), Content_Encoding="gzip")),
                await exchange(port, ack(str(incident), b'{"by": "aoki"}')),
@@ -150,7 +150,7 @@ async def test_good_requests_still_work_and_name_no_versions(serve):
     for answer in answers:
         assert answer.headers["server"] == "monitord"
         assert not any(word in value for value in answer.headers.values() for word in ("Python", "aiohttp"))
-    assert dict(daemon.store.heartbeats())["web1"].status == 1  # the gzipped warning was decoded
+    assert dict(await daemon.store.checks.heartbeats())["web1"].status == 1  # the gzipped warning was decoded
 
 
 @pytest.mark.parametrize("incident", [
@@ -161,7 +161,7 @@ async def test_good_requests_still_work_and_name_no_versions(serve):
 ])
 async def test_incident_ids_are_plain_ascii_digits(serve, incident):
     daemon = await serve()
-    daemon.store.open_incident("web1", "ping", "ping", 1.0, 1.0, "down")
+    await daemon.store.incidents.open("web1", "ping", "ping", 1.0, 1.0, "down")
     answer = await exchange(daemon.listener.port, ack(incident))
     if incident == "":
         assert_refused(answer, 404, "Not Found")  # no route matches an empty id
@@ -198,7 +198,7 @@ async def test_clients_without_a_token_cannot_tell_which_hosts_exist(serve):
     assert all(a == answers[0] for a in answers), answers
     assert_refused(answers[0], 401, "missing or wrong bearer token")
     assert answers[0].headers["www-authenticate"] == 'Bearer realm="monitord"'
-    assert not daemon.store.heartbeats()
+    assert not await daemon.store.checks.heartbeats()
 
 
 async def test_silent_and_slow_connections_are_closed_when_idle(serve):
@@ -222,7 +222,7 @@ async def test_a_slow_body_is_refused_with_408(serve):
     writer.write(heartbeat(b'{"status": "ok"}')[:-5])  # the last bytes never come
     assert_refused(await read_answer(reader), 408, "the body did not arrive within 0.3s")
     writer.close()
-    assert not daemon.store.heartbeats()
+    assert not await daemon.store.checks.heartbeats()
 
 
 async def test_at_the_cap_the_longest_idle_connection_makes_room(serve):

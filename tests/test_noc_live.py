@@ -11,6 +11,7 @@ and the alerts without a ``for`` fire."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -135,8 +136,9 @@ def noc(tmp_path_factory):
     config.write_text(fleet_config(tmp, port, *(s.getsockname()[1] for s in (listener, first, then))))
     store = SQLiteStore(tmp / "state.db")  # an incident recovered ten days ago whose report nobody submitted
     old = time.time() - 10 * 86400
-    store.close_incident(store.open_incident("web", "http", "tcp", old, old, "refused"), old + 600)
-    store.close()
+    closed = asyncio.run(store.incidents.open("web", "http", "tcp", old, old, "refused"))
+    asyncio.run(store.incidents.close(closed, old + 600))
+    asyncio.run(store.close())
     daemon = Daemon(tmp, config, port).start()
     prometheus = None
     idle = socket.create_connection(("127.0.0.1", port))  # closed by the listener after 10 s without a request

@@ -83,9 +83,10 @@ def live(tmp_path_factory):
     config = fleet(tmp, port, listener.getsockname()[1])
     store = SQLiteStore(tmp / "state.db")
     old = time.time() - 10 * 86400
-    store.close_incident(store.open_incident("web", "http", "tcp", old, old, "refused"), old + 600)
-    store.quarantine("quar", time.time(), "compromised", "aoki")
-    store.close()
+    closed = asyncio.run(store.incidents.open("web", "http", "tcp", old, old, "refused"))
+    asyncio.run(store.incidents.close(closed, old + 600))
+    asyncio.run(store.control.quarantine("quar", time.time(), "compromised", "aoki"))
+    asyncio.run(store.close())
     daemon = Daemon(tmp, config, port).start()
     try:
         get = lambda path: call(port, "GET", path)[1]  # noqa: E731
@@ -258,7 +259,7 @@ def test_cli_reads_the_running_daemon(live):
     assert json.loads(daemon.cli("explain", "db", "--json"))["ladder"]["level"] == 3
 
 
-def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
+async def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
     import subprocess
     import sys
 
@@ -267,9 +268,9 @@ def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
     config = fleet(tmp_path, free_port(), free_port())
     store = SQLiteStore(tmp_path / "state.db")
     now = time.time()
-    store.close_incident(store.open_incident("web", "http", "tcp", now - 900, now - 900, "refused"), now - 300)
-    store.open_incident("db", "closed", "tcp", now - 120, now - 120, "connection refused")
-    store.close()
+    await store.incidents.close(await store.incidents.open("web", "http", "tcp", now - 900, now - 900, "refused"), now - 300)
+    await store.incidents.open("db", "closed", "tcp", now - 120, now - 120, "connection refused")
+    await store.close()
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "monitord", *args, "--config", str(config)], capture_output=True,
@@ -287,7 +288,7 @@ def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
     assert cli("explain", "nosuch").returncode == 2
 
 
-def test_the_document_describes_exactly_the_routes_served(tmp_path):
+async def test_the_document_describes_exactly_the_routes_served(tmp_path):
     from aiohttp import web
 
     from monitord.config import parse_config
@@ -311,4 +312,4 @@ def test_the_document_describes_exactly_the_routes_served(tmp_path):
     served = {(route.method.lower(), route.resource.canonical) for route in app.router.routes()}
     documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert served == documented
-    store.close()
+    await store.close()

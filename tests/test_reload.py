@@ -65,10 +65,10 @@ async def running(tmp_path):
 
     write()
     daemon = Daemon(path, load_config(path), clock=FakeClock())
-    daemon.scheduler.load(daemon.config.checks())
+    await daemon.scheduler.load(daemon.config.checks())
     yield daemon, write
     await daemon.dispatcher.aclose()
-    daemon.store.close()
+    await daemon.store.close()
 
 
 def reload_metric(daemon: Daemon) -> float:
@@ -111,7 +111,7 @@ async def test_a_reload_that_raises_anywhere_keeps_the_running_config_whole(
     assert set(daemon.scheduler.due_times()) == {"web1/ssh"}
     assert reload_metric(daemon) == 0
     assert f"reload failed, keeping the running config: {reason}" in caplog.messages
-    assert [(e.decision, e.reason) for e in daemon.store.journal()][-1] == ("reload_failed", reason)
+    assert [(e.decision, e.reason) for e in await daemon.store.incidents.journal()][-1] == ("reload_failed", reason)
     assert notify_socket() == ["RELOADING=1", "READY=1"]
     monkeypatch.undo()
     assert await daemon.reload() is True  # the next reload, with nothing failing, applies it all

@@ -135,7 +135,7 @@ async def test_scheduler_is_stalled_when_its_next_check_is_overdue(tmp_path):
     script.clock = clock
     store = SQLiteStore(tmp_path / "state.db")
     scheduler = Scheduler(clock=clock, store=store, metrics=Metrics(), ctx=ProbeContext(), max_concurrency=10)
-    scheduler.load([spec(script, "web", interval=60.0)])
+    await scheduler.load([spec(script, "web", interval=60.0)])
     assert scheduler.stalled(clock.time(), 30.0) is None
     # running, it keeps up however long time goes on
     task = asyncio.create_task(scheduler.run())

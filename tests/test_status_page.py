@@ -73,33 +73,33 @@ def result(status: Status, summary: str) -> Result:
 
 
 @pytest.fixture
-def fleet(tmp_path):
+async def fleet(tmp_path):
     """A store with web1 ok, web2 failing hard at level 2 with an open incident (pages, an
     action, SLA timers), db1 soft, lone never run, quar quarantined; a stored window on db1."""
     config = parse_config(config_text(tmp_path))
     store = SQLiteStore(config.daemon.state_path)
     specs = {s.host: s for s in config.checks()}
-    store.put_check_state(specs["web1"].id, CheckState(Status.OK, True, 1, NOW - 30, NOW - 900,
+    await store.checks.put(specs["web1"].id, CheckState(Status.OK, True, 1, NOW - 30, NOW - 900,
                                                        None, result(Status.OK, "port 80 open")), None)
-    incident = store.open_incident("web2", "http", "tcp", NOW - 1200, NOW - 1300, f"web2 down {EVIL}")
-    store.put_check_state(specs["web2"].id, CheckState(Status.CRITICAL, True, 3, NOW - 30, NOW - 1300, NOW - 1300,
+    incident = await store.incidents.open("web2", "http", "tcp", NOW - 1200, NOW - 1300, f"web2 down {EVIL}")
+    await store.checks.put(specs["web2"].id, CheckState(Status.CRITICAL, True, 3, NOW - 30, NOW - 1300, NOW - 1300,
                                                        result(Status.CRITICAL, f"refused {EVIL}")), incident)
-    store.put_escalation_state("web2", {"level": 2, "phase": "acting", "incident_id": incident})
-    store.put_check_state(specs["db1"].id, CheckState(Status.CRITICAL, False, 1, NOW - 30, NOW - 30, NOW - 30,
+    await store.checks.put_escalation("web2", {"level": 2, "phase": "acting", "incident_id": incident})
+    await store.checks.put(specs["db1"].id, CheckState(Status.CRITICAL, False, 1, NOW - 30, NOW - 30, NOW - 30,
                                                       result(Status.CRITICAL, "refused")), None)
     from monitord.records.state import JournalEntry
-    with store.transaction():
-        store.append(JournalEntry(ts=NOW - 1100, event="decided", host="web2", incident_id=incident,
+    async with store.transaction():
+        await store.incidents.append(JournalEntry(ts=NOW - 1100, event="decided", host="web2", incident_id=incident,
                                   decision="power_reset", reason=f"reset via BMC {EVIL}", detail={"level": 2}))
-    store.open_page(incident, "web2", "failure", "critical", "ops", "web2 down", NOW - 1150)
-    store.open_page(incident, "web2", "dispatch", "critical", "ops", "web2 dispatch", NOW - 1000)
-    store.start_sla(incident, "engineer_on_site", "web2", NOW - 1000, NOW + 3600)
-    store.start_sla(incident, "replacement_on_network", "web2", NOW - 5000, NOW - 600)
-    store.quarantine("quar", NOW - 7200, f"compromised {EVIL}", "aoki")
-    store.add_maintenance("host:db1", NOW - 60, NOW + 7200, f"swap {EVIL}", "sato")
-    store.add_maintenance("host:lone", NOW - 7200, NOW - 60, "over", "sato")
+    await store.outbox.open_page(incident, "web2", "failure", "critical", "ops", "web2 down", NOW - 1150)
+    await store.outbox.open_page(incident, "web2", "dispatch", "critical", "ops", "web2 dispatch", NOW - 1000)
+    await store.incidents.start_sla(incident, "engineer_on_site", "web2", NOW - 1000, NOW + 3600)
+    await store.incidents.start_sla(incident, "replacement_on_network", "web2", NOW - 5000, NOW - 600)
+    await store.control.quarantine("quar", NOW - 7200, f"compromised {EVIL}", "aoki")
+    await store.control.add_maintenance("host:db1", NOW - 60, NOW + 7200, f"swap {EVIL}", "sato")
+    await store.control.add_maintenance("host:lone", NOW - 7200, NOW - 60, "over", "sato")
     yield config, store, incident
-    store.close()
+    await store.close()
 
 
 class Page(HTMLParser):
@@ -160,9 +160,9 @@ def test_host_state_worst_first_and_overrides():
     assert host_state(view("hard", maintenance=["1"], quarantined={"since": 1, "reason": "x"})) == "quarantined"
 
 
-def test_snapshot_reads_the_views_at_render_time(fleet):
+async def test_snapshot_reads_the_views_at_render_time(fleet):
     config, store, incident = fleet
-    data = snapshot(config, store, NOW, {}, FakeLive().status())
+    data = await snapshot(config, store, NOW, {}, FakeLive().status())
     assert {h["name"]: h["state"] for h in data["hosts"]} == {
         "web1": "ok", "web2": "critical", "db1": "maintenance", "lone": "unknown", "quar": "quarantined"}
     assert {g: [h["name"] for h in m] for g, m in data["groups"].items()} == {
@@ -174,7 +174,7 @@ def test_snapshot_reads_the_views_at_render_time(fleet):
                                                                    "replacement_on_network": -600.0}
     assert [w["target"] for w in data["maintenance"]] == ["host:db1"]  # the ended window is left out
     assert [h["name"] for h in data["quarantined"]] == ["quar"]
-    later = snapshot(config, store, NOW + 600, {}, FakeLive().status())  # counts down as time passes
+    later = await snapshot(config, store, NOW + 600, {}, FakeLive().status())  # counts down as time passes
     assert {t["name"]: t["left"] for t in later["incidents"][0]["sla"]}["engineer_on_site"] == 3000.0
 
 
@@ -297,8 +297,8 @@ async def test_ack_through_the_form_uses_the_api_path_then_redirects_back(fleet)
     assert page.forms == []  # nothing left to acknowledge
     assert "acknowledged by <b>sato</b> at" in page.words and "&lt;b&gt;sato" in html
     assert page.refresh == "45; url=/?lang=en"  # the reload does not repeat the confirmation
-    assert {p.acked_by for p in store.pages(open_only=False, incident_id=incident)} == {"<b>sato</b>"}
-    acks = [e for e in store.journal(incident_id=incident) if e.event == "ack"]
+    assert {p.acked_by for p in await store.outbox.pages(open_only=False, incident_id=incident)} == {"<b>sato</b>"}
+    acks = [e for e in await store.incidents.journal(incident_id=incident) if e.event == "ack"]
     assert [(e.decision, e.reason, e.detail["by"]) for e in acks] == [
         ("acknowledged", "2 page(s) acknowledged", "<b>sato</b>"), ("acknowledged", "0 page(s) acknowledged",
                                                                     "status page")]
@@ -321,7 +321,7 @@ async def test_ack_refusals_are_pages_with_the_reason(fleet, form, headers, stat
     assert answer[0] == status and answer[2].content_type == "text/html"
     assert why in Page(answer[1]).words and "Traceback" not in answer[1]
     assert missing[0] == 404 and "no incident #999" in Page(missing[1]).words
-    assert all(p.acked_at is None for p in store.pages(open_only=False, incident_id=incident))
+    assert all(p.acked_at is None for p in await store.outbox.pages(open_only=False, incident_id=incident))
 
 
 async def test_the_page_without_a_token_configured_refuses_acks(tmp_path):
@@ -334,7 +334,7 @@ async def test_the_page_without_a_token_configured_refuses_acks(tmp_path):
             assert (await get(server, "/?lang=en"))[0] == 200
             status, html, _ = await post_ack(server, 1, {"token": "", "lang": "en"})
     finally:
-        store.close()
+        await store.close()
     assert status == 403 and "the API is off: set daemon.api_token" in Page(html).words
 
 

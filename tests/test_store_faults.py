@@ -288,7 +288,7 @@ def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path):
 def test_cli_verbs_name_a_damaged_store_and_what_to_do(tmp_path):
     state = tmp_path / "state.db"
     config = write_config(tmp_path / "monitord.yaml", state, free_port(), free_port())
-    SQLiteStore(state).close()
+    asyncio.run(SQLiteStore(state).close())
     db = sqlite3.connect(state)
     db.execute("DROP TABLE journal")
     db.close()
@@ -308,7 +308,7 @@ def test_unreadable_rows_do_not_stop_the_daemon_from_starting(tmp_path):
     port = free_port()
     state = tmp_path / "state.db"
     config = write_config(tmp_path / "monitord.yaml", state, port, free_port())
-    SQLiteStore(state).close()
+    asyncio.run(SQLiteStore(state).close())
     db = sqlite3.connect(state)
     db.execute("INSERT INTO check_state VALUES ('local/closed', 2, 1, 2, 1.0, 1.0, 1.0, '{\"status\": 9', 1)")
     db.execute("INSERT INTO escalation VALUES ('local', '{\"phase\": \"teleporting\"}')")
@@ -360,7 +360,7 @@ def fill(directory: Path) -> Path:
 def test_a_full_disk_at_start_up_is_a_clear_error(tmp_path, small_fs):
     state = small_fs / "state.db"
     config = write_config(tmp_path / "monitord.yaml", state, free_port(), free_port())
-    SQLiteStore(state).close()
+    asyncio.run(SQLiteStore(state).close())
     fill(small_fs)
     out = monitord("run", "--config", str(config))
     assert out.returncode == 3, out.stderr
