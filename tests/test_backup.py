@@ -567,10 +567,10 @@ ENGINE_CONFIG = NOTICES_CONFIG.split("hosts:\n")[0] + """hosts:
 
 
 @pytest.fixture
-def engine(tmp_path):
+async def engine(tmp_path):
     made = make_engine(tmp_path, ENGINE_CONFIG)
     yield made
-    made[1].close()
+    await made[1].close()
 
 
 async def messages(store) -> list[dict]:
@@ -597,11 +597,11 @@ async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice
     await notify(engine, spec, Event.CONFIRMED, late, 7)
     assert [m["summary"] for m in await messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24",
                                                        "web1/backup: late or failed; newest good web1-24"]
-    assert await messages(store)[1]["severity"] == "warning"  # operations hear of it too
+    assert (await messages(store))[1]["severity"] == "warning"  # operations hear of it too
     twice = Result(Status.CRITICAL, Reason.THRESHOLD, "failed twice in a row; newest good web1-24", 0.1,
                    jst(26, 7, 5), ticket=Ticket.BACKUP)
     await notify(engine, spec, Event.CHANGED, twice, 7)
-    sent = await messages(store)[2:]
+    sent = (await messages(store))[2:]
     assert [m["summary"] for m in sent] == ["web1: failed twice in a row; newest good web1-24",
                                             "【作業予定】web1: failed twice in a row; newest good web1-24"]
     assert sent[0]["details"]["kind"] == "backup_ticket" and sent[0]["severity"] == "warning"
@@ -623,7 +623,7 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
         {"name": "web1-old", "at": taken - DAY, "size": 10, "stale_from": engine.clock.time() - 1},
         {"name": "web1-new", "at": taken, "size": 3 * 1024 ** 3, "stale_from": engine.clock.time() + DAY}])
     for host in ("web1", "web2", "web3"):
-        engine._commit(host, engine.state(host), [esc.Page("dispatch", 3, f"{host} is down: dispatch")],
+        await engine._commit(host, engine.state(host), [esc.Page("dispatch", 3, f"{host} is down: dispatch")],
                        esc.Confirmed("ping", True, None), engine.clock.time())
     pages = {m["source"]: m["details"] for m in await messages(store) if m["details"].get("kind") == "dispatch"}
     when = lastbackup.format_time(taken, TOKYO)
@@ -634,7 +634,7 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
 
     lastbackup.write_record(directory, "local:/srv/backup/web1", engine.clock.time(), [
         {"name": "web1-new", "at": taken, "size": None, "stale_from": engine.clock.time()}])
-    engine._commit("web1", engine.state("web1"), [esc.Page("dispatch", 3, "web1 is down again")],
+    await engine._commit("web1", engine.state("web1"), [esc.Page("dispatch", 3, "web1 is down again")],
                    esc.Confirmed("ping", True, None), engine.clock.time())
     last = [m["details"] for m in await messages(store) if m["summary"] == "web1: web1 is down again"][0]
     assert last["last_backup"] == [f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1"

@@ -82,6 +82,13 @@ async def test_a_failed_status_read_before_acting_is_not_maybe_done():
 QUARANTINED = "the host is quarantined"
 
 
+def asking(answer):
+    """An objection callback (awaitable, as the store it reads is) that gives ``answer()``."""
+    async def objection():
+        return answer()
+    return objection
+
+
 async def test_a_quarantine_that_comes_during_a_power_cycle_stops_it_before_powering_on():
     objection: list[str] = []
 
@@ -92,7 +99,7 @@ async def test_a_quarantine_that_comes_during_a_power_cycle_stops_it_before_powe
 
     switch = Quarantining(PowerState.ON)
     with pytest.raises(ActionError) as info:
-        await power_change(switch, PowerAction.CYCLE, FAST, lambda: objection[0] if objection else None)
+        await power_change(switch, PowerAction.CYCLE, FAST, asking(lambda: objection[0] if objection else None))
     assert switch.sent == ["off"] and switch.state is PowerState.OFF
     assert info.value.summary == f"test: not sending on: {QUARANTINED}" and not info.value.maybe_done
 
@@ -104,13 +111,13 @@ async def test_a_quarantine_that_comes_during_a_power_cycle_stops_it_before_powe
 async def test_nothing_that_powers_a_machine_on_is_sent_when_objected_to(before, action):
     switch = Switch(before)
     with pytest.raises(ActionError, match=QUARANTINED):
-        await power_change(switch, action, FAST, lambda: QUARANTINED)
+        await power_change(switch, action, FAST, asking(lambda: QUARANTINED))
     assert switch.sent == [] and switch.state is before
 
 
 async def test_powering_off_is_never_objected_to():
     switch = Switch(PowerState.ON)
-    outcome = await power_change(switch, PowerAction.OFF, FAST, lambda: QUARANTINED)
+    outcome = await power_change(switch, PowerAction.OFF, FAST, asking(lambda: QUARANTINED))
     assert switch.sent == ["off"] and outcome.final is PowerState.OFF
 
 
