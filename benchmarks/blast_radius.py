@@ -63,7 +63,7 @@ async def measure(n: int, recent: int, rounds: int) -> tuple[float, float]:
             start = time.perf_counter()
             await asyncio.gather(*(answers(h) for h in specs))
             sweep_times.append(time.perf_counter() - start)
-        store.close()
+        await store.close()
     await ctx.aclose()
     return statistics.median(now_times), statistics.median(sweep_times)
 
