@@ -33,40 +33,40 @@ hosts:
 """
 
 
-def engine_on(tmp_path):
+async def engine_on(tmp_path):
     store = SQLiteStore(tmp_path / "state.db")
-    return unit_engine(store, parse_config(CONFIG), None, None), store
+    return await unit_engine(store, parse_config(CONFIG), None, None), store
 
 
 async def test_an_answer_through_the_api_wakes_the_waiting_ladder_at_once(tmp_path):
-    engine, store = engine_on(tmp_path)
+    engine, store = await engine_on(tmp_path)
     waiting = asyncio.create_task(engine.actions.answer("web1", NOW + 900))  # noqa: SLF001 - the ladder's wait
     await engine.clock.settle()
     assert not waiting.done()
-    acts.answer_approval(store, "web1", "denied", "night-contact", NOW)
+    await acts.answer_approval(store, "web1", "denied", "night-contact", NOW)
     engine.answered("web1")
     await engine.clock.settle()
     done = waiting.result()  # the clock did not move: no poll was needed
     assert (done.step, done.ok, done.detail) == (Step.REQUEST_APPROVAL, False, {"answer": "denied"})
     assert engine.clock.time() == NOW
-    store.close()
+    await store.close()
 
 
 async def test_an_answer_written_to_the_store_is_read_at_the_next_look(tmp_path):
-    engine, store = engine_on(tmp_path)  # the CLI without the API token writes to the store only
+    engine, store = await engine_on(tmp_path)  # the CLI without the API token writes to the store only
     waiting = asyncio.create_task(engine.actions.answer("web1", NOW + 900))  # noqa: SLF001
     await engine.clock.settle()
     engine.answered("db9")  # another host's answer does not end this wait
-    acts.answer_approval(store, "web1", "granted", "night-contact", NOW)
+    await acts.answer_approval(store, "web1", "granted", "night-contact", NOW)
     await engine.clock.settle()
     assert not waiting.done()
     await engine.clock.advance(actions_module.APPROVAL_POLL)
     assert waiting.result().ok and waiting.result().detail == {"answer": "granted"}
-    store.close()
+    await store.close()
 
 
 async def test_without_an_answer_the_wait_times_out(tmp_path):
-    engine, store = engine_on(tmp_path)
+    engine, store = await engine_on(tmp_path)
     engine.answered("web1")  # an answer signalled before anyone waits is not an answer
     waiting = asyncio.create_task(engine.actions.answer("web1", NOW + 10))  # noqa: SLF001
     await engine.clock.settle()
@@ -74,15 +74,15 @@ async def test_without_an_answer_the_wait_times_out(tmp_path):
     await engine.clock.advance(10)
     done = waiting.result()
     assert (done.ok, done.reason, done.detail) == (False, "timeout", {"answer": None})
-    store.close()
+    await store.close()
 
 
 async def test_the_api_records_answers_and_windows(tmp_path):
-    engine, store = engine_on(tmp_path)
+    engine, store = await engine_on(tmp_path)
     (tmp_path / "token").write_text(TOKEN + "\n")
     config = parse_config(CONFIG + f"daemon: {{api_token: {{file: {tmp_path / 'token'}}}}}\n")
-    incident = store.open_incident("web1", "ping", "ping", NOW - 60, NOW - 60, "down")
-    store.put_escalation_state("web1", {"phase": Phase.AWAITING_APPROVAL.value, "incident_id": incident})
+    incident = await store.incidents.open("web1", "ping", "ping", NOW - 60, NOW - 60, "down")
+    await store.checks.put_escalation("web1", {"phase": Phase.AWAITING_APPROVAL.value, "incident_id": incident})
     app = web.Application()
     api = Api(store, engine.clock, lambda: config, engine)
     api.install(app)
@@ -98,14 +98,14 @@ async def test_the_api_records_answers_and_windows(tmp_path):
         assert (await call("POST", "/api/v1/hosts/web1/approve", token="wrong"))[0] == 401
         assert await call("POST", "/api/v1/hosts/db9/deny") == (404, {"error": "no such host in the running config"})
         assert (await call("POST", "/api/v1/hosts/web1/approve", {"by": 1}))[0] == 400
-        assert store.journal() == []  # nothing refused wrote anything
+        assert await store.incidents.journal() == []  # nothing refused wrote anything
         assert await call("POST", "/api/v1/hosts/web1/approve", {"by": "aoki"}) == (
             200, {"host": "web1", "answer": "granted", "awaiting": True})
         assert engine._answers["web1"].is_set()  # noqa: SLF001 - the waiting ladder is told
-        store.put_escalation_state("web1", {"phase": Phase.IDLE.value})
+        await store.checks.put_escalation("web1", {"phase": Phase.IDLE.value})
         assert await call("POST", "/api/v1/hosts/web1/deny", {}) == (
             200, {"host": "web1", "answer": "denied", "awaiting": False})
-        assert store.take_approval("web1", 0) == "denied"  # the newest answer counts
+        assert await store.control.take_approval("web1", 0) == "denied"  # the newest answer counts
 
         status, window = await call("POST", "/api/v1/maintenance", {
             "target": "tag:gold", "duration": "1h", "reason": "rack move", "start": "2027-02-01T02:00+09:00"})
@@ -117,14 +117,14 @@ async def test_the_api_records_answers_and_windows(tmp_path):
             assert status == 400 and "UTC offset" in answer["error"]
         assert await call("DELETE", f"/api/v1/maintenance/{window['id']}") == (
             200, {"id": window["id"], "removed": True})
-    journal = [(e.event, e.decision, e.host, e.incident_id, e.detail.get("by")) for e in store.journal()]
+    journal = [(e.event, e.decision, e.host, e.incident_id, e.detail.get("by")) for e in await store.incidents.journal()]
     assert journal[:2] == [("approval", "granted", "web1", incident, "aoki"),
                            ("approval", "denied", "web1", incident, "api")]
     assert [(e, d) for e, d, *_ in journal[2:]] == [("maintenance", "added"), ("maintenance", "removed")]
-    store.close()
+    await store.close()
 
 
-def test_a_window_added_by_hand_has_the_same_rules_either_way(tmp_path):
+async def test_a_window_added_by_hand_has_the_same_rules_either_way(tmp_path):
     config = parse_config(CONFIG)
     store = SQLiteStore(tmp_path / "state.db")
     for target, length, reason, why in (("host:db9", 60, "x", "no host 'db9'"), ("rack:1", 60, "x", "target must be"),
@@ -132,11 +132,11 @@ def test_a_window_added_by_hand_has_the_same_rules_either_way(tmp_path):
                                         ("host:web1", 91 * 86400, "x", "at most 90 days"),
                                         ("host:web1", 60, " ", "reason is required")):
         with pytest.raises(ValueError, match=why):
-            acts.add_window(config, store, target, NOW, length, reason, None, NOW)
-    assert store.maintenance() == [] and store.journal() == []
+            await acts.add_window(config, store, target, NOW, length, reason, None, NOW)
+    assert await store.control.maintenance() == [] and await store.incidents.journal() == []
     with pytest.raises(ValueError, match="answer must be granted or denied"):
-        acts.answer_approval(store, "web1", "maybe", None, NOW)
-    store.close()
+        await acts.answer_approval(store, "web1", "maybe", None, NOW)
+    await store.close()
 
 
 # -- the CLI against a real running daemon ---------------------------------------------------------
@@ -209,6 +209,6 @@ def test_without_the_daemon_the_cli_acts_on_the_store(daemon):
     assert cli(daemon, "maintenance", "remove", "1").stdout == "maintenance #1 removed\n"
     store = SQLiteStore(daemon.state)
     try:
-        assert store.take_approval("web1", 0) == "denied" and store.maintenance() == []
+        assert asyncio.run(store.control.take_approval("web1", 0)) == "denied" and asyncio.run(store.control.maintenance()) == []
     finally:
-        store.close()
+        asyncio.run(store.close())
