@@ -130,5 +130,5 @@ async def test_a_retry_that_is_objected_to_says_the_first_command_may_have_acted
 
     switch = Switch(PowerState.OFF, stuck=True)  # the first ON is sent but not seen to act
     with pytest.raises(ActionError, match=QUARANTINED) as info:
-        await power_change(switch, PowerAction.ON, FAST, second_time)
+        await power_change(switch, PowerAction.ON, FAST, asking(second_time))
     assert switch.sent == ["on"] and info.value.maybe_done

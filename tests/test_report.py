@@ -536,11 +536,11 @@ async def test_templates_ship_in_the_wheel_and_render_from_an_installed_copy(sto
 
     incident = await host_down_incident(store)
     script = f"""
-import json, monitord.records.report as r
+import asyncio, json, monitord.records.report as r
 from monitord.paging.business_calendar import BusinessCalendar
 from monitord.records.state import SQLiteStore
 store = SQLiteStore({str(tmp_path / "state.db")!r})
-report = r.load_report(store, {incident}, BusinessCalendar())
+report = asyncio.run(r.load_report(store, {incident}, BusinessCalendar()))
 print(json.dumps({{"file": r.__file__, "out": {{f"{{lang}}.{{fmt}}": r.render(report, fmt, lang)
                                               for lang in ("ja", "en") for fmt in ("md", "html")}}}}))
 """
