@@ -25,7 +25,7 @@ async def main(db: str, paging_json: str, message_json: str | None) -> None:
     if message_json:
         message = Message.from_json(message_json)
         for name in paging.integrations:
-            print("queued", outbox.enqueue(name, message), flush=True)
+            print("queued", await outbox.enqueue(name, message), flush=True)
     dispatcher = Dispatcher(outbox, paging, Metrics(), poll=0.2)
     print("dispatching", flush=True)
     try:
