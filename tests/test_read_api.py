@@ -288,7 +288,7 @@ async def test_cli_reads_the_store_when_no_daemon_runs(tmp_path):
     assert cli("explain", "nosuch").returncode == 2
 
 
-async def test_the_document_describes_exactly_the_routes_served(tmp_path):
+def test_the_document_describes_exactly_the_routes_served(tmp_path):
     from aiohttp import web
 
     from monitord.config import parse_config
@@ -312,4 +312,4 @@ async def test_the_document_describes_exactly_the_routes_served(tmp_path):
     served = {(route.method.lower(), route.resource.canonical) for route in app.router.routes()}
     documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert served == documented
-    await store.close()
+    asyncio.run(store.close())
