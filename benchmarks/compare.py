@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import resource
@@ -142,7 +143,7 @@ async def child_mixed(checks: int, port: int, seconds: float) -> dict:
         config = parse_config(mixed_config(checks, port, Path(tmp) / "state.db"))
         store, metrics, ctx = SQLiteStore(Path(tmp) / "state.db"), Metrics(), ProbeContext()
         scheduler = Scheduler(clock=SystemClock(), store=store, metrics=metrics, ctx=ctx, max_concurrency=INFLIGHT)
-        settle = start_up(scheduler, config)
+        settle = await start_up(scheduler, config)
         task = asyncio.create_task(scheduler.run())
         await asyncio.sleep(3)  # warm up: past the first spread-out slots
         done0, cpu0 = results(metrics), cpu_self()
@@ -151,13 +152,19 @@ async def child_mixed(checks: int, port: int, seconds: float) -> dict:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await ctx.aclose()
-        store.close()
+        await awaited(store.close())
     return {"probes": done1 - done0, "cpu": cpu1 - cpu0, "ok": ok_share(metrics), "gc_tuned": settle}
 
 
-def start_up(scheduler, config) -> bool:
+async def awaited(value):
+    """``value``, awaited when this monitord's store and scheduler are awaitable (since the store
+    interface of issue #10), so the harness measures older checkouts too."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def start_up(scheduler, config) -> bool:
     """Load the checks, then the daemon's post-start-up GC settling if this monitord has it."""
-    scheduler.load(config.checks())
+    await awaited(scheduler.load(config.checks()))
     try:
         from monitord.edge.daemon import settle_memory
     except ImportError:
@@ -302,7 +309,7 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
         await ping.configure(ctx, "auto")
         scheduler = Scheduler(clock=SystemClock(), store=store, metrics=metrics, ctx=ctx,
                               max_concurrency=config.daemon.max_concurrency)
-        start_up(scheduler, config)
+        await start_up(scheduler, config)
         rss_loaded = rss_now()
         task = asyncio.create_task(scheduler.run())
         scrapes = []
@@ -319,7 +326,7 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await ctx.aclose()
-        store.close()
+        await awaited(store.close())
     values = sorted(lateness.values) or [0.0]
     last = scrapes[-1] if scrapes else {}
     return {"checks": hosts * 5, "probes": len(lateness.values), "cpu": cpu1 - cpu0,
