@@ -184,5 +184,5 @@ class Scripted:
 
         scheduler = Scheduler(clock=self.clock, store=store, metrics=metrics, ctx=ProbeContext(), max_concurrency=10)
         await scheduler.load([dataclasses.replace(s, kind=dataclasses.replace(s.kind, run=self.run)) for s in config.checks()],
-                       await store.checks.states())
+                             await store.checks.states())
         return scheduler

@@ -596,7 +596,7 @@ async def test_a_late_backup_is_a_customer_notice_and_operator_warning_and_twice
     late = Result(Status.WARNING, Reason.THRESHOLD, "late or failed; newest good web1-24", 0.1, jst(25, 7, 5))
     await notify(engine, spec, Event.CONFIRMED, late, 7)
     assert [m["summary"] for m in await messages(store)] == ["【容量警告】web1: backup: late or failed; newest good web1-24",
-                                                       "web1/backup: late or failed; newest good web1-24"]
+                                                             "web1/backup: late or failed; newest good web1-24"]
     assert (await messages(store))[1]["severity"] == "warning"  # operations hear of it too
     twice = Result(Status.CRITICAL, Reason.THRESHOLD, "failed twice in a row; newest good web1-24", 0.1,
                    jst(26, 7, 5), ticket=Ticket.BACKUP)
@@ -624,7 +624,7 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
         {"name": "web1-new", "at": taken, "size": 3 * 1024 ** 3, "stale_from": engine.clock.time() + DAY}])
     for host in ("web1", "web2", "web3"):
         await engine._commit(host, engine.state(host), [esc.Page("dispatch", 3, f"{host} is down: dispatch")],
-                       esc.Confirmed("ping", True, None), engine.clock.time())
+                             esc.Confirmed("ping", True, None), engine.clock.time())
     pages = {m["source"]: m["details"] for m in await messages(store) if m["details"].get("kind") == "dispatch"}
     when = lastbackup.format_time(taken, TOKYO)
     assert pages["web1"]["last_backup"] == [
@@ -635,7 +635,7 @@ async def test_the_dispatch_page_names_the_last_good_backup_or_says_none_is_know
     lastbackup.write_record(directory, "local:/srv/backup/web1", engine.clock.time(), [
         {"name": "web1-new", "at": taken, "size": None, "stale_from": engine.clock.time()}])
     await engine._commit("web1", engine.state("web1"), [esc.Page("dispatch", 3, "web1 is down again")],
-                   esc.Confirmed("ping", True, None), engine.clock.time())
+                         esc.Confirmed("ping", True, None), engine.clock.time())
     last = [m["details"] for m in await messages(store) if m["summary"] == "web1: web1 is down again"][0]
     assert last["last_backup"] == [f"backup: last good backup {when}, generation web1-new at local:/srv/backup/web1"
                                    " - STALE: older than its schedule allows"]

@@ -94,7 +94,7 @@ async def test_failed_drive_is_a_business_hours_ticket_announced_to_the_customer
     await asyncio.sleep(0)
     await engine.idle()
     assert await subjects(store) == ["db1: hardware ticket (business hours): Drive Slot 3 fault",
-                               "【作業予定】db1: hardware ticket (business hours): Drive Slot 3 fault"]
+                                     "【作業予定】db1: hardware ticket (business hours): Drive Slot 3 fault"]
     scheduled = [e for e in await store.incidents.journal() if e.event == "page_sent"]
     assert scheduled and not [e for e in await store.incidents.journal() if e.event == "decided"]
 
@@ -217,7 +217,7 @@ async def test_a_check_recovering_during_a_ladder_leaves_the_incident_to_the_lad
     assert engine.episode("web1") == incident
     await engine.notifier.page("web1", "dispatch", "web1: level 3", incident)
     await engine.notify(specs["ping"], Event.RECOVERED, Result(Status.OK, Reason.NONE, "ok", 0.1, clock.time()),
-                  incident_id=incident)
+                        incident_id=incident)
     assert (await store.incidents.list())[0].closed_at is None and len(await store.outbox.pages()) == 1  # not resolved by the check
 
 

@@ -138,7 +138,7 @@ async def test_an_acknowledgement_in_pagerduty_acknowledges_the_incident_once(tm
         pages = await served.store.outbox.pages(incident_id=served.incident)
         assert [(p.acked_at, p.acked_by) for p in pages] == [(served.clock.time(), "pagerduty: Aoki Taro")] * 2
         assert await served.acks() == [("2 page(s) acknowledged: acknowledged in PagerDuty", "pagerduty: Aoki Taro",
-                                  "01EVENT")]
+                                        "01EVENT")]
         # PagerDuty retries the delivery, or someone replays it: nothing changes
         await served.clock.advance(60)
         assert await served.post(event("incident.acknowledged", "monitord-page-2")) == (

@@ -245,7 +245,7 @@ async def test_enqueue_is_durable_and_once_per_dedup_key_and_action(store, tmp_p
     assert await outbox.enqueue("mail", dataclasses.replace(MSG, to=("sato@example.jp",))) is True  # another person
     assert await outbox.enqueue("mail", dataclasses.replace(MSG, to=("sato@example.jp",))) is False
     assert await outbox.enqueue("pd", Message(dedup_key="incident-42", summary="recovered", source="web1",
-                                        action="resolve")) is True
+                                              action="resolve")) is True
     reopened = SQLiteStore(tmp_path / "state.db")
     try:
         assert [(i.integration, i.action, i.state) for i in await reopened.outbox.items()] == [

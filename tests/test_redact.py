@@ -84,7 +84,7 @@ async def test_nothing_written_to_the_store_contains_a_secret(tmp_path):
     store = SQLiteStore(tmp_path / "state.db")
     async with store.transaction():
         await store.incidents.append(JournalEntry(ts=1.0, event="page_delivery", reason=f"HTTP 400: bad key {value}",
-                                  detail={"echo": value}))
+                                                  detail={"echo": value}))
     item = await store.outbox.enqueue("pd", "key1", "trigger", '{"summary": "x"}', 1.0)
     await store.outbox.failed(item, 1, 2.0, f"HTTP 400: {{\"routing_key\": \"{value}\"}}")
     await store.close()

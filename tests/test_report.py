@@ -51,54 +51,54 @@ async def host_down_incident(store: SQLiteStore, summary: str = "no reply from 1
     await add(store, jst(13, 18, 0), "daemon", decision="started", reason="monitord 0.1.0")  # no host: left out
     await add(store, jst(13, 19, 2, 10), "detected", detail={"summary": summary, "attempt": 1, "max_attempts": 3}, **crit)
     await add(store, jst(13, 19, 2, 40), "detected", host="db1", check="ping", reason="timeout", outcome="critical",
-        detail={"summary": "db1 slow"})  # another host: left out
+              detail={"summary": "db1 slow"})  # another host: left out
     incident = await store.incidents.open("web1", "ping", "ping", jst(13, 19, 3, 10), jst(13, 19, 2, 10), summary)
     await add(store, jst(13, 19, 3, 10), "confirmed", incident_id=incident,
-        detail={"summary": summary, "attempt": 3, "max_attempts": 3}, **crit)
+              detail={"summary": summary, "attempt": 3, "max_attempts": 3}, **crit)
     ladder = dict(host="web1", check="ping", incident_id=incident)
     bmc = await add(store, jst(13, 19, 3, 11), "decided", decision="bmc_read",
-              reason="host down: read the BMC (power, SEL, sensors)", detail={"level": 1}, **ladder)
+                    reason="host down: read the BMC (power, SEL, sensors)", detail={"level": 1}, **ladder)
     page = await add(store, jst(13, 19, 3, 11), "page", decision="host_down", reason="web1 is down: level 1 remediation started",
-               detail={"level": 1}, **ladder)
+                     detail={"level": 1}, **ladder)
     await add(store, jst(13, 19, 3, 14), "outcome", host="web1", incident_id=incident, decision="bmc_read", outcome="ok",
-        ref=bmc, detail={"findings": "power on; 2 SEL events (last: PCI PERR: Critical Interrupt (Asserted)); "
+              ref=bmc, detail={"findings": "power on; 2 SEL events (last: PCI PERR: Critical Interrupt (Asserted)); "
                                      "sensors: 1 critical (CPU1 Temp 98 C)"})
     reset = await add(store, jst(13, 19, 3, 14), "decided", decision="power_reset", reason="BMC read; hardware reset",
-                detail={"level": 1, "driver": "ipmi"}, **ladder)
+                      detail={"level": 1, "driver": "ipmi"}, **ladder)
     await add(store, jst(13, 19, 3, 20), "outcome", host="web1", incident_id=incident, decision="power_reset", outcome="ok",
-        ref=reset, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent reset (attempt 1)",
+              ref=reset, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent reset (attempt 1)",
                                                        "ipmi: power is on"]})
     boot1 = await add(store, jst(13, 19, 3, 20), "decided", decision="wait_boot",
-                reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 1, "timeout": 600.0},
-                **ladder)
+                      reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 1, "timeout": 600.0},
+                      **ladder)
     await add(store, jst(13, 19, 5, 0), "detected", host="web1", check="http", reason="refused", outcome="critical",
-        detail={"summary": "connection refused"})  # another check's soft problem: left out
+              detail={"summary": "connection refused"})  # another check's soft problem: left out
     other = await store.incidents.open("web1", "http", "http", jst(13, 19, 6, 0), jst(13, 19, 5, 0), "connection refused")
     await add(store, jst(13, 19, 6, 0), "confirmed", host="web1", check="http", incident_id=other, reason="refused",
-        outcome="critical", detail={"summary": "connection refused"})  # another incident: left out
+              outcome="critical", detail={"summary": "connection refused"})  # another incident: left out
     await add(store, jst(13, 19, 9, 30), "acknowledged", host="web1", incident_id=incident, ref=page, detail={"by": "tanaka"})
     await add(store, jst(13, 19, 13, 20), "outcome", host="web1", incident_id=incident, decision="wait_boot",
-        reason="timeout", outcome="failed", ref=boot1,
-        detail={"ping": False, "login": False, "fs_errors": [], "note": ""})
+              reason="timeout", outcome="failed", ref=boot1,
+              detail={"ping": False, "login": False, "fs_errors": [], "note": ""})
     cycle = await add(store, jst(13, 19, 13, 20), "decided", decision="power_cycle",
-                reason="host did not come back after the reset: power-cycle", detail={"level": 2, "driver": "ipmi"},
-                **ladder)
+                      reason="host did not come back after the reset: power-cycle", detail={"level": 2, "driver": "ipmi"},
+                      **ladder)
     await add(store, jst(13, 19, 13, 34), "outcome", host="web1", incident_id=incident, decision="power_cycle", outcome="ok",
-        ref=cycle, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent off (attempt 1)",
+              ref=cycle, detail={"driver": "ipmi", "steps": ["ipmi: power was on", "ipmi: sent off (attempt 1)",
                                                        "ipmi: power is off", "ipmi: sent on (attempt 1)",
                                                        "ipmi: power is on"]})
     boot2 = await add(store, jst(13, 19, 13, 34), "decided", decision="wait_boot",
-                reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 2, "timeout": 600.0},
-                **ladder)
+                      reason="wait up to 600s for boot, then verify ping and SSH login", detail={"level": 2, "timeout": 600.0},
+                      **ladder)
     await add(store, jst(13, 19, 16, 50), "recovered", host="web1", check="ping", incident_id=incident, outcome="ok",
-        detail={"summary": "192.0.2.10: 3/3 replies, 0% loss, rtt min/avg/max 0.4/0.5/0.7 ms"})
+              detail={"summary": "192.0.2.10: 3/3 replies, 0% loss, rtt min/avg/max 0.4/0.5/0.7 ms"})
     await store.incidents.close(incident, jst(13, 19, 16, 50))
     await add(store, jst(13, 19, 17, 5), "outcome", host="web1", incident_id=incident, decision="wait_boot", outcome="ok",
-        ref=boot2, detail={"ping": True, "login": True, "fs_errors": [], "note": ""})
+              ref=boot2, detail={"ping": True, "login": True, "fs_errors": [], "note": ""})
     await add(store, jst(13, 19, 17, 5), "resolved", host="web1", incident_id=incident,
-        reason="host answers ping and an SSH login succeeded")
+              reason="host answers ping and an SSH login succeeded")
     await add(store, jst(13, 19, 40), "detected", host="web1", check="ping", reason="unreachable", outcome="critical",
-        detail={"summary": "later"})  # after recovery: left out
+              detail={"summary": "later"})  # after recovery: left out
     return incident
 
 
@@ -169,7 +169,7 @@ async def test_entries_without_an_incident_id_are_not_taken_by_time(store):
     await add(store, start, "detected", host="db1", check="ping", outcome="critical")  # another host, same instant
     await add(store, start + 60, "confirmed", host="web1", check="ping", incident_id=incident, outcome="critical")
     decided = await add(store, start + 90, "decided", host="web1", check="ping", decision="power_reset", reason="again",
-                  detail={"level": 1, "driver": "pdu"})
+                        detail={"level": 1, "driver": "pdu"})
     await add(store, start + 95, "blocked", host="web1", check="ping", decision="maintenance", reason="window")
     await add(store, start + 120, "detected", host="web1", check="ping", outcome="critical")
     await store.incidents.close(incident, start + 300)
@@ -312,7 +312,7 @@ async def test_autoescape_on_for_html_off_for_markdown(store):
 async def test_engineer_text_replaces_the_placeholders(store):
     incident = await host_down_incident(store)
     await store.incidents.put_report_record(ReportRecord(incident, root_cause="Memory fault (DIMM A2).\nReplaced on 11/16.",
-                                         prevention="Memory added to the hardware check list."))
+                                                         prevention="Memory added to the hardware check list."))
     ja = render(await load_report(store, incident, CALENDAR), "md", "ja")
     assert "【原因】" not in ja and "Memory fault (DIMM A2).\nReplaced on 11/16.\n" in ja
     html_page = render(await load_report(store, incident, CALENDAR), "html", "ja")

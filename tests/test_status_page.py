@@ -80,17 +80,17 @@ async def fleet(tmp_path):
     store = SQLiteStore(config.daemon.state_path)
     specs = {s.host: s for s in config.checks()}
     await store.checks.put(specs["web1"].id, CheckState(Status.OK, True, 1, NOW - 30, NOW - 900,
-                                                       None, result(Status.OK, "port 80 open")), None)
+                                                        None, result(Status.OK, "port 80 open")), None)
     incident = await store.incidents.open("web2", "http", "tcp", NOW - 1200, NOW - 1300, f"web2 down {EVIL}")
     await store.checks.put(specs["web2"].id, CheckState(Status.CRITICAL, True, 3, NOW - 30, NOW - 1300, NOW - 1300,
-                                                       result(Status.CRITICAL, f"refused {EVIL}")), incident)
+                                                        result(Status.CRITICAL, f"refused {EVIL}")), incident)
     await store.checks.put_escalation("web2", {"level": 2, "phase": "acting", "incident_id": incident})
     await store.checks.put(specs["db1"].id, CheckState(Status.CRITICAL, False, 1, NOW - 30, NOW - 30, NOW - 30,
-                                                      result(Status.CRITICAL, "refused")), None)
+                                                       result(Status.CRITICAL, "refused")), None)
     from monitord.records.state import JournalEntry
     async with store.transaction():
         await store.incidents.append(JournalEntry(ts=NOW - 1100, event="decided", host="web2", incident_id=incident,
-                                  decision="power_reset", reason=f"reset via BMC {EVIL}", detail={"level": 2}))
+                                                  decision="power_reset", reason=f"reset via BMC {EVIL}", detail={"level": 2}))
     await store.outbox.open_page(incident, "web2", "failure", "critical", "ops", "web2 down", NOW - 1150)
     await store.outbox.open_page(incident, "web2", "dispatch", "critical", "ops", "web2 dispatch", NOW - 1000)
     await store.incidents.start_sla(incident, "engineer_on_site", "web2", NOW - 1000, NOW + 3600)

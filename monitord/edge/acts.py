@@ -13,7 +13,7 @@ ANSWERS = ("granted", "denied")
 
 
 async def add_window(config: Config, store: Store, target: str, start: float, length: float, reason: str,
-               by: str | None, now: float) -> int:
+                     by: str | None, now: float) -> int:
     """Add a maintenance window on ``target`` (``host:NAME``, ``group:NAME`` or ``tag:NAME``)
     from ``start`` for ``length`` seconds; its id. ValueError says what is wrong."""
     kind, _, name = target.partition(":")
@@ -30,8 +30,8 @@ async def add_window(config: Config, store: Store, target: str, start: float, le
     async with store.transaction(durable=True):
         window_id = await store.control.add_maintenance(target, start, start + length, reason, by)
         await store.incidents.append(JournalEntry(ts=now, event="maintenance", decision="added", host=host,
-                                  incident_id=await incident_of_host(store, host) if host else None, reason=reason,
-                                  detail={"id": window_id, "target": target, "start": start, "end": start + length,
+                                                  incident_id=await incident_of_host(store, host) if host else None, reason=reason,
+                                                  detail={"id": window_id, "target": target, "start": start, "end": start + length,
                                           "by": by}))
     return window_id
 
@@ -52,4 +52,4 @@ async def answer_approval(store: Store, host: str, answer: str, by: str | None, 
     async with store.transaction(durable=True):
         await store.control.set_approval(host, answer, now, by)
         await store.incidents.append(JournalEntry(ts=now, event="approval", host=host, incident_id=await incident_of_host(store, host),
-                                  decision=answer, detail={"by": by}))
+                                                  decision=answer, detail={"by": by}))

@@ -239,7 +239,7 @@ class Daemon:
         try:
             async with self.store.transaction():
                 await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="daemon", decision=what, reason=reason,
-                                               detail=detail))
+                                                               detail=detail))
         except StoreFault:
             pass
 

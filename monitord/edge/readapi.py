@@ -87,7 +87,7 @@ class ReadApi:
     async def host(self, request: web.Request) -> web.Response:
         name = self._host(request)
         return web.json_response(await views.host(self.api.config(), self.api.store, name, self.api.clock.time(),
-                                            self.live.due()))
+                                                  self.live.due()))
 
     async def explain(self, request: web.Request) -> web.Response:
         name = self._host(request)
@@ -112,7 +112,7 @@ class ReadApi:
         if found is None:
             raise Refusal(404, f"no incident #{incident_id}")
         return web.json_response(await views.incident(self.api.store, found, await views.host_states(self.api.store),
-                                                journal=True))
+                                                      journal=True))
 
     async def maintenance(self, request: web.Request) -> web.Response:
         self._reader(request)
@@ -140,7 +140,7 @@ class ReadApi:
             start = when.timestamp()
         try:
             window_id = await acts.add_window(config, store, body.get("target", ""), start, length, body.get("reason", ""),
-                                        body.get("by") or "api", now)
+                                              body.get("by") or "api", now)
         except ValueError as exc:
             raise Refusal(400, str(exc)) from None
         window = next(w for w in await views.maintenance(config, store) if w["id"] == str(window_id))

@@ -22,7 +22,7 @@ async def host_states(store: Store) -> dict[str, HostState]:
 
 
 async def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, float] | None = None,
-         states: Mapping[str, HostState] | None = None) -> dict:
+               states: Mapping[str, HostState] | None = None) -> dict:
     """One host: its checks with state, last result and next run; its ladder; maintenance; quarantine."""
     stored = await store.checks.states()
     state = (states if states is not None else await host_states(store)).get(name, HostState())

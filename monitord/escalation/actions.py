@@ -172,7 +172,7 @@ class Pages:
 
     async def page(self, host: str, page: esc.Page, incident: int | None) -> None:
         await self.notifier.page(host, page.kind, f"{host}: {page.summary}", incident, await self.details(host, page),
-                           vendors=[page.detail["vendor"]] if "vendor" in page.detail else [])
+                                 vendors=[page.detail["vendor"]] if "vendor" in page.detail else [])
 
     async def details(self, host: str, page: esc.Page) -> dict:
         """What the on-call engineer needs: what was tried, BMC findings, the customer's instructions

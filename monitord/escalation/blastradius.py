@@ -137,18 +137,18 @@ class BlastGuard:
             async with self.store.transaction(durable=True):
                 incident = await self.store.incidents.open(MONITOR, "blast_radius", "blast_radius", now, now, why or "")
                 await self.store.incidents.append(JournalEntry(ts=now, event="page", decision=PageKind.BLAST_RADIUS, incident_id=incident,
-                                               reason=why, detail={"level": 0}))
+                                                               reason=why, detail={"level": 0}))
             self.episode.incident_id = incident
             self.metrics.escalation_pages.labels(PageKind.BLAST_RADIUS).inc()
             log.error("PAGE blast_radius: %s: no power actions, customer notices and host pages held until it clears",
                       why)
             await self.notifier.page(None, PageKind.BLAST_RADIUS, f"monitor-side failure suspected: {why}; power actions stopped",
-                               incident)
+                                     incident)
         elif change == "cleared":
             incident, self.episode.incident_id = self.episode.incident_id, None
             async with self.store.transaction(durable=True):
                 await self.store.incidents.append(JournalEntry(ts=now, event="resolved", decision="blast_radius", incident_id=incident,
-                                               reason=f"blast-radius guard clear after {now - self.episode.since:.0f}s"))
+                                                               reason=f"blast-radius guard clear after {now - self.episode.since:.0f}s"))
                 if incident is not None:
                     await self.store.incidents.close(incident, now)
             log.warning("blast-radius guard clear: hosts still down go through their ladders")
@@ -162,6 +162,6 @@ class BlastGuard:
             return False
         async with self.store.transaction():
             await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="held", host=host, decision=what,
-                                           incident_id=self.episode.incident_id,
-                                           reason=f"held during the blast-radius episode: {summary}"))
+                                                           incident_id=self.episode.incident_id,
+                                                           reason=f"held during the blast-radius episode: {summary}"))
         return True

@@ -250,8 +250,8 @@ class Engine:
             done, note = await self.recovery.reconcile(host, state, self.policy(host), now)
             async with self.store.transaction(durable=True):
                 await self.store.incidents.append(JournalEntry(ts=now, event="reconciled", host=host, incident_id=state.incident_id,
-                                               decision=str(state.step), reason=note,
-                                               outcome="ok" if done.ok else "failed", detail=_jsonable(done.detail)))
+                                                               decision=str(state.step), reason=note,
+                                                               outcome="ok" if done.ok else "failed", detail=_jsonable(done.detail)))
             log.warning("%s: %s", host, note)
             await self._advance_all(host, done)
 

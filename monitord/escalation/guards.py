@@ -125,7 +125,7 @@ class GuardSet:
         return dataclasses.replace(guards, parent_down=parent, blast_radius=await self.blast.evaluate())
 
     async def verdicts(self, host: str, what: esc.Step, state: esc.HostState, policy: esc.Policy,
-                 now: float) -> list[tuple[str, str | None]]:
+                       now: float) -> list[tuple[str, str | None]]:
         """Every guard's verdict on ``what`` for ``host`` now, in the order they are asked: why it
         blocks, or None (it passes). Nothing is probed."""
         guards = await self.cheap(host, now)

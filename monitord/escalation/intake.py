@@ -75,7 +75,7 @@ class Intake:
             if notice == "threshold":
                 # contact the customer first; operations hear of it too (a warning, routed by policy)
                 await self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
-                                     result.started_at)
+                                           result.started_at)
                 await self.notifier.page(spec.host, PageKind.THRESHOLD, f"{spec.host}/{spec.name}: {result.summary}", incident_id)
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
@@ -186,7 +186,7 @@ class Intake:
             return False
         async with self.store.transaction(durable=True):
             await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="cancelled", host=host,
-                                           check=getattr(event, "check", None), incident_id=self.state(host).incident_id,
-                                           decision=type(event).__name__.lower(), reason=why))
+                                                           check=getattr(event, "check", None), incident_id=self.state(host).incident_id,
+                                                           decision=type(event).__name__.lower(), reason=why))
         log.info("%s: cancelled: %s", host, why)
         return True

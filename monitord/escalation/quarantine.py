@@ -51,8 +51,8 @@ async def record(store: Store, config: Config, host: str, reason: str, by: str |
     async with store.transaction(durable=True):
         await store.control.quarantine(host, now, reason, by)
         decided = await store.incidents.append(JournalEntry(ts=now, event="decided", host=host, incident_id=incident,
-                                            decision="quarantine_power_off", reason=reason,
-                                            detail={"by": by, "drivers": list(config.hosts[host].power_drivers())}))
+                                                            decision="quarantine_power_off", reason=reason,
+                                                            detail={"by": by, "drivers": list(config.hosts[host].power_drivers())}))
     return decided, incident
 
 
@@ -72,14 +72,14 @@ async def power_off(store: Store, config: Config, host: str, decision: Decided, 
             failures.append(f"{name}: {exc.summary}")
             async with store.transaction(durable=True):
                 await store.incidents.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
-                                          decision="quarantine_power_off", outcome="failed",
-                                          reason=str(exc.reason), ref=decided,
-                                          detail={"driver": name, "error": exc.summary}))
+                                                          decision="quarantine_power_off", outcome="failed",
+                                                          reason=str(exc.reason), ref=decided,
+                                                          detail={"driver": name, "error": exc.summary}))
             continue
         async with store.transaction(durable=True):
             await store.incidents.append(JournalEntry(ts=time.time(), event="outcome", host=host, incident_id=incident,
-                                      decision="quarantine_power_off", outcome="ok", ref=decided,
-                                      detail={"driver": name, "steps": list(outcome.steps)}))
+                                                      decision="quarantine_power_off", outcome="ok", ref=decided,
+                                                      detail={"driver": name, "steps": list(outcome.steps)}))
         done = "powered off" if outcome.acted else "was already off"
         when = await _announce_reinstall(config, store, host)
         return True, (f"{host} quarantined and {done} (through {name}); reinstall announced for "

@@ -72,8 +72,8 @@ class Notifier:
     # -- pages ----------------------------------------------------------------------------
 
     async def page(self, host: str | None, kind: PageKind, summary: str, incident_id: int | None = None,
-             details: dict | None = None, targets: list[str] | None = None, escalate: bool = True,
-             vendors: Sequence[str] = ()) -> int | None:
+                   details: dict | None = None, targets: list[str] | None = None, escalate: bool = True,
+                   vendors: Sequence[str] = ()) -> int | None:
         """Open a page and send its first tier; ``targets`` skips routing (e.g. an approval request);
         ``escalate=False`` sends the first tier only (an information); ``vendors`` are escalated to
         besides the route's (a configured ladder's vendor step)."""
@@ -98,7 +98,7 @@ class Notifier:
         return page_id
 
     async def _escalate_to_vendor(self, name: str, host: str | None, kind: str, severity: str, summary: str,
-                            incident_id: int | None, page_id: int, details: dict) -> None:
+                                  incident_id: int | None, page_id: int, details: dict) -> None:
         """Send vendor ``name`` the incident's findings and what was tried, once per incident,
         and journal it (the incident report shows it)."""
         vendor = self.config.paging.vendors[name]
@@ -119,8 +119,8 @@ class Notifier:
                 incident_id=incident_id))]
             if sent:
                 await self._journal("vendor_escalated", host, incident_id, name,
-                              f"{vendor.name or name} ({vendor.role}): {summary}",
-                              {"integrations": sent, "to": vendor.emails, "tried": tried})
+                                    f"{vendor.name or name} ({vendor.role}): {summary}",
+                                    {"integrations": sent, "to": vendor.emails, "tried": tried})
         if sent:
             log.warning("%s: escalated to vendor %s through %s", host or "-", name, ", ".join(sent))
 
@@ -135,7 +135,7 @@ class Notifier:
         return next(p for p in await self.store.outbox.pages(open_only=False) if p.id == page_id)
 
     async def _send(self, page: PageRecord, step: int, targets: list[str] | None, details: dict,
-              escalate: bool = True) -> None:
+                    escalate: bool = True) -> None:
         """Page tier ``step`` (or ``targets``) and set the ack deadline."""
         now = self.clock.time()
         paging = self.config.paging
@@ -158,8 +158,8 @@ class Notifier:
             next_at = now + tier.ack_timeout if policy and escalate else None  # the last tier's timeout ends the ladder
             await self.store.outbox.update_page(page.id, step=step, next_at=next_at, paged=paged)
             await self._journal("page_sent", page.host, page.incident_id, page.kind,
-                          f"tier {step + 1}: {', '.join(sorted({i for _, i in pairs})) or 'nobody'}",
-                          {"page": page.id, "people": sorted({p for p, _ in pairs if p})})
+                                f"tier {step + 1}: {', '.join(sorted({i for _, i in pairs})) or 'nobody'}",
+                                {"page": page.id, "people": sorted({p for p, _ in pairs if p})})
         if not pairs:
             log.error("page %d (%s): tier %d reaches nobody", page.id, page.kind, step + 1)
 
@@ -167,8 +167,8 @@ class Notifier:
         """Send ``acknowledge`` or ``resolve`` to every integration a page reached."""
         for integration, key in page.paged:
             await self.outbox.enqueue(integration, Message(dedup_key=key, summary=page.summary, action=action,
-                                                     source=page.host or "monitord", severity=page.severity,
-                                                     at=self.clock.time(), incident_id=page.incident_id))
+                                                           source=page.host or "monitord", severity=page.severity,
+                                                           at=self.clock.time(), incident_id=page.incident_id))
 
     async def resolve(self, incident_id: int) -> None:
         """The incident recovered: resolve its open pages."""
@@ -237,7 +237,7 @@ class Notifier:
             if timer.breached_at is None and now >= timer.due:
                 await self.store.incidents.update_sla(timer.incident_id, timer.name, breached_at=now)
                 await self._journal("sla_breach", timer.host, timer.incident_id, timer.name,
-                              f"{timer.name} target missed (due {self.format_time(timer.due)})")
+                                    f"{timer.name} target missed (due {self.format_time(timer.due)})")
                 pages = await self.store.outbox.pages(incident_id=timer.incident_id)
                 if pages:
                     await self.escalate(pages[-1], f"SLA {timer.name} breached")
@@ -278,10 +278,10 @@ class Notifier:
         return dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
 
     async def _journal(self, event: str, host: str | None, incident_id: int | None, decision: str, reason: str,
-                 detail: dict | None = None) -> None:
+                       detail: dict | None = None) -> None:
         async with self.store.transaction(durable=True):
             await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event=event, host=host, incident_id=incident_id,
-                                           decision=decision, reason=reason, detail=detail or {}))
+                                                           decision=decision, reason=reason, detail=detail or {}))
 
 
 async def acknowledge(store: Store, incident_id: int, by: str | None, now: float, why: str = "", **detail: str) -> int:

@@ -206,14 +206,14 @@ async def incident_entries(store: Store, incident: Incident) -> tuple[list[Journ
     """
     own = await store.incidents.journal(incident_id=incident.id, limit=_SCAN)
     detection = [e for e in await store.incidents.journal(host=incident.host, since=incident.detected_at, until=incident.detected_at,
-                                          limit=_SCAN)
+                                                          limit=_SCAN)
                  if e.event == "detected" and e.check == incident.check and e.incident_id is None]
     entries = sorted(own + detection, key=lambda e: e.id or 0)
     return [e for e in entries if e.event not in HIDDEN_EVENTS], frozenset(e.id for e in detection if e.id is not None)
 
 
 async def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None,
-                backups: Callable[[Incident], Sequence[LastBackup] | None] | None = None) -> Report:
+                      backups: Callable[[Incident], Sequence[LastBackup] | None] | None = None) -> Report:
     """Build the report of incident ``incident_id``; KeyError if there is no such incident.
 
     ``backups(incident)``: the host's last good backups before the incident began, or None when

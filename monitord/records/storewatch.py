@@ -72,7 +72,7 @@ class StoreWatch:
         try:
             async with self.store.transaction(durable=True):
                 await self.store.incidents.append(JournalEntry(ts=now, event="store", decision="unwritable", outcome="recovered",
-                                               reason=fault, detail={"since": since, "paged": paged}))
+                                                               reason=fault, detail={"since": since, "paged": paged}))
         except Exception:  # noqa: BLE001 - failing again: the next episode starts from the new fault
             pass
         self.metrics.store_healthy.set(1)
