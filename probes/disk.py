@@ -378,6 +378,13 @@ class _StatvfsCalls:
 _STATVFS = _StatvfsCalls()
 
 
+def _forget_outcome(call: asyncio.Future) -> None:
+    """Retrieve the late outcome of a call this run gave up on (a hung mount that fails at
+    last), which asyncio would otherwise log as an error nobody retrieved."""
+    if not call.cancelled():
+        call.exception()
+
+
 async def read_local(params: DiskParams, mounts_file: str = MOUNTS_FILE) -> tuple[list[Usage], Unreadable]:
     """Usage of this machine's watched filesystems, and those that did not answer in time."""
     with open(mounts_file, encoding="utf-8", errors="surrogateescape") as handle:
@@ -388,6 +395,7 @@ async def read_local(params: DiskParams, mounts_file: str = MOUNTS_FILE) -> tupl
     usages, unreadable = [], {}
     for path, call in calls.items():
         if not call.done():
+            call.add_done_callback(_forget_outcome)
             unreadable[path] = (Reason.TIMEOUT, f"statvfs hung for {params.statvfs_timeout:g}s")
         elif call.exception() is not None:
             exc = call.exception()
