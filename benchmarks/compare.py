@@ -311,6 +311,7 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
                               max_concurrency=config.daemon.max_concurrency)
         await start_up(scheduler, config)
         rss_loaded = rss_now()
+        loaded = tracemalloc.take_snapshot() if trace else None
         task = asyncio.create_task(scheduler.run())
         scrapes = []
         cpu0, wall0 = cpu_self(), time.monotonic()
@@ -319,10 +320,12 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
             scrapes.append(await asyncio.to_thread(scrape, metrics))
         cpu1 = cpu_self()
         top = []
-        if trace:
+        if loaded is not None:  # where the memory held after loading went, and what running added
             snapshot = tracemalloc.take_snapshot()
             top = [f"{stat.traceback[0].filename.removeprefix(str(REPO) + '/')}:{stat.traceback[0].lineno} "
-                   f"{stat.size / 2**20:.1f} MiB" for stat in snapshot.statistics("lineno")[:12]]
+                   f"{stat.size / 2**20:.1f} MiB" for stat in loaded.statistics("lineno")[:12]]
+            top += [f"running: {stat.traceback[0].filename.removeprefix(str(REPO) + '/')}:{stat.traceback[0].lineno} "
+                    f"{stat.size_diff / 2**20:+.1f} MiB" for stat in snapshot.compare_to(loaded, "lineno")[:12]]
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await ctx.aclose()
