@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
+import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -173,6 +174,7 @@ class Metrics:
         self._families = [self.probe_success, self.probe_duration, self.check_state, self.probe_status,
                           self.probe_last_run, self.probe_value]
         self._checks: dict[tuple[str, str, str], _Check] = {}
+        self._fleet_scrape = threading.Lock()
         self.build_info.labels(__version__, platform.python_version()).set(1)
         # counters of a known set of labels start at 0, so increase() sees their first event
         for step in Step:
@@ -230,10 +232,11 @@ class Metrics:
             for row in rows:
                 if row.last_run is not None and row.last_run < oldest.get(row.kind, math.inf):
                     oldest[row.kind] = row.last_run
-            self.oldest_run.clear()
-            for kind, when in oldest.items():
-                self.oldest_run.labels(kind).set(when)
-            head = generate_latest(self.registry).decode()
+            with self._fleet_scrape:  # two scrapes at once: neither sees the other's half-set gauge
+                self.oldest_run.clear()
+                for kind, when in oldest.items():
+                    self.oldest_run.labels(kind).set(when)
+                head = generate_latest(self.registry).decode()
             families = [f for f in self._families if not f.detail]
         else:
             wanted = set(hosts)
