@@ -94,4 +94,5 @@ async def test_shared_resource_created_once_even_when_first_caller_times_out():
             await ctx.resource("x", factory)
     first, second = await asyncio.gather(ctx.resource("x", factory), ctx.resource("x", factory))
     assert first is second and created == [1]
+    assert await ctx.resource("x", factory) is first and created == [1]  # made: handed out as it is
     await ctx.aclose()

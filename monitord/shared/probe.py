@@ -138,7 +138,9 @@ class ProbeContext:
         cancel it for the others. A factory that needs cleanup registers it with :meth:`enter`.
         """
         future = self._resources.get(key)
-        if future is None or (future.done() and future.exception() is not None):
+        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            return future.result()  # made already: every run after the first takes this path
+        if future is None or future.done():
             future = self._resources[key] = asyncio.ensure_future(factory(self))
         return await asyncio.shield(future)
 
