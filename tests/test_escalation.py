@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from monitord.escalation.ladder import (
-    Act, Blocked, Confirmed, Done, Guards, HostState, Note, Page, Phase, Policy, Recovered, Resolved, Retry,
-    StartSla, Step, step,
+    Act, Answer, ApprovalArgs, BootFound, Blocked, Confirmed, Done, Failed, Guards, HostState, Note, Page, Phase, Policy, PowerArgs,
+    PowerDone, Recovered, Resolved, RestartDone, Retry, StartSla, Step, Verified, step,
 )
 
 FULL = Policy(power_drivers=("ipmi", "pdu"), has_bmc=True, has_ssh=True, boot_timeout=600, max_resets=3,
@@ -20,11 +20,17 @@ HTTP_DOWN = Confirmed("http", host_down=False, incident_id=8)
 
 def boot(ping: bool, login: bool, fs_errors=()) -> Done:
     return Done(Step.WAIT_BOOT, ping and login and not fs_errors,
-                detail={"ping": ping, "login": login, "fs_errors": list(fs_errors)})
+                detail=BootFound(ping, login, tuple(fs_errors)))
 
 
 def verified(ok: bool) -> Done:
-    return Done(Step.VERIFY, ok, "" if ok else "not verified", {"ping": True, "login": ok})
+    return Done(Step.VERIFY, ok, "" if ok else "not verified", Verified(True, ok))
+
+
+def _via(args) -> str:
+    """The power driver an action (or the action an approval is asked for) goes through."""
+    args = args.then if isinstance(args, ApprovalArgs) else args
+    return f" via {args.driver}" if isinstance(args, PowerArgs) else ""
 
 
 def short(decisions) -> list[str]:
@@ -32,7 +38,7 @@ def short(decisions) -> list[str]:
     out = []
     for d in decisions:
         if isinstance(d, Act):
-            out.append(f"act {d.step}" + (f" via {d.args['driver']}" if "driver" in d.args else "") + f" L{d.level}")
+            out.append(f"act {d.step}" + _via(d.args) + f" L{d.level}")
         elif isinstance(d, Blocked):
             out.append(f"blocked {d.guard}")
         elif isinstance(d, Page):
@@ -61,46 +67,46 @@ def play(events, policy=FULL, guards=OK, state=None, start=1000.0, dt=10.0):
 
 LADDERS = {
     "L1 reset brings the host back": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(True, True)],
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")), boot(True, True)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["resolved"]],
     ),
     "not back after reset: L2 power cycle, then back": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(False, False),
-         Done(Step.POWER_CYCLE, True, detail={"driver": "ipmi"}), boot(True, True)],
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")), boot(False, False),
+         Done(Step.POWER_CYCLE, True, detail=PowerDone("ipmi")), boot(True, True)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act power_cycle via ipmi L2"],
          ["act wait_boot L2"], ["resolved"]],
     ),
     "never back: L2 then L3 dispatch with the SLA timer": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(False, False),
-         Done(Step.POWER_CYCLE, True, detail={"driver": "ipmi"}), boot(False, False)],
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")), boot(False, False),
+         Done(Step.POWER_CYCLE, True, detail=PowerDone("ipmi")), boot(False, False)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act power_cycle via ipmi L2"],
          ["act wait_boot L2"], ["page dispatch L3", "sla engineer_on_site"]],
     ),
     "back with filesystem errors: L2 forced fsck": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")),
          boot(True, True, ["EXT4-fs error (device sda1)"]), Done(Step.FSCK, True), boot(True, True)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act fsck L2"],
          ["act wait_boot L2"], ["resolved"]],
     ),
     "back but login fails: L2 power cycle": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}), boot(True, False)],
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")), boot(True, False)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["act power_cycle via ipmi L2"]],
     ),
     "IPMI fails: falls back to the PDU": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "auth", {"driver": "ipmi"}),
-         Done(Step.POWER_RESET, True, detail={"driver": "pdu"}), boot(True, True)],
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "auth", Failed("ipmi", "")),
+         Done(Step.POWER_RESET, True, detail=PowerDone("pdu")), boot(True, True)],
         # the BMC rejected the credentials: humans hear of it at once (issue #8 item 5)
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["page bmc_auth L1", "act power_reset via pdu L1"],
          ["act wait_boot L1"], ["resolved"]],
     ),
     "a power command whose outcome is unknown is verified, not resent through the PDU": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi", "maybe_done": True}),
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "timeout", Failed("ipmi", "", True)),
          boot(True, True)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act wait_boot L1"], ["resolved"]],
     ),
     "every power driver fails: L3 page": (
-        [DOWN, Done(Step.BMC_READ, False, "timeout"), Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi"}),
-         Done(Step.POWER_RESET, False, "timeout", {"driver": "pdu"})],
+        [DOWN, Done(Step.BMC_READ, False, "timeout"), Done(Step.POWER_RESET, False, "timeout", Failed("ipmi", "")),
+         Done(Step.POWER_RESET, False, "timeout", Failed("pdu", ""))],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"],
          ["page dispatch L3", "sla engineer_on_site"]],
     ),
@@ -113,13 +119,13 @@ LADDERS = {
         [["act service_restart L1"], ["page service_failed L2"]],
     ),
     "service login fails: host-down ladder": (
-        [HTTP_DOWN, Done(Step.SERVICE_RESTART, False, "timeout", {"login": False}), Done(Step.BMC_READ, True)],
+        [HTTP_DOWN, Done(Step.SERVICE_RESTART, False, "timeout", RestartDone(False)), Done(Step.BMC_READ, True)],
         [["act service_restart L1"], ["act bmc_read L1"], ["act power_reset via ipmi L1"]],
     ),
     # a check answering is not the contract's recovery: the ladder verifies first (issue #8 item 1)
     "recovered while dispatched: verified, then resolved": (
-        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", {"driver": "ipmi"}),
-         Done(Step.POWER_RESET, False, "x", {"driver": "pdu"}), Recovered("ping", True), verified(True)],
+        [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", Failed("ipmi", "")),
+         Done(Step.POWER_RESET, False, "x", Failed("pdu", "")), Recovered("ping", True), verified(True)],
         [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["act power_reset via pdu L1"],
          ["page dispatch L3", "sla engineer_on_site"], ["act verify L3"], ["resolved"]],
     ),
@@ -205,7 +211,7 @@ def test_reset_limit_goes_straight_to_level_3():
     state = HostState()
     t = 0.0
     for _ in range(3):  # three flaps: reset, back, resolved, down again after the grace period
-        for event in (DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+        for event in (DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")),
                       boot(True, True)):
             state, decisions = step(state, event, FULL, OK, t)
             t += 10
@@ -227,7 +233,7 @@ def test_reset_limit_window_slides():
 
 
 def test_grace_period_defers_failures_after_an_action():
-    state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
+    state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")),
                      boot(True, True)], start=1000, dt=10)
     assert state.grace_until == 1010 + FULL.grace
     state, decisions = step(state, DOWN, FULL, OK, 1100)
@@ -276,7 +282,7 @@ OFF_HOURS = replace(FULL, contact_first=frozenset({Step.POWER_RESET}))
 def test_off_hours_contact_first(answer, policy, expected):
     night = Guards(off_hours=True)
     state, trace = play([DOWN, Done(Step.BMC_READ, True),
-                         Done(Step.REQUEST_APPROVAL, answer == "granted", detail={"answer": answer})],
+                         Done(Step.REQUEST_APPROVAL, answer == "granted", detail=Answer(answer))],
                         policy=policy, guards=night)
     assert trace[1] == ["act request_approval via ipmi L1"]
     assert trace[2] == expected
@@ -300,13 +306,13 @@ def test_recovery_clears_a_block_so_the_next_one_is_journaled_again():
 
 
 def test_power_action_counts_once_even_with_fallback():
-    state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", {"driver": "ipmi"}),
-                     Done(Step.POWER_RESET, True, detail={"driver": "pdu"})])
+    state, _ = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, "x", Failed("ipmi", "")),
+                     Done(Step.POWER_RESET, True, detail=PowerDone("pdu"))])
     assert len(state.power_actions) == 1
 
 
-DISPATCHED_EVENTS = [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail={"driver": "ipmi"}),
-                     boot(False, False), Done(Step.POWER_CYCLE, True, detail={"driver": "ipmi"}), boot(True, False)]
+DISPATCHED_EVENTS = [DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, True, detail=PowerDone("ipmi")),
+                     boot(False, False), Done(Step.POWER_CYCLE, True, detail=PowerDone("ipmi")), boot(True, False)]
 
 
 def test_a_check_answering_while_an_action_is_in_flight_is_left_to_its_verification():
@@ -353,8 +359,8 @@ def test_unverified_recovery_while_awaiting_approval_goes_back_to_waiting():
 def test_bmc_authentication_failure_pages_at_once_and_once_per_ladder():
     policy = replace(FULL, name="web1")
     state = HostState()
-    events = [DOWN, Done(Step.BMC_READ, False, "auth"), Done(Step.POWER_RESET, False, "auth", {"driver": "ipmi"}),
-              Done(Step.POWER_RESET, False, "timeout", {"driver": "pdu"})]
+    events = [DOWN, Done(Step.BMC_READ, False, "auth"), Done(Step.POWER_RESET, False, "auth", Failed("ipmi", "")),
+              Done(Step.POWER_RESET, False, "timeout", Failed("pdu", ""))]
     trace, pages = [], []
     for i, event in enumerate(events):
         state, decisions = step(state, event, policy, OK, i)
@@ -370,7 +376,7 @@ def test_bmc_authentication_failure_pages_at_once_and_once_per_ladder():
 @pytest.mark.parametrize("reason,driver,paged", [("timeout", "ipmi", False), ("auth", "pdu", False),
                                                  ("auth", "ipmi", True)])
 def test_only_the_bmc_rejecting_credentials_is_a_bmc_auth_page(reason, driver, paged):
-    _, trace = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, reason, {"driver": driver})],
+    _, trace = play([DOWN, Done(Step.BMC_READ, True), Done(Step.POWER_RESET, False, reason, Failed(driver, ""))],
                     policy=replace(FULL, power_drivers=("ipmi", "pdu") if driver == "ipmi" else ("pdu",)))
     assert ("page bmc_auth L1" in trace[2]) is paged
 
@@ -411,13 +417,32 @@ def test_no_host_is_handed_to_humans_while_a_guard_holds_it(events, policy, guar
 
 def test_a_power_action_stopped_by_a_quarantine_ends_the_ladder_without_fallback_or_dispatch():
     # the quarantine came while the reset was under way: the power path refused to power on
-    stopped = Done(Step.POWER_RESET, False, "error", {"driver": "ipmi", "error": "not sending on: the host is quarantined"})
+    stopped = Done(Step.POWER_RESET, False, "error", Failed("ipmi", "not sending on: the host is quarantined"))
     state, trace = play([DOWN, Done(Step.BMC_READ, True), stopped], guards=[OK, OK, Guards(quarantined=True)])
     assert trace == [["act bmc_read L1"], ["act power_reset via ipmi L1"], ["blocked quarantined"]]
     assert state.phase is Phase.IDLE and state.blocked == "quarantined" and state.level == 0
 
 
 def test_a_power_action_that_failed_otherwise_still_falls_back_to_the_next_driver():
-    failed = Done(Step.POWER_RESET, False, "timeout", {"driver": "ipmi", "error": "no answer"})
+    failed = Done(Step.POWER_RESET, False, "timeout", Failed("ipmi", "no answer"))
     _, trace = play([DOWN, Done(Step.BMC_READ, True), failed])
     assert trace[-1] == ["act power_reset via pdu L1"]
+
+
+def test_payloads_are_typed_per_step_and_journal_as_before():
+    from monitord.escalation.ladder import ApprovalArgs, BmcFound, BootArgs, Reconciled, RestartArgs
+
+    assert ApprovalArgs(Step.POWER_RESET, PowerArgs("ipmi")).journal() == {"for": "power_reset", "driver": "ipmi"}
+    assert ApprovalArgs(Step.SERVICE_RESTART, RestartArgs("http")).journal() == {"for": "service_restart", "check": "http"}
+    assert BootArgs(600).journal() == {"timeout": 600}
+    assert PowerDone("pdu", ("off", "on")).journal() == {"driver": "pdu", "steps": ["off", "on"]}
+    assert Failed("ipmi", "no answer").journal() == {"driver": "ipmi", "error": "no answer"}  # maybe_done unknown
+    assert Failed(None, "boom", False).journal() == {"driver": None, "error": "boom", "maybe_done": False}
+    assert Answer(None).journal() == {"answer": None}  # nobody answered: said so
+    assert Verified(True, False, (), "", "ping ok, login failed").journal() == {
+        "ping": True, "login": False, "fs_errors": [], "note": "", "summary": "ping ok, login failed"}
+    assert BmcFound("power on").journal() == {"findings": "power on"} and Reconciled().journal() == {"reconciled": True}
+    with pytest.raises(TypeError, match="payload"):
+        Done(Step.POWER_RESET, True, detail={"driver": "ipmi"})  # no magic keys
+    with pytest.raises(TypeError, match="payload"):
+        Act(Step.POWER_RESET, 1, "reset", {"driver": "ipmi"})

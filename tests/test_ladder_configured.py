@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from monitord.escalation.ladder import Confirmed, Done, Guards, HostState, Ladder, Note, Page, Phase, Policy, Step, step
+from monitord.escalation.ladder import (Answer, Confirmed, Done, Failed, Guards, HostState, Ladder, Note, Page, Phase, Policy,
+                                        PowerDone, RestartArgs, RestartDone, Step, step)
 from tests.test_escalation import boot, play, verified
 
 APPLIANCE = Policy(power_drivers=("vm",), has_ssh=True, boot_timeout=900, max_resets=3, reset_window=86400,
@@ -21,10 +22,10 @@ STORAGE = Confirmed("storage", host_down=False, incident_id=6)  # no restart met
 
 
 def restarted(ok: bool) -> Done:
-    return Done(Step.SERVICE_RESTART, ok, "" if ok else "failed", {"login": True})
+    return Done(Step.SERVICE_RESTART, ok, "" if ok else "failed", RestartDone(True))
 
 
-CYCLED = Done(Step.POWER_CYCLE, True, detail={"driver": "vm"})
+CYCLED = Done(Step.POWER_CYCLE, True, detail=PowerDone("vm"))
 LEVEL3 = ["page vendor L2", "page dispatch L3", "sla engineer_on_site"]
 
 
@@ -49,10 +50,10 @@ LEVEL3 = ["page vendor L2", "page dispatch L3", "sla engineer_on_site"]
     ("a check without a restart method goes straight to the power step",
      [STORAGE], [["note", "note", "act power_cycle via vm L2"]], Phase.ACTING),
     ("the hypervisor refusing the power command moves on to the vendor (no driver left)",
-     [CONSOLE, restarted(False), Done(Step.POWER_CYCLE, False, "refused", {"driver": "vm"})],
+     [CONSOLE, restarted(False), Done(Step.POWER_CYCLE, False, "refused", Failed("vm", ""))],
      [["act service_restart L1"], ["note", "act power_cycle via vm L2"], LEVEL3], Phase.DISPATCHED),
     ("a power command whose outcome is unknown is verified by the boot, never sent again",
-     [CONSOLE, restarted(False), Done(Step.POWER_CYCLE, False, "timeout", {"driver": "vm", "maybe_done": True})],
+     [CONSOLE, restarted(False), Done(Step.POWER_CYCLE, False, "timeout", Failed("vm", "", True))],
      [["act service_restart L1"], ["note", "act power_cycle via vm L2"], ["act wait_boot L2"]], Phase.ACTING),
 ])
 def test_configured_ladder(name, events, trace, phase):
@@ -64,7 +65,7 @@ def test_configured_ladder(name, events, trace, phase):
 
 def test_the_vendor_page_names_the_vendor_and_what_was_tried():
     _, decisions = step(HostState(), CONSOLE, APPLIANCE, OK, 0)
-    assert decisions[0].args == {"check": "console"}
+    assert decisions[0].args == RestartArgs("console")
     s, decisions = guarded([CONSOLE, restarted(False), CYCLED, boot(False, False)], OK)
     vendor, dispatch = [d for d in decisions if isinstance(d, Page)]
     assert vendor.detail["vendor"] == "iaas"
@@ -131,10 +132,10 @@ def test_the_restart_limit_holds_the_ladder_for_humans():
 def test_off_hours_contact_first_asks_before_the_vm_restart():
     policy = replace(APPLIANCE, contact_first=frozenset({Step.POWER_CYCLE}))
     off = Guards(off_hours=True)
-    state, trace = play([CONSOLE, restarted(False), Done(Step.REQUEST_APPROVAL, True, detail={"answer": "granted"})],
+    state, trace = play([CONSOLE, restarted(False), Done(Step.REQUEST_APPROVAL, True, detail=Answer("granted"))],
                         policy=policy, guards=off)
     assert trace == [["act service_restart L1"], ["note", "act request_approval via vm L2"], ["act power_cycle via vm L2"]]
-    denied, trace = play([CONSOLE, restarted(False), Done(Step.REQUEST_APPROVAL, False, detail={"answer": "denied"})],
+    denied, trace = play([CONSOLE, restarted(False), Done(Step.REQUEST_APPROVAL, False, detail=Answer("denied"))],
                          policy=policy, guards=off)
     assert trace[-1] == ["blocked denied", "page action_held L2"] and denied.phase is Phase.HELD
 

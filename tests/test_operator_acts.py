@@ -19,7 +19,7 @@ from monitord.config import parse_config
 from monitord.edge import acts
 from monitord.edge.api import Api
 from monitord.escalation import actions as actions_module
-from monitord.escalation.ladder import Phase, Step
+from monitord.escalation.ladder import Answer, Phase, Step
 from monitord.records.state import SQLiteStore
 from tests.daemon_proc import REPO, Daemon
 from tests.support import free_port, unit_engine
@@ -47,7 +47,7 @@ async def test_an_answer_through_the_api_wakes_the_waiting_ladder_at_once(tmp_pa
     engine.answered("web1")
     await engine.clock.settle()
     done = waiting.result()  # the clock did not move: no poll was needed
-    assert (done.step, done.ok, done.detail) == (Step.REQUEST_APPROVAL, False, {"answer": "denied"})
+    assert (done.step, done.ok, done.detail) == (Step.REQUEST_APPROVAL, False, Answer("denied"))
     assert engine.clock.time() == NOW
     await store.close()
 
@@ -61,7 +61,7 @@ async def test_an_answer_written_to_the_store_is_read_at_the_next_look(tmp_path)
     await engine.clock.settle()
     assert not waiting.done()
     await engine.clock.advance(actions_module.APPROVAL_POLL)
-    assert waiting.result().ok and waiting.result().detail == {"answer": "granted"}
+    assert waiting.result().ok and waiting.result().detail == Answer("granted")
     await store.close()
 
 
@@ -73,7 +73,7 @@ async def test_without_an_answer_the_wait_times_out(tmp_path):
     assert not waiting.done()
     await engine.clock.advance(10)
     done = waiting.result()
-    assert (done.ok, done.reason, done.detail) == (False, "timeout", {"answer": None})
+    assert (done.ok, done.reason, done.detail) == (False, "timeout", Answer(None))
     await store.close()
 
 

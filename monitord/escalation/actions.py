@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from monitord.config import Config
 from monitord.escalation import ladder as esc
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 APPROVAL_POLL = 2.0
 
 Executor = Callable[[str, esc.Act, esc.HostState], Awaitable[esc.Done]]
+ArgsT = TypeVar("ArgsT", esc.PowerArgs, esc.BootArgs, esc.RestartArgs)
 
 
 class Actions:
@@ -52,46 +53,45 @@ class Actions:
         try:
             return await self.executors[act.step](host, act, state)
         except ActionError as exc:
-            return esc.Done(act.step, False, str(exc.reason), {"driver": act.args.get("driver"), "error": exc.summary,
-                                                               "maybe_done": exc.maybe_done})
+            return esc.Done(act.step, False, str(exc.reason), esc.Failed(_driver(act), exc.summary, exc.maybe_done))
         except (asyncio.CancelledError, StoreFault):
             raise
         except Exception as exc:  # noqa: BLE001 - a driver bug must not kill the ladder
             log.exception("%s: %s failed unexpectedly", host, act.step)
-            return esc.Done(act.step, False, "error", {"driver": act.args.get("driver"), "error": repr(exc)})
+            return esc.Done(act.step, False, "error", esc.Failed(_driver(act), repr(exc)))
 
     async def bmc_read(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         health = await self.drivers.bmc_health(self.config.hosts[host].bmc)
-        return esc.Done(act.step, True, detail={"findings": health.summary()})
+        return esc.Done(act.step, True, detail=esc.BmcFound(health.summary()))
 
     async def power(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         """A reset or a cycle through the driver the ladder chose, under the host's power lock."""
-        r = self.config.remediation(host)
+        r, driver = self.config.remediation(host), _args(act, esc.PowerArgs).driver
         # A PDU outlet is always switched off, verified off, then on: its status may still read
         # "on" right after a reboot command, so a reboot cannot be verified (fence-agents' onoff).
-        cycle = act.step is esc.Step.POWER_CYCLE or r.power_method == "onoff" or act.args["driver"] == "pdu"
+        cycle = act.step is esc.Step.POWER_CYCLE or r.power_method == "onoff" or driver == "pdu"
         async with self.power_locks[host]:
-            outcome = await power.change(self.drivers, self.store, self.config.hosts[host], host, act.args["driver"],
+            outcome = await power.change(self.drivers, self.store, self.config.hosts[host], host, driver,
                                          PowerAction.CYCLE if cycle else PowerAction.RESET,
                                          power.timings(self.config, host))
-        return esc.Done(act.step, True, detail={"driver": act.args["driver"], "steps": list(outcome.steps)})
+        return esc.Done(act.step, True, detail=esc.PowerDone(driver, tuple(outcome.steps)))
 
     async def wait_boot(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
-        return await self.boot(host, act.args.get("timeout", self.config.remediation(host).boot_timeout))
+        return await self.boot(host, _args(act, esc.BootArgs).timeout)
 
     async def boot(self, host: str, timeout: float) -> esc.Done:
         """Poll ping and an SSH login until both work or ``timeout``; then read the boot log."""
         r = self.config.remediation(host)
         deadline = self.clock.time() + timeout
         while True:
-            detail = await self.boot_check(host)
-            if detail["ping"] and detail["login"]:
-                return esc.Done(esc.Step.WAIT_BOOT, not detail["fs_errors"], detail=detail)
+            found = await self.boot_check(host)
+            if found.ping and found.login:
+                return esc.Done(esc.Step.WAIT_BOOT, not found.fs_errors, detail=found)
             if self.clock.time() >= deadline:
-                return esc.Done(esc.Step.WAIT_BOOT, False, "timeout", detail)
+                return esc.Done(esc.Step.WAIT_BOOT, False, "timeout", found)
             await self.clock.sleep_until(min(deadline, self.clock.time() + r.verify_interval))
 
-    async def boot_check(self, host: str) -> dict:
+    async def boot_check(self, host: str) -> esc.BootFound:
         """One look: does the host answer ping, does an SSH login work, what does the boot log say."""
         h = self.config.hosts[host]
         down_specs = self.fleet.host_down_specs(host)
@@ -108,7 +108,7 @@ class Actions:
                 login_error = exc.summary
         elif ping_ok:
             login_ok, login_error = True, "no SSH access configured: verified by ping only"
-        return {"ping": ping_ok, "login": login_ok, "fs_errors": fs_errors, "note": login_error}
+        return esc.BootFound(ping_ok, login_ok, tuple(fs_errors), login_error)
 
     async def fsck(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         h = self.config.hosts[host]
@@ -118,31 +118,32 @@ class Actions:
     async def verify(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         """The ladder's verification, once: ping AND an SSH login, plus the check's probe unless
         it is the host-down ladder."""
-        detail = await self.boot_check(host)
-        ok = bool(detail["ping"] and detail["login"])
-        summary = "ping ok, login ok" if ok else f"ping {'ok' if detail['ping'] else 'failed'}, login failed"
+        found = await self.boot_check(host)
+        ok = found.ping and found.login
+        summary = "ping ok, login ok" if ok else f"ping {'ok' if found.ping else 'failed'}, login failed"
         spec = self.fleet.spec(host, state.check or "")
         if ok and state.ladder is not esc.Ladder.HOST and spec is not None:
             result = await self.fleet.probe(spec)
             ok, summary = result.ok, f"{summary}, {state.check}: {result.summary}"
-        return esc.Done(esc.Step.VERIFY, ok, "" if ok else "not verified", {**detail, "summary": summary})
+        return esc.Done(esc.Step.VERIFY, ok, "" if ok else "not verified",
+                        esc.Verified(found.ping, found.login, found.fs_errors, found.note, summary))
 
     async def restart(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         """Log in, restart the service, wait its grace, re-probe at once."""
-        h, check = self.config.hosts[host], act.args["check"]
+        h, check = self.config.hosts[host], _args(act, esc.RestartArgs).check
         method = h.checks[check].restart
         client = self.drivers.ssh(h.address, h.ssh)
         try:
             await client.login_check()
         except ActionError as exc:
-            return esc.Done(esc.Step.SERVICE_RESTART, False, str(exc.reason), {"login": False, "error": exc.summary})
+            return esc.Done(esc.Step.SERVICE_RESTART, False, str(exc.reason), esc.RestartDone(False, error=exc.summary))
         was_active = (await client.service_active(method.unit or "", status_command=method.status_command)
                       if method.unit or method.status_command else None)  # a bare process has no unit to ask
         await client.restart(method)
         await self.clock.sleep_until(self.clock.time() + method.grace)
         result = await self.fleet.probe(self.fleet.specs[(host, check)])
         return esc.Done(esc.Step.SERVICE_RESTART, result.ok, str(result.reason),
-                        {"login": True, "was_active": was_active, "probe": result.summary})
+                        esc.RestartDone(True, was_active, result.summary))
 
     async def approval(self, host: str, act: esc.Act, state: esc.HostState) -> esc.Done:
         return await self.answer(host, self.clock.time() + self.config.remediation(host).approval_timeout)
@@ -156,10 +157,10 @@ class Actions:
             self.answers[host].clear()
             answer = await self.store.control.take_approval(host, since)
             if answer is not None:
-                return esc.Done(esc.Step.REQUEST_APPROVAL, answer == "granted", detail={"answer": answer})
+                return esc.Done(esc.Step.REQUEST_APPROVAL, answer == "granted", detail=esc.Answer(answer))
             poll = min(deadline, self.clock.time() + APPROVAL_POLL)
             await _first(self.answers[host].wait(), self.clock.sleep_until(poll))
-        return esc.Done(esc.Step.REQUEST_APPROVAL, False, "timeout", {"answer": None})
+        return esc.Done(esc.Step.REQUEST_APPROVAL, False, "timeout", esc.Answer(None))
 
 
 class Pages:
@@ -195,9 +196,10 @@ class Pages:
         h = self.config.hosts[host]
         customer = self.config.customers.get(h.customer) if h.customer else None
         targets = customer.emergency_contact if customer and customer.emergency_contact else None
-        summary = (f"{host}: approval needed outside business hours for {act.args.get('for')}: "
+        action = str(act.args.action) if isinstance(act.args, esc.ApprovalArgs) else None
+        summary = (f"{host}: approval needed outside business hours for {action}: "
                    f"answer with `monitord approve {host}` or `monitord deny {host}`")
-        await self.notifier.page(host, PageKind.APPROVAL, summary, incident, {"action": act.args.get("for")}, targets=targets)
+        await self.notifier.page(host, PageKind.APPROVAL, summary, incident, {"action": action}, targets=targets)
 
     async def tell_fixed(self, host: str, ladder: esc.HostState) -> None:
         """On-call hears (severity info, no escalation) of a host fixed automatically by a level-1
@@ -207,6 +209,18 @@ class Pages:
             await self.notifier.inform(host, PageKind.AUTO_FIXED, f"{host}: reset automatically at level 1 and verified "
                                                      f"(ping and SSH login); no action needed", ladder.incident_id)
 
+
+
+def _args(act: esc.Act, kind: type[ArgsT]) -> ArgsT:
+    """``act``'s arguments, which its step's executor needs to be ``kind`` (anything else is a bug)."""
+    if not isinstance(act.args, kind):
+        raise TypeError(f"{act.step} needs {kind.__name__}, not {act.args!r}")
+    return act.args
+
+
+def _driver(act: esc.Act) -> str | None:
+    """The power driver ``act`` goes through, if it is a power step."""
+    return act.args.driver if isinstance(act.args, esc.PowerArgs) else None
 
 
 async def _first(*waits: Awaitable[object]) -> None:

@@ -251,7 +251,7 @@ class Engine:
             async with self.store.transaction(durable=True):
                 await self.store.incidents.append(JournalEntry(ts=now, event="reconciled", host=host, incident_id=state.incident_id,
                                                                decision=str(state.step), reason=note,
-                                                               outcome="ok" if done.ok else "failed", detail=_jsonable(done.detail)))
+                                                               outcome="ok" if done.ok else "failed", detail=_found(done)))
             log.warning("%s: %s", host, note)
             await self._advance_all(host, done)
 
@@ -328,7 +328,7 @@ class Engine:
             await self.store.incidents.append(JournalEntry(
                 ts=self.clock.time(), event="outcome", host=host, incident_id=self.state(host).incident_id,
                 decision=str(act.step), reason=done.reason or None, outcome=outcome, ref=ref,
-                detail=_jsonable(done.detail)))
+                detail=_found(done)))
 
     def _later(self, host: str, at: float, event: esc.Event) -> None:
         async def again() -> None:
@@ -468,12 +468,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _found(done: esc.Done) -> dict:
+    """What an action found, as journaled."""
+    return done.detail.journal() if done.detail else {}
+
+
 def _journal_entry(host: str, d: esc.Decision, state: esc.HostState, incident: int | None, now: float) -> JournalEntry:
     """How each kind of decision reads in the journal."""
     base = dict(ts=now, host=host, check=state.check, incident_id=incident)
     if isinstance(d, esc.Act):
         return JournalEntry(event="decided", decision=str(d.step), reason=d.why,
-                            detail={"level": d.level, **_jsonable(d.args)}, **base)
+                            detail={"level": d.level, **(d.args.journal() if d.args else {})}, **base)
     if isinstance(d, esc.Blocked):
         return JournalEntry(event="blocked", decision=d.guard, reason=d.why, **base)
     if isinstance(d, esc.Page):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from monitord.config import RemediationSettings
@@ -138,19 +138,143 @@ class Recovered:
     host_down: bool
 
 
+# -- payloads: what an action is told, and what it found, per step ---------------------------
+
+
+class Payload:
+    """An :class:`Act`'s arguments or a :class:`Done`'s findings; :meth:`journal` is its form in
+    the journal (a field that is None by default and unset is left out)."""
+
+    __slots__ = ()
+
+    def journal(self) -> dict:
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PowerArgs(Payload):
+    """power_reset, power_cycle: the power driver to use (the fallback order is the policy's)."""
+
+    driver: str
+
+
+@dataclass(frozen=True, slots=True)
+class BootArgs(Payload):
+    """wait_boot: how long to wait for ping and an SSH login."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class RestartArgs(Payload):
+    """service_restart: the check whose service or process is restarted."""
+
+    check: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalArgs(Payload):
+    """request_approval: the action the emergency contact is asked about, and its own arguments."""
+
+    action: Step
+    then: PowerArgs | RestartArgs | None = None
+
+    def journal(self) -> dict:
+        return {"for": str(self.action), **(self.then.journal() if self.then else {})}
+
+
+Args = PowerArgs | BootArgs | RestartArgs | ApprovalArgs | None
+
+
+@dataclass(frozen=True, slots=True)
+class BmcFound(Payload):
+    """bmc_read: what the BMC says (power, SEL, sensors)."""
+
+    findings: str
+
+
+@dataclass(frozen=True, slots=True)
+class PowerDone(Payload):
+    """A power step went through ``driver``: the commands and reads it took (``reconciled``:
+    read back after a restart, not sent)."""
+
+    driver: str
+    steps: tuple[str, ...] = ()
+    reconciled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BootFound(Payload):
+    """wait_boot: does the host answer ping, does an SSH login work, what the boot log says."""
+
+    ping: bool
+    login: bool
+    fs_errors: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verified(BootFound):
+    """verify: the boot check, plus the check's own probe for a service ladder, in words."""
+
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartDone(Payload):
+    """service_restart: whether the SSH login worked, whether the unit was active, the re-probe."""
+
+    login: bool
+    was_active: bool | None = None
+    probe: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Payload):
+    """request_approval: "granted", "denied", or None (nobody answered in time)."""
+
+    answer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled(Payload):
+    """A step taken as done after a restart (fsck): verified by what follows."""
+
+    reconciled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Failed(Payload):
+    """A step that raised: the driver's typed error (``maybe_done``: the command may have gone out)."""
+
+    driver: str | None
+    error: str
+    maybe_done: bool | None = None
+
+
+Found = BmcFound | PowerDone | BootFound | RestartDone | Answer | Reconciled | Failed | None
+
+
 @dataclass(frozen=True, slots=True)
 class Done:
-    """An action's outcome. ``ok`` says whether it did its job; ``detail`` what it found.
-
-    wait_boot: ``ping`` and ``login`` booleans and ``fs_errors`` (a list of lines);
-    service_restart: ``login`` False when the SSH login failed; request_approval: ``answer``
-    ("granted", "denied" or None when nobody answered); power steps: ``driver``.
-    """
+    """An action's outcome. ``ok`` says whether it did its job; ``detail`` what it found (the
+    step's payload, :data:`Found`)."""
 
     step: Step
     ok: bool
     reason: str = ""
-    detail: dict = field(default_factory=dict)
+    detail: Found = None
+
+    def __post_init__(self) -> None:
+        if self.detail is not None and not isinstance(self.detail, Payload):
+            raise TypeError(f"{self.step}: findings are a payload (ladder.Found), not {self.detail!r}")
 
 
 Event = Confirmed | Recovered | Done
@@ -166,7 +290,11 @@ class Act:
     step: Step
     level: int
     why: str
-    args: dict = field(default_factory=dict)
+    args: Args = None
+
+    def __post_init__(self) -> None:
+        if self.args is not None and not isinstance(self.args, Payload):
+            raise TypeError(f"{self.step}: arguments are a payload (ladder.Args), not {self.args!r}")
 
 
 GUARDS = ("quarantined", "maintenance", "parent_down", "blast_radius", "dry_run", "limit", "denied", "no_answer")
@@ -301,7 +429,7 @@ def _on_confirmed(s: HostState, e: Confirmed, p: Policy, g: Guards, now: float) 
         if not p.has_ssh:
             return _page_held(fresh, PageKind.SERVICE_FAILED, 1, f"{e.check} is down and the host has no SSH access configured")
         return _decide(fresh, Step.SERVICE_RESTART, 1, f"{e.check} confirmed down: restart it over SSH", p, g, now,
-                       args={"check": e.check})
+                       args=RestartArgs(e.check))
     if p.has_bmc:
         return _decide(fresh, Step.BMC_READ, 1, "host down: read the BMC (power, SEL, sensors)", p, g, now)
     return _power(fresh, Step.POWER_RESET, 1, "host down: hardware reset (no BMC to read)", p, g, now)
@@ -321,13 +449,13 @@ def _on_recovered(s: HostState, e: Recovered, now: float) -> tuple[HostState, li
 
 def _on_verified(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
     if e.ok:
-        return _end(s), [Resolved(f"verified after {s.check} recovered: {e.detail.get('summary', 'ok')}")]
+        return _end(s), [Resolved(f"verified after {s.check} recovered: {_summary(e, 'ok')}")]
     if s.ladder is Ladder.CONFIGURED and s.resume is None and s.pending is None:  # its step was not enough
-        return _rung(s, s.rung + 1, f"not verified after step {s.rung + 1} ({e.detail.get('summary', e.reason)})",
+        return _rung(s, s.rung + 1, f"not verified after step {s.rung + 1} ({_summary(e, e.reason)})",
                      p, g, now)
     if s.resume is None:  # it answered right before an action: not verified, so the action goes ahead
         return _pending(replace(s, phase=Phase.IDLE, step=None, pending=None, verifying_since=0.0), s.pending,
-                        f"{s.check} answered but the host is not verified ({e.detail.get('summary', e.reason)})",
+                        f"{s.check} answered but the host is not verified ({_summary(e, e.reason)})",
                         p, g, now)
     back = replace(s, phase=s.resume, resume=None,
                    step=Step.REQUEST_APPROVAL if s.resume is Phase.AWAITING_APPROVAL else None)
@@ -360,12 +488,12 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
         if e.ok:
             return _decide(replace(s, drivers_failed=()), Step.WAIT_BOOT, s.level,
                            f"wait up to {p.boot_timeout:g}s for boot, then verify ping and SSH login", p, g, now,
-                           args={"timeout": p.boot_timeout})
-        if e.detail.get("maybe_done"):  # the command went out: verify by the boot, never send another blindly
+                           args=BootArgs(p.boot_timeout))
+        if isinstance(e.detail, Failed) and e.detail.maybe_done:  # the command went out: verify by the boot, never send another blindly
             return _decide(replace(s, drivers_failed=()), Step.WAIT_BOOT, s.level,
                            f"{e.step} outcome unknown ({e.reason}); verify by waiting for the boot", p, g, now,
-                           args={"timeout": p.boot_timeout})
-        failed = s.drivers_failed + (str(e.detail.get("driver", "")),)
+                           args=BootArgs(p.boot_timeout))
+        failed = s.drivers_failed + (_driver(e),)
         remaining = [d for d in p.power_drivers if d not in failed]
         if remaining:
             return _power(replace(s, drivers_failed=failed), e.step, s.level,
@@ -382,7 +510,7 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
     if e.step is Step.FSCK:
         if e.ok:
             return _decide(s, Step.WAIT_BOOT, 2, "filesystem check forced; wait for boot and verify", p, g, now,
-                           args={"timeout": p.boot_timeout})
+                           args=BootArgs(p.boot_timeout))
         return _power(replace(s, level=2), Step.POWER_CYCLE, 2, f"could not force a filesystem check ({e.reason}); power-cycle",
                       p, g, now)
     if e.step is Step.SERVICE_RESTART:
@@ -390,7 +518,7 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
             return _end(s), [Resolved(f"{s.check} is answering again after the restart")]
         if s.ladder is Ladder.CONFIGURED:
             return _rung(s, s.rung + 1, f"{s.check} still failing after the restart ({e.reason})", p, g, now)
-        if e.detail.get("login") is False:
+        if isinstance(e.detail, RestartDone) and not e.detail.login:
             handed = replace(s, ladder=Ladder.HOST, level=1)
             why = f"SSH login failed ({e.reason}): follow the host-down procedure"
             if p.has_bmc:
@@ -402,11 +530,22 @@ def _on_done(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
 
 def _bmc_auth_failed(e: Done) -> bool:
     """The BMC rejected the credentials (RAKP HMAC invalid): no retry fixes that, humans must."""
-    return not e.ok and e.reason == "auth" and (e.step is Step.BMC_READ or e.detail.get("driver") == "ipmi")
+    return not e.ok and e.reason == "auth" and (e.step is Step.BMC_READ or _driver(e) == "ipmi")
+
+
+def _driver(e: Done) -> str:
+    """The power driver a power step's outcome names ("" if none)."""
+    return (e.detail.driver or "") if isinstance(e.detail, (PowerDone, Failed)) else ""
+
+
+def _summary(e: Done, default: str) -> str:
+    """A verification's summary in words, else ``default``."""
+    return e.detail.summary if isinstance(e.detail, Verified) else default
 
 
 def _on_boot(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
-    ping, login, fs_errors = e.detail.get("ping"), e.detail.get("login"), e.detail.get("fs_errors") or []
+    boot = e.detail if isinstance(e.detail, BootFound) else BootFound(False, False)
+    ping, login, fs_errors = boot.ping, boot.login, boot.fs_errors
     if ping and login and not fs_errors:
         return _end(s), [Resolved("host answers ping and an SSH login succeeded")]
     if s.level >= 2:
@@ -422,7 +561,7 @@ def _on_boot(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[H
 
 
 def _on_approval(s: HostState, e: Done, p: Policy, g: Guards, now: float) -> tuple[HostState, list[Decision]]:
-    pending, answer = s.pending, e.detail.get("answer")
+    pending, answer = s.pending, e.detail.answer if isinstance(e.detail, Answer) else None
     s = replace(s, pending=None)
     if answer == "granted" or (answer is None and p.on_no_answer == "proceed"):
         why = "approved by the emergency contact" if answer else "no answer from the emergency contact; policy: proceed"
@@ -469,7 +608,7 @@ def _rung(s: HostState, i: int, why: str, p: Policy, g: Guards, now: float) -> t
         fits = s.check in p.restartable and (s.check in p.processes) == (what == "processes")
         if fits and p.has_ssh:
             state, decisions = _decide(s, Step.SERVICE_RESTART, level, f"{why}: step {i + 1}, restart {what} of {s.check}",
-                                       p, g, now, args={"check": s.check})
+                                       p, g, now, args=RestartArgs(s.check or ""))
             return state, said + decisions
         said.append(Note(f"step {i + 1} (restart {what}) skipped: {s.check} has no {what[:-1]} restart"
                          + ("" if p.has_ssh else " (no SSH access)")))
@@ -482,7 +621,7 @@ def _pending(s: HostState, what: Step | None, why: str, p: Policy, g: Guards, no
     """Decide the action that waited (for an answer, for a verification)."""
     if what in POWER_STEPS:
         return _power(s, what, s.level, why, p, g, now, approved=approved)
-    args = {"check": s.check} if what is Step.SERVICE_RESTART else None
+    args = RestartArgs(s.check or "") if what is Step.SERVICE_RESTART else None
     return _decide(s, what, s.level, why, p, g, now, args=args, approved=approved)
 
 
@@ -498,11 +637,12 @@ def _power(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards,
         return _next(s, f"{len(recent)} power actions within {p.reset_window:g}s (limit {p.max_resets})", p, g, now,
                      blocked=Blocked("limit", limit))
     driver = next(d for d in p.power_drivers if d not in s.drivers_failed)
-    return _decide(s, what, level, why, p, g, now, args={"driver": driver}, approved=approved)
+    return _decide(s, what, level, why, p, g, now, args=PowerArgs(driver), approved=approved)
 
 
 def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards, now: float,
-            args: dict | None = None, approved: bool = False) -> tuple[HostState, list[Decision]]:
+            args: PowerArgs | RestartArgs | BootArgs | None = None,
+            approved: bool = False) -> tuple[HostState, list[Decision]]:
     """Check the guards, then decide ``what``."""
     if what in DESTRUCTIVE or what is Step.BMC_READ:
         block = _guard(what, p, g)
@@ -521,7 +661,7 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
         asked = replace(s, phase=Phase.AWAITING_APPROVAL, step=Step.REQUEST_APPROVAL, pending=what, level=level,
                         blocked=None)
         return asked, [Act(Step.REQUEST_APPROVAL, level, f"outside business hours: ask the emergency contact before {what}",
-                           {"for": str(what), **(args or {})})]
+                           ApprovalArgs(what, args if isinstance(args, (PowerArgs, RestartArgs)) else None))]
     new = replace(s, phase=Phase.ACTING, step=what, level=level, blocked=None, acted_at=now)
     if what in POWER_STEPS and not s.drivers_failed:
         new = replace(new, power_actions=s.power_actions + (now,))
@@ -532,7 +672,7 @@ def _decide(s: HostState, what: Step, level: int, why: str, p: Policy, g: Guards
         if limit_verdict(what, s, p, now):
             return _page_held(s, PageKind.SERVICE_FAILED, 2,
                               f"{s.check}: {p.max_restarts} restarts within {p.restart_window:g}s; not restarting again")
-    return new, [Act(what, level, why, args or {})]
+    return new, [Act(what, level, why, args)]
 
 
 def guard_verdicts(what: Step, p: Policy, g: Guards) -> list[tuple[str, Blocked | None]]:

@@ -48,14 +48,14 @@ class Recovery:
                 note += "; not re-issuing it"
             except ActionError as exc:
                 note += f"; power state unreadable ({exc.summary}); not re-issuing it"
-            return esc.Done(step, True, detail={"driver": driver, "reconciled": True}), note
+            return esc.Done(step, True, detail=esc.PowerDone(driver, reconciled=True)), note
         if step is esc.Step.WAIT_BOOT:
             return await self.actions.boot(host, max(state.acted_at + r.boot_timeout - now, r.verify_interval)), note
         if step is esc.Step.FSCK:
-            return esc.Done(step, True, detail={"reconciled": True}), note + "; treating it as done and verifying the boot"
+            return esc.Done(step, True, detail=esc.Reconciled()), note + "; treating it as done and verifying the boot"
         if step is esc.Step.SERVICE_RESTART:
             result = await self.actions.fleet.probe(self.actions.fleet.specs[(host, state.check or "")])
-            return (esc.Done(step, result.ok, str(result.reason), {"login": True, "probe": result.summary}),
+            return (esc.Done(step, result.ok, str(result.reason), esc.RestartDone(True, probe=result.summary)),
                     note + "; re-probing instead of restarting again")
         if step is esc.Step.REQUEST_APPROVAL:
             return await self.actions.answer(host, max(state.acted_at + r.approval_timeout, now + APPROVAL_POLL)), note
