@@ -76,7 +76,7 @@ async def host_down_incident(store: SQLiteStore, summary: str = "no reply from 1
     other = await store.incidents.open("web1", "http", "http", jst(13, 19, 6, 0), jst(13, 19, 5, 0), "connection refused")
     await add(store, jst(13, 19, 6, 0), "confirmed", host="web1", check="http", incident_id=other, reason="refused",
               outcome="critical", detail={"summary": "connection refused"})  # another incident: left out
-    await add(store, jst(13, 19, 9, 30), "acknowledged", host="web1", incident_id=incident, ref=page, detail={"by": "tanaka"})
+    await add(store, jst(13, 19, 9, 30), "ack", host="web1", incident_id=incident, ref=page, detail={"by": "tanaka"})
     await add(store, jst(13, 19, 13, 20), "outcome", host="web1", incident_id=incident, decision="wait_boot",
               reason="timeout", outcome="failed", ref=boot1,
               detail={"ping": False, "login": False, "fs_errors": [], "note": ""})
@@ -252,14 +252,14 @@ def _sla_report(*entries: JournalEntry, closed: float | None = 5000.0):
     return build_report(incident, numbered, due=None)
 
 
-def test_sla_results_from_the_sla_event_family():
+def test_sla_results_from_the_sla_events_monitord_writes():
     started = JournalEntry(ts=200.0, event="sla_started", host="web1", decision="engineer_on_site",
                            detail={"due": 200.0 + 7200})
-    met = _sla_report(started, JournalEntry(ts=3000.0, event="arrived", host="web1", detail={"by": "sato"}))
+    met = _sla_report(started, JournalEntry(ts=3000.0, event="sla_stopped", host="web1", detail={"by": "sato"}))
     assert [(s.name, s.stopped_at, s.status) for s in met.slas] == [("engineer_on_site", 3000.0, "met")]
     late = _sla_report(started, JournalEntry(ts=9000.0, event="sla_stopped", host="web1", decision="engineer_on_site"))
     assert late.slas[0].status == "breached"
-    breached = _sla_report(started, JournalEntry(ts=7400.0, event="sla_breached", host="web1",
+    breached = _sla_report(started, JournalEntry(ts=7400.0, event="sla_breach", host="web1",
                                                  decision="engineer_on_site"))
     assert breached.slas[0].status == "breached"
     assert _sla_report(started).slas[0].status == "no_record"

@@ -54,6 +54,7 @@ import jinja2
 import markupsafe
 
 from monitord.shared.lastbackup import LastBackup, format_size
+from monitord.records.events import JournalEvent
 from monitord.records.store import Incident, JournalEntry, ReportRecord, Store
 
 DUE_BUSINESS_DAYS = 2  # 障害復旧後 2 営業日以内 (contract 002)
@@ -62,10 +63,11 @@ FORMATS = ("md", "html")
 LANGS = ("ja", "en")
 
 DESTRUCTIVE_STEPS = frozenset({"power_reset", "power_cycle", "fsck", "service_restart"})
-CHECK_EVENTS = frozenset({"detected", "confirmed", "changed", "soft_recovery", "recovered", "withdrawn"})
-HIDDEN_EVENTS = frozenset({"report"})
-ACK_EVENTS = frozenset({"ack", "acked", "acknowledged", "page_ack", "page_acked", "page_acknowledged"})
-SLA_STOP_EVENTS = frozenset({"arrived", "sla_stopped", "sla_met", "sla_arrived"})
+CHECK_EVENTS = frozenset({JournalEvent.DETECTED, JournalEvent.CONFIRMED, JournalEvent.CHANGED,
+                          JournalEvent.SOFT_RECOVERY, JournalEvent.RECOVERED, JournalEvent.WITHDRAWN})
+HIDDEN_EVENTS = frozenset({JournalEvent.REPORT})
+ACK_EVENTS = frozenset({JournalEvent.ACK})  # what is written, nothing else
+SLA_STOP_EVENTS = frozenset({JournalEvent.SLA_STOPPED})
 _SCAN = 1_000_000  # journal rows per query when gathering a report's entries
 
 
@@ -370,7 +372,7 @@ def _slas(entries: tuple[JournalEntry, ...], incident: Incident) -> list[SlaResu
         later = [e for e in entries if e.ts >= start.ts and e.id != start.id
                  and (e.decision or str(e.detail.get("name") or "") or name) == name]
         stop = next((e for e in later if e.event in SLA_STOP_EVENTS), None)
-        breach = next((e for e in later if e.event.startswith("sla_") and "breach" in e.event), None)
+        breach = next((e for e in later if e.event == JournalEvent.SLA_BREACH), None)
         if stop is not None:
             late = (due is not None and stop.ts > due) or stop.detail.get("breached") is True
             status = "breached" if late or breach is not None and breach.ts <= stop.ts else "met"
@@ -487,7 +489,7 @@ class _Words:
             return words["ack"]
         if event in SLA_STOP_EVENTS:
             return words["sla_stop"]
-        if event.startswith("sla_") and "breach" in event:
+        if event == JournalEvent.SLA_BREACH:
             return words["sla_breached"]
         return words.get(event, event)
 

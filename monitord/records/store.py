@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, AsyncContextManager, Callable, Mapping, Protocol
 
+from monitord.records.events import JournalEvent
 from monitord.run.checkstate import CheckState
 from monitord.shared.results import Heartbeat
 
@@ -54,12 +55,13 @@ class StoreFault(StateError):
 class JournalEntry:
     """One line of the journal: something decided, done or observed, and why.
 
-    ``event`` names what happened (``detected``, ``confirmed``, ``recovered``, an action's
-    ``decided``/``outcome``, ``daemon``...). ``ref`` points at the entry an outcome answers.
+    ``event`` names what happened: a :class:`~monitord.records.events.JournalEvent` (``detected``,
+    ``confirmed``, ``recovered``, an action's ``decided``/``outcome``, ``daemon``...; read back as
+    its value). ``ref`` points at the entry an outcome answers.
     """
 
     ts: float
-    event: str
+    event: JournalEvent
     host: str | None = None
     check: str | None = None
     incident_id: int | None = None
