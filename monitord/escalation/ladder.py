@@ -141,9 +141,13 @@ class Recovered:
 # -- payloads: what an action is told, and what it found, per step ---------------------------
 
 
+KEEP = {"keep": True}
+
+
 class Payload:
     """An :class:`Act`'s arguments or a :class:`Done`'s findings; :meth:`journal` is its form in
-    the journal (a field that is None by default and unset is left out)."""
+    the journal (a field that is None by default and unset is left out, unless it is marked
+    ``KEEP``: its None says something)."""
 
     __slots__ = ()
 
@@ -151,7 +155,7 @@ class Payload:
         out = {}
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if value is None and f.default is None:
+            if value is None and f.default is None and not f.metadata.get("keep"):
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -231,7 +235,7 @@ class RestartDone(Payload):
     """service_restart: whether the SSH login worked, whether the unit was active, the re-probe."""
 
     login: bool
-    was_active: bool | None = None
+    was_active: bool | None = field(default=None, metadata=KEEP)  # None: not asked (a process has no unit)
     probe: str | None = None
     error: str | None = None
 
