@@ -139,14 +139,19 @@ class Engine:
         self._spawn(self._intake(host, event, when, notice), f"escalation {host}")
 
     async def _intake(self, host: str, event: esc.Confirmed, when: float, notice: bool = True) -> None:
-        """A confirmed failure: announced (through the blast-radius guard), then the ladder runs."""
-        try:
-            if not await self.intake.announce(host, event, when, notice):
-                return
-        except StoreFault:
-            self.health.hold(host)
+        """A confirmed failure: announced (through the blast-radius guard), then the ladder runs,
+        all under the host's lock: a check of the host confirmed while a host-down confirmation
+        is still being looked at (its fresh probes) waits for it, and then joins its ladder."""
+        if host not in self.config.hosts:
             return
-        await self._drive(host, event)
+        async with self._locks[host]:
+            try:
+                if not await self.intake.announce(host, event, when, notice):
+                    return
+            except StoreFault:
+                self.health.hold(host)
+                return
+            await self._advance_all(host, event)
 
     def submit(self, host: str, event: esc.Event) -> None:
         """Handle ``event`` for ``host`` in the background (serialised per host)."""
