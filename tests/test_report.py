@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from monitord.config import parse_config
 from monitord.edge import cli
 from monitord.paging.business_calendar import BusinessCalendar
 from monitord.edge.metrics import Metrics
@@ -226,6 +227,19 @@ def test_due_date_skips_weekends_and_holidays():
     # Friday 2026-11-20: Monday 11/23 is 勤労感謝の日, so Tuesday and Wednesday count.
     assert due_date(CALENDAR, closed(jst(20, 19, 0))) == dt.datetime(2026, 11, 25, 18, 0, tzinfo=TOKYO)
     assert due_date(CALENDAR, Incident(1, "web1", "ping", "ping", 0, 0, None, "down")) is None
+
+
+async def test_the_report_due_term_comes_from_the_config(store):
+    """paging.sla.report_due: a contract with 3 business days moves the due date, the overdue
+    count and the report's words together."""
+    incident = await host_down_incident(store)
+    config = parse_config("paging: {sla: {report_due: 3}}\nhosts: {web1: {address: 192.0.2.10}}\n")
+    days = config.paging.sla.report_due
+    assert (days, parse_config("hosts: {web1: {address: 192.0.2.10}}\n").paging.sla.report_due) == (3, 2)
+    report = await load_report(store, incident, CALENDAR, due_days=days)
+    assert report.due == dt.datetime(2026, 11, 18, 18, 0, tzinfo=TOKYO)  # Friday's recovery: Wednesday, not Tuesday
+    assert await count_due_overdue(store, CALENDAR, jst(17, 18, 1), days) == (1, 0)  # not late on Tuesday evening
+    assert "within 3 business days of recovery" in render(report, "md", "en")
 
 
 async def test_overdue_counts_unsubmitted_reports_past_their_due_date(store):

@@ -717,7 +717,8 @@ def _cmd_report_list(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     calendar, zone = _report_context(config)
-    statuses = _on_store(config, lambda store: report_statuses(store, calendar, time.time()))
+    statuses = _on_store(config, lambda store: report_statuses(store, calendar, time.time(),
+                                                               config.paging.sla.report_due))
 
     def local(ts: float | None) -> str:
         return "-" if ts is None else dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
@@ -740,6 +741,7 @@ def _cmd_report_render(args: argparse.Namespace) -> int:
     calendar, zone = _report_context(config)
     try:
         report = _on_store(config, lambda store: load_report(store, args.incident, calendar, zone,
+                                                             due_days=config.paging.sla.report_due,
                                                              backups=lambda i: _backups_before(config, i)))
     except KeyError:
         print(f"monitord: no incident #{args.incident}", file=sys.stderr)

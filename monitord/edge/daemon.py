@@ -216,7 +216,8 @@ class Daemon:
     async def _report_metrics(self) -> None:
         """Keep the incident-report gauges (due, overdue) current."""
         while True:
-            await report.update_metrics(self.metrics, self.store, self.engine.calendars, self.clock.time())
+            await report.update_metrics(self.metrics, self.store, self.engine.calendars, self.clock.time(),
+                                        self.config.paging.sla.report_due)
             await self.clock.sleep_until(self.clock.time() + REPORT_METRICS_EVERY)
 
     def _stalled(self, tasks: list[asyncio.Task]) -> str | None:

@@ -180,6 +180,8 @@ class SlaTargets(StrictModel):
 
     engineer_on_site: Duration = Field(default=7200.0, description="from the dispatch decision")
     replacement_on_network: Duration = Field(default=7200.0, description="from the swap decision")
+    report_due: int = Field(default=2, ge=1, le=30,
+                            description="business days after recovery an incident report is due (002 障害報告)")
 
 
 class PagingSection(PagingConfig):

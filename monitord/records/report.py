@@ -1,7 +1,7 @@
 """Incident reports (障害報告), drafted from the journal.
 
 Contract 002 (障害報告): "障害報告は、障害復旧後 2 営業日以内に提出いたします". A report is
-due at the end of business hours on the 2nd business day after the local date of recovery
+due at the end of business hours on the 2nd business day (``paging.sla.report_due``) after the local date of recovery
 (:meth:`BusinessCalendar.add_business_days`), and is overdue once that moment has passed
 while the report is not marked submitted (``monitord report submit``). Overdue is judged
 against the submitted mark rather than the due date alone: otherwise every past incident
@@ -54,10 +54,11 @@ import jinja2
 import markupsafe
 
 from monitord.shared.lastbackup import LastBackup, format_size
+from monitord.paging.oncall import SlaTargets
 from monitord.records.events import JournalEvent
 from monitord.records.store import Incident, JournalEntry, ReportRecord, Store
 
-DUE_BUSINESS_DAYS = 2  # 障害復旧後 2 営業日以内 (contract 002)
+DUE_BUSINESS_DAYS = SlaTargets().report_due  # 障害復旧後 2 営業日以内 (contract 002): the config's default
 DEFAULT_ZONE = "Asia/Tokyo"
 FORMATS = ("md", "html")
 LANGS = ("ja", "en")
@@ -170,6 +171,7 @@ class Report:
     due: dt.datetime | None
     record: ReportRecord
     backups: tuple[LastBackup, ...] | None = None  # None: the host has no backup contract
+    due_days: int = DUE_BUSINESS_DAYS  # business days after recovery (paging.sla.report_due)
 
     @property
     def submitted(self) -> bool:
@@ -194,11 +196,12 @@ class ReportStatus:
 # -- building -----------------------------------------------------------------------------------
 
 
-def due_date(calendar: DueCalendar, incident: Incident) -> dt.datetime | None:
-    """When the incident's report is due (None while it is open), by its host's calendar."""
+def due_date(calendar: DueCalendar, incident: Incident, days: int = DUE_BUSINESS_DAYS) -> dt.datetime | None:
+    """When the incident's report is due (None while it is open): ``days`` business days after
+    recovery (``paging.sla.report_due``), by its host's calendar."""
     if incident.closed_at is None:
         return None
-    return calendar.for_host(incident.host).add_business_days(incident.closed_at, DUE_BUSINESS_DAYS)
+    return calendar.for_host(incident.host).add_business_days(incident.closed_at, days)
 
 
 async def incident_entries(store: Store, incident: Incident) -> tuple[list[JournalEntry], frozenset[int]]:
@@ -215,7 +218,8 @@ async def incident_entries(store: Store, incident: Incident) -> tuple[list[Journ
 
 
 async def load_report(store: Store, incident_id: int, calendar: DueCalendar, zone: dt.tzinfo | str | None = None,
-                      backups: Callable[[Incident], Sequence[LastBackup] | None] | None = None) -> Report:
+                      backups: Callable[[Incident], Sequence[LastBackup] | None] | None = None,
+                      due_days: int = DUE_BUSINESS_DAYS) -> Report:
     """Build the report of incident ``incident_id``; KeyError if there is no such incident.
 
     ``backups(incident)``: the host's last good backups before the incident began, or None when
@@ -227,14 +231,15 @@ async def load_report(store: Store, incident_id: int, calendar: DueCalendar, zon
     entries, host_level = await incident_entries(store, incident)
     record = (await store.incidents.report_records()).get(incident_id) or ReportRecord(incident_id)
     found = backups(incident) if backups is not None else None
-    return build_report(incident, entries, due=due_date(calendar, incident), record=record,
+    return build_report(incident, entries, due=due_date(calendar, incident, due_days), due_days=due_days, record=record,
                         zone=_zone(zone, calendar.for_host(incident.host)), host_level=host_level,
                         backups=None if found is None else tuple(found))
 
 
 def build_report(incident: Incident, entries: Iterable[JournalEntry], *, due: dt.datetime | None,
                  record: ReportRecord | None = None, zone: dt.tzinfo | str = DEFAULT_ZONE,
-                 host_level: frozenset[int] = frozenset(), backups: tuple[LastBackup, ...] | None = None) -> Report:
+                 host_level: frozenset[int] = frozenset(), backups: tuple[LastBackup, ...] | None = None,
+                 due_days: int = DUE_BUSINESS_DAYS) -> Report:
     """Build a report from an incident and the journal entries it covers (pure); ``backups``: the
     host's last good backups when it has a backup contract."""
     entries = tuple(e for e in entries if e.event not in HIDDEN_EVENTS)
@@ -271,6 +276,7 @@ def build_report(incident: Incident, entries: Iterable[JournalEntry], *, due: dt
         due=due,
         record=record or ReportRecord(incident.id),
         backups=backups,
+        due_days=due_days,
     )
 
 
@@ -387,13 +393,14 @@ def _slas(entries: tuple[JournalEntry, ...], incident: Incident) -> list[SlaResu
 # -- list and metrics ---------------------------------------------------------------------------
 
 
-async def report_statuses(store: Store, calendar: DueCalendar, now: float) -> list[ReportStatus]:
+async def report_statuses(store: Store, calendar: DueCalendar, now: float,
+                          due_days: int = DUE_BUSINESS_DAYS) -> list[ReportStatus]:
     """Every incident's report state, newest incident first."""
     records = await store.incidents.report_records()
     out = []
     for incident in await store.incidents.list():
         record = records.get(incident.id) or ReportRecord(incident.id)
-        due = due_date(calendar, incident)
+        due = due_date(calendar, incident, due_days)
         if due is None:
             state = "open"
         elif record.submitted_at is not None:
@@ -404,16 +411,18 @@ async def report_statuses(store: Store, calendar: DueCalendar, now: float) -> li
     return out
 
 
-async def count_due_overdue(store: Store, calendar: DueCalendar, now: float) -> tuple[int, int]:
+async def count_due_overdue(store: Store, calendar: DueCalendar, now: float,
+                            due_days: int = DUE_BUSINESS_DAYS) -> tuple[int, int]:
     """(reports due and not yet late, reports overdue): unsubmitted reports of recovered
     incidents, split by whether the due date has passed. The two never overlap."""
-    states = [s.state for s in await report_statuses(store, calendar, now)]
+    states = [s.state for s in await report_statuses(store, calendar, now, due_days)]
     return states.count("due"), states.count("overdue")
 
 
-async def update_metrics(metrics: object, store: Store, calendar: DueCalendar, now: float) -> None:
+async def update_metrics(metrics: object, store: Store, calendar: DueCalendar, now: float,
+                         due_days: int = DUE_BUSINESS_DAYS) -> None:
     """Set ``monitord_reports_due`` and ``monitord_reports_overdue`` (for the daemon's periodic call)."""
-    due, overdue = await count_due_overdue(store, calendar, now)
+    due, overdue = await count_due_overdue(store, calendar, now, due_days)
     metrics.reports_due.set(due)  # type: ignore[attr-defined]
     metrics.reports_overdue.set(overdue)  # type: ignore[attr-defined]
 
@@ -511,5 +520,5 @@ def render(report: Report, fmt: str = "md", lang: str = "ja") -> str:
         raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     words = _Words(lang, report.zone)
     return _environment(fmt).get_template(f"report/report.{fmt}.j2").render(
-        report=report, lang=lang, t=words.t, w=words, due_business_days=DUE_BUSINESS_DAYS,
+        report=report, lang=lang, t=words.t, w=words, due_business_days=report.due_days,
         check_events=CHECK_EVENTS, ack_events=ACK_EVENTS, sla_stop_events=SLA_STOP_EVENTS)
