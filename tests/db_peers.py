@@ -18,7 +18,6 @@ import asyncio
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import AsyncIterator, Callable, Iterator
 import pytest
 
 from tests.peers import Peer, PeerStarter, write_file
-from tests.support import free_port, need_binary, need_root
+from tests.support import free_port, need_binary, need_root, wait_unix_socket
 
 USER = "probe"
 PASSWORD = "s3cret-probe-pw"
@@ -74,20 +73,6 @@ def _wait_ready(argv: list[str], timeout: float = 10.0) -> None:
     while subprocess.run(argv, capture_output=True).returncode != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{argv[0]} did not succeed within {timeout}s")
-        time.sleep(0.02)
-
-
-def _wait_unix_socket(path: Path, timeout: float = 10.0) -> None:
-    """Wait until a server accepts connections on the Unix socket ``path``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX) as sock:
-            try:
-                sock.connect(str(path))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"nothing listening on {path} after {timeout}s") from None
         time.sleep(0.02)
 
 
@@ -148,7 +133,7 @@ def start_mariadb(peers: PeerStarter, directory: Path) -> DbPeer:
     ]
     started = peers.process("mariadb", directory, argv, port)
     peer = DbPeer("mariadb", port, directory, started.stop)
-    _wait_unix_socket(sock)  # mariadbd listens on TCP a moment before its socket
+    wait_unix_socket(sock)  # mariadbd listens on TCP a moment before its socket
     grants = "\n".join(
         f"CREATE USER '{USER}'@'{host}' IDENTIFIED BY '{PASSWORD}';\n"
         f"GRANT ALL ON {DATABASE}.* TO '{USER}'@'{host}';"

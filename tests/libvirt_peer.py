@@ -29,7 +29,7 @@ import libvirt
 import pytest
 
 from tests.peers import Peer, PeerStarter, write_file
-from tests.support import Proc, need_binary
+from tests.support import Proc, need_binary, wait_unix_socket
 
 
 
@@ -140,6 +140,7 @@ log_outputs = "3:file:{directory}/libvirtd.log"
         if time.monotonic() > deadline or proc.popen.poll() is not None:
             raise RuntimeError(f"libvirtd did not create {socket} (exit {proc.popen.poll()}):\n{proc.output()}")
         time.sleep(0.02)
+    wait_unix_socket(socket)  # the file exists a moment before libvirtd listens on it
     _start_event_loop()
     uri = f"test+unix:///default?socket={socket}"
     conn = libvirt.open(uri)

@@ -51,6 +51,20 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
             time.sleep(0.02)
 
 
+def wait_unix_socket(path: Path, timeout: float = 10.0) -> None:
+    """Wait until a server accepts connections on the Unix socket ``path``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(str(path))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nothing listening on {path} after {timeout}s") from None
+        time.sleep(0.02)
+
+
 def bound(port: int, host: str = "127.0.0.1", table: str = "tcp") -> bool:
     """True when ``host:port`` is bound in /proc/net/``table`` (``udp``; ``tcp``: listening).
 
