@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.loophosts import _claim_block
 from tests.support import need_root
 
@@ -9,6 +11,7 @@ START = 4242
 """A starting block far from any pid-derived one of this machine's test processes."""
 
 
+@pytest.mark.integration  # a privileged port: root
 def test_a_block_held_by_another_socket_is_skipped_and_free_again_once_released():
     need_root()  # the claim binds a privileged port
     first, claim = _claim_block(START)

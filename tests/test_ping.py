@@ -196,6 +196,7 @@ async def test_cancelled_ping_leaves_nothing_in_flight() -> None:
         await ctx.aclose()
 
 
+@integration  # a raw ICMP socket: root
 async def test_reply_deadlines_share_one_timer_per_slot() -> None:
     need_root()
     ctx = ProbeContext()
