@@ -15,6 +15,7 @@ Registered in ``tests/conftest.py`` (``pytest_plugins``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import pwd
 import shutil
 import signal
@@ -223,3 +224,31 @@ async def fake_server_factory() -> AsyncIterator:
     for fake in servers:
         fake.server.close()
         await fake.server.wait_closed()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbPeer]:
+    """One PostgreSQL per test process for the state-store tests, which each take a fresh
+    database of it (:func:`postgres_dsn`): an initdb per test would cost seconds each."""
+    starter = PeerStarter(tmp_path_factory.mktemp("postgres-store"))
+    yield from _serve(starter, "postgres", start_postgres)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: DbPeer) -> str:
+    """The DSN of a fresh, empty database owned by the probe user."""
+    name = f"store_{next(_DATABASES)}"
+    _run([need_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(postgres_server.directory),
+          "-p", str(postgres_server.port), "-U", "postgres", "-d", "postgres", "-c",
+          f"CREATE DATABASE {name} OWNER {USER}"], "create database")
+    return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{postgres_server.port}/{name}"
+
+
+def postgres_sql(server: DbPeer, sql: str) -> str:
+    """Run ``sql`` as PostgreSQL's superuser; return psql's output."""
+    return subprocess.run([need_binary("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
+                           str(server.directory), "-p", str(server.port), "-U", "postgres", "-d", "postgres",
+                           "-c", sql], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+_DATABASES = itertools.count(1)

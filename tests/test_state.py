@@ -1,4 +1,6 @@
-"""The SQLite store: round trips, atomic transactions, the append-only journal."""
+"""The state stores: round trips, atomic transactions, the append-only journal; the tests taking
+``store`` run on both SQLite and PostgreSQL (a fresh database of a real server), those taking
+``sqlite_store`` test what is SQLite's own (the file, PRAGMAs, migrations of the file)."""
 
 from __future__ import annotations
 
@@ -12,22 +14,46 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from monitord.records import state
+from monitord.records.postgres import PostgresStore
 from monitord.run.checkstate import CheckState
 from monitord.shared.results import Reason, Result, Status
 from monitord.records.state import Heartbeat, JournalEntry, SQLiteStore, StateError
 
 
 @pytest.fixture
-async def store(tmp_path):
+async def sqlite_store(tmp_path):
     s = SQLiteStore(tmp_path / "sub" / "state.db")
     yield s
     await s.close()
 
 
-async def test_check_state_round_trip(store, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "sub" / "state.db")
+    else:
+        s = await PostgresStore.connect(request.getfixturevalue("postgres_dsn"))
+    yield s
+    await s.close()
+
+
+async def raw(store, sql: str):
+    """Run ``sql`` in the store's own connection (inside this task's transaction, if any)."""
+    if isinstance(store, SQLiteStore):
+        return store._db.execute(sql)
+    async with store.transaction(), store._connection() as conn:
+        return await conn.execute(sql)
+
+
+APPEND_ONLY = (sqlite3.IntegrityError, asyncpg.RaiseError)
+
+
+async def test_check_state_round_trip(sqlite_store, tmp_path):
+    store = sqlite_store
     result = Result(Status.CRITICAL, Reason.TIMEOUT, "no answer", 1.5, 1000.0, {"rtt": 1.0})
     state = CheckState(status=Status.CRITICAL, hard=False, attempt=2, last_run=1000.0, last_change=940.0,
                        problem_since=940.0, last_result=result)
@@ -51,10 +77,10 @@ async def test_transaction_is_atomic(store):
 
 async def test_journal_is_append_only(store):
     entry_id = await store.incidents.append(JournalEntry(ts=1.0, event="decided", host="h", decision="reset", detail={"why": "down"}))
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        store._db.execute("UPDATE journal SET decision='nothing' WHERE id=?", (entry_id,))
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        store._db.execute("DELETE FROM journal")
+    with pytest.raises(APPEND_ONLY, match="append-only"):
+        await raw(store, f"UPDATE journal SET decision='nothing' WHERE id={entry_id}")
+    with pytest.raises(APPEND_ONLY, match="append-only"):
+        await raw(store, "DELETE FROM journal")
     outcome = await store.incidents.append(JournalEntry(ts=2.0, event="outcome", host="h", outcome="done", ref=entry_id))
     entries = await store.incidents.journal()
     assert [(e.id, e.event, e.ref, dict(e.detail)) for e in entries] == [
@@ -106,7 +132,7 @@ def pragma(path: Path, name: str) -> int:
         db.close()
 
 
-def test_a_new_store_is_versioned_and_marked_as_monitords(store, tmp_path):
+def test_a_new_store_is_versioned_and_marked_as_monitords(sqlite_store, tmp_path):
     path = tmp_path / "sub" / "state.db"
     assert pragma(path, "user_version") == state.SCHEMA_VERSION == len(state.MIGRATIONS) >= 2
     assert pragma(path, "application_id") == state.APPLICATION_ID
@@ -258,15 +284,15 @@ async def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
     await store.checks.put_heartbeat("beat", Heartbeat(5.0))
     page = await store.outbox.open_page(1, "h", "dispatch", "critical", "ops", "down", 1.0)
     async with store.transaction():
-        store._db.execute("INSERT INTO check_state VALUES ('bad/json',0,0,0,0,0,NULL,'{not json',NULL)")
-        store._db.execute("INSERT INTO check_state VALUES ('bad/status',7,0,0,0,0,NULL,NULL,NULL)")
-        store._db.execute("INSERT INTO escalation VALUES ('odd', '{\"phase\": \"exploding\"}')")
-        store._db.execute("INSERT INTO escalation VALUES ('torn', '{\"phase\": ')")
-        store._db.execute("INSERT INTO heartbeats VALUES ('weird', 1.0, 9, 'x')")
+        await raw(store, "INSERT INTO check_state VALUES ('bad/json',0,0,0,0,0,NULL,'{not json',NULL)")
+        await raw(store, "INSERT INTO check_state VALUES ('bad/status',7,0,0,0,0,NULL,NULL,NULL)")
+        await raw(store, "INSERT INTO escalation VALUES ('odd', '{\"phase\": \"exploding\"}')")
+        await raw(store, "INSERT INTO escalation VALUES ('torn', '{\"phase\": ')")
+        await raw(store, "INSERT INTO heartbeats VALUES ('weird', 1.0, 9, 'x')")
         await store.outbox.open_page(2, "h", "dispatch", "critical", "ops", "down", 1.0)
-        store._db.execute("UPDATE pages SET paged='[1]' WHERE id=2")
-        store._db.execute("INSERT INTO journal (ts, event, detail) VALUES (1.0, 'note', '{oops')")
-    with caplog.at_level(logging.ERROR, "monitord.records.state"):
+        await raw(store, "UPDATE pages SET paged='[1]' WHERE id=2")
+        await raw(store, "INSERT INTO journal (ts, event, detail) VALUES (1.0, 'note', '{oops')")
+    with caplog.at_level(logging.ERROR, "monitord.records"):
         assert set(await store.checks.states()) == {"good/ping"}
         assert set(await store.checks.escalations(state_from_dict)) == {"ok"}
         assert set(await store.checks.heartbeats()) == {"beat"}
@@ -278,24 +304,26 @@ async def test_unreadable_rows_are_moved_aside_not_fatal(store, caplog):
     assert "'exploding' is not a valid Phase" in dict(((t, k), e) for t, k, e in await store.damaged_rows())[("escalation", "odd")]
     assert caplog.text.count("moved to damaged_rows") == 6
     caplog.clear()
-    with caplog.at_level(logging.ERROR, "monitord.records.state"):  # moved once: not logged at every read
+    with caplog.at_level(logging.ERROR, "monitord.records"):  # moved once: not logged at every read
         await store.checks.states(), await store.checks.escalations(state_from_dict), await store.checks.heartbeats(), await store.outbox.pages()
     assert caplog.text == ""
 
 
 async def test_a_statement_error_is_not_a_store_fault(store):
     await store.incidents.append(JournalEntry(ts=0.5, event="note"))
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(APPEND_ONLY, match="append-only"):
         async with store.transaction():
-            store._db.execute("DELETE FROM journal")
+            await raw(store, "DELETE FROM journal")
     assert store.fault is None
     await store.incidents.append(JournalEntry(ts=1.0, event="note"))  # the transaction was rolled back: the store still works
     assert len(await store.incidents.journal()) == 2
 
 
-def committed_checks(path: Path) -> dict[str, int]:
-    """Check states as another process sees them: committed rows only (check id -> attempt)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+async def committed_checks(store) -> dict[str, int]:
+    """Check states as another connection sees them: committed rows only (check id -> attempt)."""
+    if isinstance(store, PostgresStore):
+        return dict(await store._fetch("SELECT check_id, attempt FROM check_state"))
+    db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
     try:
         return dict(db.execute("SELECT check_id, attempt FROM check_state").fetchall())
     finally:
@@ -303,15 +331,14 @@ def committed_checks(path: Path) -> dict[str, int]:
 
 
 async def test_staged_check_states_are_read_at_once_and_written_by_one_flush(store):
-    path = store.path
     await store.checks.put("a/ping", CheckState(attempt=1), None)
     for check_id, attempt in (("a/ping", 2), ("b/ping", 1), ("c/ping", 3)):
         store.checks.stage(check_id, CheckState(status=Status.CRITICAL, hard=False, attempt=attempt), None)
     assert {c: s.state.attempt for c, s in (await store.checks.states()).items()} == {"a/ping": 2, "b/ping": 1,
                                                                                        "c/ping": 3}
-    assert committed_checks(path) == {"a/ping": 1} and store.checks.staged() == 3
+    assert await committed_checks(store) == {"a/ping": 1} and store.checks.staged() == 3
     assert await store.checks.flush() == 3
-    assert committed_checks(path) == {"a/ping": 2, "b/ping": 1, "c/ping": 3} and store.checks.staged() == 0
+    assert await committed_checks(store) == {"a/ping": 2, "b/ping": 1, "c/ping": 3} and store.checks.staged() == 0
     assert await store.checks.flush() == 0
 
 
@@ -321,10 +348,11 @@ async def test_an_immediate_write_replaces_a_staged_state(store):
     await store.checks.flush()
     stored = (await store.checks.states())["a/ping"]
     assert (stored.state.attempt, stored.incident_id) == (3, 7)
-    assert committed_checks(store.path) == {"a/ping": 3}
+    assert await committed_checks(store) == {"a/ping": 3}
 
 
-async def test_a_failed_flush_keeps_the_states_staged_and_newer_ones_win(store):
+async def test_a_failed_flush_keeps_the_states_staged_and_newer_ones_win(sqlite_store):
+    store = sqlite_store
     store.checks.stage("a/ping", CheckState(attempt=1), None)
     store.checks.stage("b/ping", CheckState(attempt=1), None)
     store._db.execute("PRAGMA query_only=1")  # every write fails, as on a full disk
@@ -335,7 +363,7 @@ async def test_a_failed_flush_keeps_the_states_staged_and_newer_ones_win(store):
     store._db.execute("PRAGMA query_only=0")
     assert await store.probe() is None
     assert await store.checks.flush() == 2
-    assert committed_checks(store.path) == {"a/ping": 2, "b/ping": 1}
+    assert await committed_checks(store) == {"a/ping": 2, "b/ping": 1}
 
 
 async def test_forgotten_checks_leave_the_staged_states_too(store):
@@ -382,3 +410,94 @@ async def test_a_nested_block_of_the_same_task_joins_the_outer_one(store):
                 await store.incidents.append(JournalEntry(ts=1.0, event="confirmed", host="h"))
             raise RuntimeError("later in the outer block")
     assert await store.incidents.list() == [] and await store.incidents.journal() == []
+
+
+
+# -- PostgreSQL's own: schema version, a foreign database, a lost connection, the daemon lock ----
+
+
+@pytest.mark.integration
+async def test_postgres_round_trip_versioned_schema_and_a_newer_one_refused(postgres_dsn):
+    from monitord.records import postgres
+    from tests.db_peers import PASSWORD
+
+    result = Result(Status.CRITICAL, Reason.TIMEOUT, "no answer", 1.5, 1000.0, {"rtt": 1.0})
+    check = CheckState(status=Status.CRITICAL, hard=True, attempt=3, last_run=1000.0, last_change=940.0,
+                       problem_since=940.0, last_result=result)
+    store = await PostgresStore.connect(postgres_dsn)
+    await store.checks.put("web1/ping", check, 4)
+    await store.close()
+    reopened = await PostgresStore.connect(postgres_dsn)  # migrations are not run twice
+    assert (await reopened.checks.states())["web1/ping"] == state.StoredCheck(check, 4)
+    assert await reopened._fetch("SELECT version FROM schema_version") == [(postgres.SCHEMA_VERSION,)]
+    await raw(reopened, f"UPDATE schema_version SET version={postgres.SCHEMA_VERSION + 1}")
+    await reopened.close()
+    with pytest.raises(StateError, match=f"schema version {postgres.SCHEMA_VERSION + 1} is newer") as raised:
+        await PostgresStore.connect(postgres_dsn)
+    assert PASSWORD not in str(raised.value) and "127.0.0.1" in str(raised.value)
+
+
+@pytest.mark.integration
+async def test_postgres_refuses_a_database_that_is_not_a_store(postgres_dsn):
+    foreign = postgres_dsn.rsplit("/", 1)[0] + "/probedb"  # holds the probe tests' fill table
+    with pytest.raises(StateError, match="not a monitord state store .*fill"):
+        await PostgresStore.connect(foreign)
+
+
+@pytest.mark.integration
+async def test_postgres_unreachable_at_open_is_a_clear_error_without_the_password(postgres_dsn):
+    from tests.db_peers import PASSWORD
+
+    wrong = postgres_dsn.replace(PASSWORD, "not-the-" + PASSWORD)
+    with pytest.raises(StateError, match="cannot open the state store") as raised:
+        await PostgresStore.connect(wrong)
+    assert "not-the-" not in str(raised.value) and PASSWORD not in str(raised.value)
+
+
+@pytest.mark.integration
+async def test_postgres_processes_opening_a_new_store_at_once_create_it_once(postgres_dsn):
+    code = ("import asyncio, sys\nfrom monitord.records.postgres import PostgresStore\n"
+            "async def main():\n    s = await PostgresStore.connect(sys.argv[1])\n    await s.close()\n"
+            "asyncio.run(main())\n")
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", code, postgres_dsn) for _ in range(3)]
+    assert [await p.wait() for p in procs] == [0, 0, 0]
+
+
+@pytest.mark.integration
+async def test_postgres_lost_connections_are_a_store_fault_until_a_probe_writes_again(postgres_dsn, postgres_server):
+    from tests.db_peers import PASSWORD, USER, postgres_sql
+
+    store = await PostgresStore.connect(postgres_dsn)
+    try:
+        store.checks.stage("a/ping", CheckState(attempt=1), None)
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} NOLOGIN; SELECT pg_terminate_backend(pid) FROM "
+                     f"pg_stat_activity WHERE usename='{USER}'")
+        with pytest.raises(state.StoreFault):
+            await store.checks.flush()
+        assert store.checks.staged() == 1 and store.fault is not None and PASSWORD not in store.fault
+        with pytest.raises(state.StoreFault):
+            async with store.transaction(durable=True):
+                await store.incidents.append(JournalEntry(ts=1.0, event="decided", host="h"))
+        assert await store.probe() is not None  # still down: the probe's write fails too
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} LOGIN")
+        assert await store.probe() is None and store.fault is None
+        assert await store.checks.flush() == 1
+        assert await committed_checks(store) == {"a/ping": 1} and await store.incidents.journal() == []
+    finally:
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} LOGIN")
+        await store.close()
+
+
+@pytest.mark.integration
+async def test_postgres_one_daemon_per_store_by_an_advisory_lock(postgres_dsn):
+    from monitord.records.postgres import PostgresLock
+
+    first = PostgresLock(postgres_dsn, application_name="monitord node-a pid 4242")
+    await first.acquire()
+    second = PostgresLock(postgres_dsn, application_name="monitord node-b pid 4343")
+    with pytest.raises(state.StoreLocked, match="'monitord node-a pid 4242'") as raised:
+        await second.acquire()
+    assert raised.value.pid == 4242
+    await first.release()  # as a dead daemon's connection closing does
+    await second.acquire()
+    await second.release()

@@ -503,36 +503,29 @@ def _check_row(check_id: str, state: CheckState, incident_id: int | None) -> tup
             state.problem_since, result, incident_id)
 
 
-class SQLiteChecks:
-    """:class:`CheckRepository` on SQLite: staged check states are kept here until :meth:`flush`."""
+def _decode_check(row: tuple) -> tuple[str, StoredCheck]:
+    """A check_state row (check id first) as (check id, stored state)."""
+    check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id = row
+    state = CheckState(
+        status=Status(status), hard=bool(hard), attempt=attempt, last_run=last_run,
+        last_change=last_change, problem_since=problem_since,
+        last_result=Result.from_dict(json.loads(last_result)) if last_result else None,
+    )
+    return check_id, StoredCheck(state, incident_id)
 
-    def __init__(self, store: SQLiteStore):
-        self._s = store
+
+def _decode_page(r: tuple) -> PageRecord:
+    """A pages row (id first) as a :class:`PageRecord`."""
+    return PageRecord(*r[:10], tuple((str(i), str(k)) for i, k in json.loads(r[10])), r[11], r[12], bool(r[13]),
+                      r[14])
+
+
+class StagedChecks:
+    """What both stores' :class:`CheckRepository` share: check states staged in memory and
+    written by :meth:`flush` in one transaction (:meth:`_write` of the implementation)."""
+
+    def __init__(self) -> None:
         self._staged: dict[str, StoredCheck] = {}
-
-    async def states(self) -> dict[str, StoredCheck]:
-        """Every check's state (staged ones included), by check id."""
-        rows = self._s._db.execute(
-            "SELECT rowid, check_id, status, hard, attempt, last_run, last_change, problem_since, last_result,"
-            " incident_id FROM check_state"
-        ).fetchall()
-
-        def decode(row: tuple) -> tuple[str, StoredCheck]:
-            check_id, status, hard, attempt, last_run, last_change, problem_since, last_result, incident_id = row
-            state = CheckState(
-                status=Status(status), hard=bool(hard), attempt=attempt, last_run=last_run,
-                last_change=last_change, problem_since=problem_since,
-                last_result=Result.from_dict(json.loads(last_result)) if last_result else None,
-            )
-            return check_id, StoredCheck(state, incident_id)
-
-        return dict(await self._s._decoded("check_state", rows, decode)) | self._staged
-
-    async def put(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
-        """Store a check's state now (it replaces a staged one)."""
-        self._staged.pop(check_id, None)
-        async with self._s.transaction():
-            self._s._db.execute(_PUT_CHECK, _check_row(check_id, state, incident_id))
 
     def stage(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
         """Keep a check's state for the next :meth:`flush`."""
@@ -548,12 +541,40 @@ class SQLiteChecks:
             return 0
         batch, self._staged = self._staged, {}
         try:
-            async with self._s.transaction():
-                self._s._db.executemany(_PUT_CHECK, [_check_row(c, s.state, s.incident_id) for c, s in batch.items()])
+            await self._write([_check_row(c, s.state, s.incident_id) for c, s in batch.items()])
         except BaseException:
             self._staged = batch | self._staged  # staged meanwhile is newer
             raise
         return len(batch)
+
+    async def _write(self, rows: list[tuple]) -> None:
+        raise NotImplementedError
+
+
+class SQLiteChecks(StagedChecks):
+    """:class:`CheckRepository` on SQLite: staged check states are kept here until :meth:`flush`."""
+
+    def __init__(self, store: SQLiteStore):
+        super().__init__()
+        self._s = store
+
+    async def states(self) -> dict[str, StoredCheck]:
+        """Every check's state (staged ones included), by check id."""
+        rows = self._s._db.execute(
+            "SELECT rowid, check_id, status, hard, attempt, last_run, last_change, problem_since, last_result,"
+            " incident_id FROM check_state"
+        ).fetchall()
+        return dict(await self._s._decoded("check_state", rows, _decode_check)) | self._staged
+
+    async def put(self, check_id: str, state: CheckState, incident_id: int | None) -> None:
+        """Store a check's state now (it replaces a staged one)."""
+        self._staged.pop(check_id, None)
+        async with self._s.transaction():
+            self._s._db.execute(_PUT_CHECK, _check_row(check_id, state, incident_id))
+
+    async def _write(self, rows: list[tuple]) -> None:
+        async with self._s.transaction():
+            self._s._db.executemany(_PUT_CHECK, rows)
 
     async def forget(self, keep: set[str]) -> int:
         """Drop stored state of checks not in ``keep``; return how many."""
@@ -774,8 +795,7 @@ class SQLiteOutbox:
             sql += " AND incident_id=?"
             args.append(incident_id)
         rows = self._s._db.execute(sql + " ORDER BY id", args).fetchall()
-        return await self._s._decoded("pages", rows, lambda r: PageRecord(
-            *r[:10], tuple((str(i), str(k)) for i, k in json.loads(r[10])), r[11], r[12], bool(r[13]), r[14]))
+        return await self._s._decoded("pages", rows, _decode_page)
 
 
 class SQLiteControl:
