@@ -313,3 +313,46 @@ def test_the_document_describes_exactly_the_routes_served(tmp_path):
     documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert served == documented
     asyncio.run(store.close())
+
+
+async def test_the_fleet_view_reads_the_store_once_and_shows_what_each_host_view_shows(tmp_path):
+    """``/api/v1/hosts`` and the status page read check states, escalations, quarantines and
+    windows once for the whole fleet (they were read per host: quadratic), and every host
+    looks as its own ``/api/v1/hosts/NAME`` shows it: states, a stored window beside a config
+    one, a quarantine."""
+    from monitord.config import load_config
+    from monitord.edge import views
+    from monitord.run.checkstate import CheckState
+    from monitord.shared.results import Status
+
+    config = load_config(fleet(tmp_path, free_port(), free_port()))
+    store = SQLiteStore(tmp_path / "state.db")
+    now = time.time()
+    store.checks.stage("db/closed", CheckState(status=Status.CRITICAL, last_run=now - 5), 7)
+    store.checks.stage("web/http", CheckState(last_run=now - 3), None)
+    await store.checks.flush()
+    await store.control.quarantine("quar", now - 60, "compromised", "aoki")
+    await store.control.add_maintenance("host:child", now - 10, now + 600, "cabling", "aoki")
+    await store.control.add_maintenance("host:web", now + 600, now + 1200, "later", "aoki")  # not active yet
+    due = {"web/http": now + 30}
+    reads = []
+    for part, method in ((store.checks, "states"), (store.control, "quarantined"), (store.control, "maintenance")):
+        real = getattr(part, method)
+
+        async def counted(*args, real=real, method=method):
+            reads.append(method)
+            return await real(*args)
+
+        setattr(part, method, counted)
+    try:
+        fleet_view = await views.hosts(config, store, now, due)
+        assert sorted(reads) == ["maintenance", "quarantined", "states"]
+        assert fleet_view == [await views.host(config, store, name, now, due) for name in config.hosts]
+        by_name = {h["name"]: h for h in fleet_view}
+        assert [(c["name"], c["state"], c["incident"]) for c in by_name["db"]["checks"]] == [("closed", "hard", 7)]
+        assert by_name["web"]["checks"][0]["next_run"] == now + 30 and by_name["web"]["maintenance"] == []
+        assert by_name["maint"]["maintenance"] == ["config:swap"] and len(by_name["child"]["maintenance"]) == 1
+        assert by_name["quar"]["quarantined"] == {"since": now - 60, "reason": "compromised"}
+        assert by_name["child"]["checks"][0]["state"] == "unknown"
+    finally:
+        await store.close()

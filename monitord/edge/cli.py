@@ -553,11 +553,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     daemon = _ask_daemon(config, "/api/v1/status")
     now = time.time()
 
-    async def hosts_of(store: Store) -> list[dict]:
-        states = await views.host_states(store)
-        return [await views.host(config, store, name, now, states=states) for name in config.hosts]
-
-    hosts, _ = _read(config, "/api/v1/hosts", hosts_of)
+    hosts, _ = _read(config, "/api/v1/hosts", lambda store: views.hosts(config, store, now))
     incidents, _ = _read(config, "/api/v1/incidents?state=open", lambda store: views.incidents(store, state="open"))
     if args.json:
         print(json.dumps({"daemon": daemon, "hosts": hosts, "open_incidents": incidents}, indent=2))

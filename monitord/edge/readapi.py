@@ -80,9 +80,8 @@ class ReadApi:
 
     async def hosts(self, request: web.Request) -> web.Response:
         self._reader(request)
-        config, now, states = self.api.config(), self.api.clock.time(), await views.host_states(self.api.store)
-        due = self.live.due()
-        return web.json_response([await views.host(config, self.api.store, name, now, due, states) for name in config.hosts])
+        return web.json_response(await views.hosts(self.api.config(), self.api.store, self.api.clock.time(),
+                                                   self.live.due()))
 
     async def host(self, request: web.Request) -> web.Response:
         name = self._host(request)

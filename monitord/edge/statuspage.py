@@ -89,9 +89,7 @@ def host_state(view: dict) -> str:
 
 async def snapshot(config: Config, store: Store, now: float, due: Mapping[str, float], status: dict) -> dict:
     """Everything the page shows, read at ``now`` from the same views as the read API."""
-    states = await views.host_states(store)
-    hosts = [{**h, "state": host_state(h)} for h in [await views.host(config, store, name, now, due, states)
-                                                     for name in config.hosts]]
+    hosts = [{**h, "state": host_state(h)} for h in await views.hosts(config, store, now, due)]
     groups: dict[str, list[dict]] = {g: [] for g in config.groups}
     for h in hosts:
         for g in h["groups"] or [UNGROUPED]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from monitord.config import Config
+from monitord.config import CheckSpec, Config
 from monitord.escalation.engine import state_from_dict
 from monitord.escalation.ladder import HostState
-from monitord.records.store import Incident, JournalEntry, Maintenance, Store
+from monitord.records.store import Incident, JournalEntry, Maintenance, Store, StoredCheck
 
 ACTION_EVENTS = ("decided", "outcome", "blocked")
 """Journal events that say what the ladder did, or was stopped from doing, about an incident."""
@@ -21,13 +21,37 @@ async def host_states(store: Store) -> dict[str, HostState]:
     return await store.checks.escalations(state_from_dict)
 
 
-async def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, float] | None = None,
-               states: Mapping[str, HostState] | None = None) -> dict:
+async def hosts(config: Config, store: Store, now: float, due: Mapping[str, float] | None = None,
+                names: list[str] | None = None) -> list[dict]:
+    """The views of ``names`` (default: every host, in config order), each as :func:`host` shows
+    it; the store's check states, escalations, quarantines and maintenance windows are read once
+    for all of them, so the whole fleet costs one pass, not a pass per host."""
+    names = list(config.hosts) if names is None else names
+    stored, states = await store.checks.states(), await host_states(store)
+    quarantined = await store.control.quarantined()
+    covering: dict[str, list[str]] = {}
+    for w in await maintenance(config, store):
+        if w["active"](now):
+            for h in w["hosts"]:
+                covering.setdefault(h, []).append(w["id"])
+    wanted = set(names)
+    specs: dict[str, list[CheckSpec]] = {name: [] for name in names}
+    for spec in config.checks():
+        if spec.host in wanted:
+            specs[spec.host].append(spec)
+    return [_host(config, name, specs[name], stored, states.get(name, HostState()), quarantined.get(name),
+                  covering.get(name, []), due or {}) for name in names]
+
+
+async def host(config: Config, store: Store, name: str, now: float, due: Mapping[str, float] | None = None) -> dict:
     """One host: its checks with state, last result and next run; its ladder; maintenance; quarantine."""
-    stored = await store.checks.states()
-    state = (states if states is not None else await host_states(store)).get(name, HostState())
+    return (await hosts(config, store, now, due, [name]))[0]
+
+
+def _host(config: Config, name: str, specs: list[CheckSpec], stored: Mapping[str, StoredCheck], state: HostState,
+          quarantined: tuple[float, str] | None, maintenance_ids: list[str], due: Mapping[str, float]) -> dict:
     checks = []
-    for spec in (s for s in config.checks() if s.host == name):
+    for spec in specs:
         kept = stored.get(spec.id)
         check, last = (kept.state, kept.state.last_result) if kept else (None, None)
         checks.append({
@@ -37,16 +61,15 @@ async def host(config: Config, store: Store, name: str, now: float, due: Mapping
             "status": None if check is None else check.status.name.lower(),
             "summary": last.summary if last else None, "reason": str(last.reason) if last else None,
             "last_run": check.last_run or None if check else None,
-            "next_run": (due or {}).get(spec.id), "incident": kept.incident_id if kept else None,
+            "next_run": due.get(spec.id), "incident": kept.incident_id if kept else None,
         })
-    quarantined = (await store.control.quarantined()).get(name)
     return {
         "name": name, "address": config.hosts[name].address, "groups": list(config.hosts[name].groups),
         "checks": checks,
         "escalation": {"level": state.level, "phase": str(state.phase), "ladder": state.ladder and str(state.ladder),
                        "step": state.step and str(state.step), "incident": state.incident_id,
                        "blocked": state.blocked},
-        "maintenance": [w["id"] for w in await maintenance(config, store) if name in w["hosts"] and w["active"](now)],
+        "maintenance": maintenance_ids,
         "quarantined": {"since": quarantined[0], "reason": quarantined[1]} if quarantined else None,
     }
 
