@@ -245,6 +245,31 @@ async def test_lateness_is_observed(env):
     assert 'host="h1"' not in host and "monitord_scheduler_lateness" not in host
 
 
+async def test_checks_whose_first_slot_passed_during_start_up_resume_at_their_next_slot(env):
+    """Start-up work between loading the checks and dispatching (seconds at fleet scale) must not
+    leave the checks whose slot fell meanwhile all due at once, late: they run at their next
+    slot, like after a restart; a soft check keeps retrying; every run is on time."""
+    clock, script, store, metrics, make = env
+    scheduler = make()
+    specs = [spec(script, f"h{i}") for i in range(40)]
+    soft = CheckState(status=Status.CRITICAL, hard=False, attempt=1, last_run=clock.time() - 30)
+    await scheduler.load(specs, {specs[0].id: StoredCheck(soft, None)})
+    await clock.advance(150)  # loading, settling memory, opening the listener...
+    started = clock.time()
+    passed = {s.id for s in specs if scheduler.due_times()[s.id] < started}
+    assert len(passed) > 5 and specs[0].id in passed  # the case under test: a quarter of the slots passed
+    task = await start(scheduler)
+    assert all(due >= started for due in scheduler.due_times().values())
+    assert all(scheduler.due_times()[s.id] == next_slot(started, 600, phase(s.id, 600)) for s in specs[1:])
+    assert scheduler.due_times()[specs[0].id] == started + phase(specs[0].id, 60)  # retrying: within its retry
+    await clock.advance(600)
+    await stop(task)
+    ran = [host for host, _ in script.calls]
+    assert sorted(h for h in ran if h != "h0") == sorted(s.host for s in specs[1:])  # each once, none skipped
+    assert ran.count("h0") == 2  # the retry (it answers OK), then its normal slot
+    assert 'monitord_scheduler_lateness_seconds_sum{kind="fake"} 0.0' in metrics.exposition().decode()
+
+
 def committed(path) -> dict[str, tuple[float, int, int]]:
     """What another process (or a restart after kill -9) finds: check id -> (last_run, attempt, hard)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
