@@ -113,6 +113,7 @@ class Scheduler:
         new_ids = {spec.id for spec in specs}
         for check_id in [c for c in self._entries if c not in new_ids]:
             await self._withdraw(self._entries.pop(check_id), now)
+        fresh = []
         for spec in specs:
             old = self._entries.get(spec.id)
             if old is not None and old.spec.fingerprint == spec.fingerprint:
@@ -124,9 +125,13 @@ class Scheduler:
                 state, incident_id = stored[spec.id].state, stored[spec.id].incident_id
             else:
                 state, incident_id = CheckState(), None
-            entry = _Entry(spec, state, incident_id, initial_due(spec, state, now), next(self._tokens))
+            entry = _Entry(spec, state, incident_id, 0.0, next(self._tokens))
             self._entries[spec.id] = entry
             self.metrics.restore(spec.host, spec.name, spec.kind.name, state)
+            fresh.append(entry)
+        now = self.clock.time()  # scheduled from when loading ends (seconds later for a large fleet)
+        for entry in fresh:
+            entry.due = initial_due(entry.spec, entry.state, now)
             self._push(entry)
         self.metrics.checks_configured.set(len(self._entries))
         self._with_incident = {check_id for check_id, entry in self._entries.items() if entry.incident_id is not None}
@@ -148,6 +153,11 @@ class Scheduler:
         if self._heap and (late := now - self._heap[0][0]) > allowance:
             return f"scheduler stuck: {self._heap[0][2]} is {late:.0f}s overdue"
         return None
+
+    @property
+    def size(self) -> int:
+        """How many checks are loaded."""
+        return len(self._entries)
 
     def due_times(self) -> dict[str, float]:
         """When each check runs next (for status output and tests)."""
