@@ -82,6 +82,11 @@ INVALID = {
         "hosts.nopower: its remediation.ladder has a restart step but the host has no ssh: block (line 7)",
         "hosts.nossh: its remediation.ladder has a restart step but the host has no ssh: block (line 15)",
     ],
+    "store-postgres-without-dsn": ["daemon.store: kind postgres needs dsn: {file: PATH} (or env, credential) (line 2)"],
+    "store-dsn-inline": [  # the password written inline is not repeated
+        "daemon.store.dsn: secrets are never written inline: give {file: PATH}, {env: VAR} or {credential: NAME} (line 5)",
+        "daemon.store.pool_size: input should be greater than or equal to 2 (line 4)",
+    ],
     "several-errors": [
         "daemon.max_concurency: unknown key (did you mean 'max_concurrency'?) (line 2)",
         "hosts.web1.checks.ping.max_attempts: input should be greater than or equal to 1 (line 8)",

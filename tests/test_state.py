@@ -498,6 +498,6 @@ async def test_postgres_one_daemon_per_store_by_an_advisory_lock(postgres_dsn):
     with pytest.raises(state.StoreLocked, match="'monitord node-a pid 4242'") as raised:
         await second.acquire()
     assert raised.value.pid == 4242
-    await first.release()  # as a dead daemon's connection closing does
+    first.release()  # as a dead daemon's connection closing does
     await second.acquire()
-    await second.release()
+    second.release()

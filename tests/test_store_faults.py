@@ -284,6 +284,72 @@ def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path):
         first.proc.stop(signal.SIGKILL)
 
 
+def on_postgres(config: Path, dsn: str) -> Path:
+    """``config`` with its state on PostgreSQL at ``dsn`` (a secret in a file beside it)."""
+    dsn_file = config.parent / "store.dsn"
+    dsn_file.write_text(dsn + "\n")
+    dsn_file.chmod(0o600)
+    config.write_text(config.read_text().replace(
+        "daemon:\n", f"daemon:\n  store: {{kind: postgres, dsn: {{file: {dsn_file}}}}}\n", 1))
+    return config
+
+
+def pg_started(dsn: str) -> int:
+    """How many starts the journal on PostgreSQL holds."""
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM journal WHERE event='daemon' AND decision='started'")
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+@pytest.mark.integration
+def test_a_daemon_on_postgres_is_alone_on_it_shares_it_with_the_cli_and_holds_on_while_it_is_lost(
+        tmp_path, postgres_dsn, postgres_server):
+    import socket
+
+    from tests.db_peers import PASSWORD, USER, postgres_sql
+
+    port = free_port()
+    config = on_postgres(write_config(tmp_path / "monitord.yaml", tmp_path / "state.db", port, free_port()),
+                         postgres_dsn)
+    first = Daemon(tmp_path, config, port).start()
+    try:
+        wait_for(lambda: pg_started(postgres_dsn) == 1, 20, "the start journaled on PostgreSQL")
+        assert not (tmp_path / "state.db").exists()  # nothing went to SQLite
+        other = on_postgres(write_config(tmp_path / "other.yaml", tmp_path / "other.db", free_port(), free_port()),
+                            postgres_dsn)
+        second = monitord("run", "--config", str(other))
+        assert second.returncode == 4, second.stderr
+        assert (f"another monitord ('monitord {socket.gethostname()} pid {first.proc.pid}') is running on this state "
+                "store") in second.stderr
+        assert PASSWORD not in second.stderr and "Traceback" not in second.stderr and first.alive()
+        # the CLI's verbs work on the PostgreSQL store beside the daemon
+        assert "maintenance #1" in first.cli("maintenance", "add", "--host", "local", "--duration", "1h",
+                                             "--reason", "disk swap")
+        assert "disk swap" in first.cli("journal") and "disk swap" in first.cli("maintenance", "list")
+        # the pool's connections are lost and cannot be opened again: a store fault, then recovery
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} NOLOGIN; SELECT pg_terminate_backend(a.pid) FROM "
+                     f"pg_stat_activity a WHERE a.usename='{USER}' AND a.pid NOT IN "
+                     "(SELECT pid FROM pg_locks WHERE locktype='advisory')")
+        wait_for(lambda: first.value("monitord_store_healthy") == 0, 30, "the store fault")
+        assert first.alive() and PASSWORD not in (tmp_path / "daemon.log").read_text()
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} LOGIN")
+        wait_for(lambda: first.value("monitord_store_healthy") == 1, 30, "the store's recovery")
+        # kill -9 closes the lock's connection: a restart takes the store
+        first.proc.stop(signal.SIGKILL)
+        first.start()
+        wait_for(lambda: pg_started(postgres_dsn) == 2, 20, "the second start journaled")
+    finally:
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} LOGIN")
+        first.proc.stop(signal.SIGKILL)
+
+
 @pytest.mark.integration
 def test_cli_verbs_name_a_damaged_store_and_what_to_do(tmp_path):
     state = tmp_path / "state.db"

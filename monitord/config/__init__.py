@@ -314,10 +314,33 @@ class ApiSettings(StrictModel):
         default="ja", description="the status page's language when the browser's Accept-Language names neither")
 
 
+class StoreSettings(StrictModel):
+    """Where the daemon keeps its state: ``sqlite`` (the default, at ``daemon.state_path``) or
+    ``postgres`` (one daemon per database for now; several is the next step of issue #13)."""
+
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: SecretRef | None = Field(
+        default=None, description="postgres: the libpq connection URI (postgresql://USER:PASSWORD@HOST:PORT/DB), "
+                                  "a secret: {file: ...}, {env: ...} or {credential: ...}")
+    pool_size: int = Field(default=4, ge=2, le=100, description="postgres: connections in the pool")
+    statement_timeout: Duration = Field(default=5.0, gt=0, le=300,
+                                        description="postgres: a statement (or a connection attempt) taking longer "
+                                                    "fails, and the store counts as faulty")
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> "StoreSettings":
+        if self.kind == "postgres" and self.dsn is None:
+            raise ValueError("kind postgres needs dsn: {file: PATH} (or env, credential)")
+        if self.kind == "sqlite" and self.dsn is not None:
+            raise ValueError("dsn is for kind postgres; kind sqlite keeps its state at daemon.state_path")
+        return self
+
+
 class DaemonSettings(StrictModel):
     """Process-wide settings."""
 
     state_path: ConfigPath = Path("/var/lib/monitord/state.db")
+    store: StoreSettings = StoreSettings()
     metrics_listen: str = Field(default="127.0.0.1:9925", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$")
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

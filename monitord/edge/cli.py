@@ -42,7 +42,8 @@ from monitord.config import Config, ConfigError, json_schema, load_config
 from monitord.shared.fields import format_duration, parse_duration, parse_id
 from monitord.paging.notify import acknowledge
 from monitord.run.runner import run_probe, set_up_kinds
-from monitord.records.state import SQLiteStore, StoreLock
+from monitord.records.state import StoreLock
+from monitord.records.stores import open_store
 from monitord.records.store import (JournalEntry, ReportRecord, StateError, Store, StoreLocked,
                                    incident_of_host)
 from monitord.shared.probe import ProbeContext
@@ -237,7 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     faulthandler.enable()  # systemd's watchdog kills a hung daemon with SIGABRT: say where each thread was
 
     async def serve() -> None:
-        await Daemon(args.config, config, dry_run=args.dry_run).run()
+        await (await Daemon.open(args.config, config, dry_run=args.dry_run)).run()
 
     try:
         event_loop_runner()(serve())
@@ -334,7 +335,7 @@ def _on_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
     """Do ``work`` on the state store of ``config`` and return what it returns: the CLI is
     synchronous, the store's interface is not; the store is closed when the work is done."""
     async def run() -> T:
-        store = SQLiteStore(config.daemon.state_path)
+        store = await open_store(config.daemon)
         try:
             return await work(store)
         finally:
@@ -475,8 +476,8 @@ def _ask_daemon(config: Config, path: str, body: dict | None = None, method: str
     import urllib.error
     import urllib.request
 
-    if not StoreLock(config.daemon.state_path).held():
-        return None
+    if config.daemon.store.kind == "sqlite" and not StoreLock(config.daemon.state_path).held():
+        return None  # (on PostgreSQL the daemon is asked; one not answering means none runs)
     try:
         token = config.daemon.api_token.read() if config.daemon.api_token is not None else None
     except (LookupError, UnicodeError) as exc:

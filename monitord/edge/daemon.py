@@ -28,8 +28,10 @@ from monitord.run.runner import set_up_kinds
 from monitord.paging.outbox import Dispatcher, Outbox
 from monitord.edge.metrics import CONTENT_TYPE, Metrics
 from monitord.run.scheduler import Scheduler
+from monitord.records.postgres import PostgresLock
 from monitord.records.state import SQLiteStore, StoreLock
-from monitord.records.store import JournalEntry, StateError, StoreFault
+from monitord.records.store import JournalEntry, StateError, Store, StoreFault
+from monitord.records.stores import lock_postgres, open_store
 from monitord.records.storewatch import StoreWatch
 from monitord.shared.probe import ProbeContext
 
@@ -65,20 +67,26 @@ def settle_memory() -> None:
 class Daemon:
     """One monitord process."""
 
-    def __init__(self, config_path: str | Path, config: Config, *, dry_run: bool = False, clock: Clock | None = None):
+    def __init__(self, config_path: str | Path, config: Config, *, dry_run: bool = False, clock: Clock | None = None,
+                 opened: tuple[Store, PostgresLock] | None = None):
+        """On the SQLite store of ``daemon.state_path``, or on a store already ``opened`` with
+        its lock held (:meth:`open`: PostgreSQL)."""
         self.config_path = Path(config_path)
         self.config = config
         self.dry_run = dry_run
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.ctx = ProbeContext(state_dir=config.daemon.state_path.parent)
-        self.lock = StoreLock(config.daemon.state_path)
-        self.lock.acquire()  # one store, one daemon: before anything reads or migrates the store
-        try:
-            self.store = SQLiteStore(config.daemon.state_path)
-        except StateError:
-            self.lock.release()
-            raise
+        if opened:
+            self.store, self.lock = opened
+        else:
+            self.lock = StoreLock(config.daemon.state_path)
+            self.lock.acquire()  # one store, one daemon: before anything reads or migrates the store
+            try:
+                self.store = SQLiteStore(config.daemon.state_path)
+            except StateError:
+                self.lock.release()
+                raise
         self.scheduler = Scheduler(
             clock=self.clock, store=self.store, metrics=self.metrics, ctx=self.ctx,
             max_concurrency=config.daemon.max_concurrency,
@@ -98,6 +106,19 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.started_at = self.clock.time()
         self.last_reload: dict = {"at": self.started_at, "ok": True, "error": None}
+
+    @classmethod
+    async def open(cls, config_path: str | Path, config: Config, *, dry_run: bool = False) -> "Daemon":
+        """A daemon on the configured store (``daemon.store``): on PostgreSQL, its advisory lock
+        is taken before the store is opened or migrated, as SQLite's flock is."""
+        if config.daemon.store.kind == "sqlite":
+            return cls(config_path, config, dry_run=dry_run)
+        lock = await lock_postgres(config.daemon)
+        try:
+            return cls(config_path, config, dry_run=dry_run, opened=(await open_store(config.daemon), lock))
+        except BaseException:
+            lock.release()
+            raise
 
     async def run(self) -> None:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""

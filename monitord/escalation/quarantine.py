@@ -19,7 +19,7 @@ from monitord.edge.metrics import Metrics
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
 from monitord.paging.outbox import Outbox
-from monitord.records.state import SQLiteStore
+from monitord.records.stores import open_store
 from monitord.records.store import JournalEntry, Store, incident_of_host
 from monitord.shared.clock import SystemClock
 from monitord.escalation import power
@@ -31,7 +31,7 @@ async def quarantine(config: Config, host: str, reason: str, by: str | None,
                      drivers: Drivers | None = None) -> tuple[bool, str]:
     """Record the quarantine, then power ``host`` off, on the store directly (no daemon runs);
     return (powered off, summary)."""
-    store = SQLiteStore(config.daemon.state_path)
+    store = await open_store(config.daemon)
     try:
         decided = await record(store, config, host, reason, by)
         return await power_off(store, config, host, decided, drivers or Drivers())

@@ -127,6 +127,11 @@ _FAULTS = (
 """Failures of the store itself (reach, space, the server), not of a statement."""
 
 
+def process_name() -> str:
+    """How this process is named to PostgreSQL (``pg_stat_activity``): its host and pid."""
+    return f"monitord {socket.gethostname()} pid {os.getpid()}"
+
+
 def where_is(dsn: str) -> str:
     """Where ``dsn`` points, without its user or password: ``postgresql://HOST:PORT/DB``."""
     try:
@@ -162,7 +167,7 @@ class PostgresStore:
         not in it) when PostgreSQL cannot be reached or the schema is newer or not ours."""
         where = where_is(dsn)
         settings = {"statement_timeout": str(int(statement_timeout * 1000)),
-                    "application_name": application_name or f"monitord {socket.gethostname()} pid {os.getpid()}"}
+                    "application_name": application_name or process_name()}
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=statement_timeout,
                                              command_timeout=statement_timeout, server_settings=settings)
@@ -622,7 +627,7 @@ class PostgresLock:
     def __init__(self, dsn: str, application_name: str | None = None, timeout: float = 5.0):
         self._dsn = dsn
         self._where = where_is(dsn)
-        self._name = application_name or f"monitord {socket.gethostname()} pid {os.getpid()}"
+        self._name = application_name or process_name()
         self._timeout = timeout
         self._conn: asyncpg.Connection | None = None
 
@@ -650,8 +655,8 @@ class PostgresLock:
             raise
         self._conn = conn
 
-    async def release(self) -> None:
+    def release(self) -> None:
         """Give the lock up (closing the connection releases it)."""
         if self._conn is not None:
-            await self._conn.close()
+            self._conn.terminate()
             self._conn = None
