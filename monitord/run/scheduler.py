@@ -61,6 +61,8 @@ class _Entry:
     incident_id: int | None
     due: float
     token: int
+    offset: float
+    """The check's phase in its interval (``phase``: a sha256, so computed once, not per run)."""
 
 
 _JOURNALED = {
@@ -125,7 +127,7 @@ class Scheduler:
                 state, incident_id = stored[spec.id].state, stored[spec.id].incident_id
             else:
                 state, incident_id = CheckState(), None
-            entry = _Entry(spec, state, incident_id, 0.0, next(self._tokens))
+            entry = _Entry(spec, state, incident_id, 0.0, next(self._tokens), phase(spec.id, spec.interval))
             self._entries[spec.id] = entry
             self.metrics.restore(spec.host, spec.name, spec.kind.name, state)
             fresh.append(entry)
@@ -266,7 +268,7 @@ class Scheduler:
         if entry.state.retrying:
             entry.due = now + spec.retry_interval
         else:
-            entry.due = next_slot(max(now, entry.due), spec.interval, phase(spec.id, spec.interval))
+            entry.due = next_slot(max(now, entry.due), spec.interval, entry.offset)
         self._push(entry)
 
     async def _probe(self, spec: CheckSpec, due: float | None = None) -> Result:
