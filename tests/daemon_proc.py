@@ -36,6 +36,8 @@ class Daemon:
         self.tmp, self.config, self.port = tmp, config, metrics_port
         self.prefix = prefix  # e.g. ("prlimit", "--nofile=256", "--")
         self.state = state or tmp / "state.db"
+        self.dsn: str | None = None
+        """Where the store is when it is on PostgreSQL (then :meth:`journal` and :meth:`incidents` read it there)."""
         self.proc: Proc | None = None
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> "Daemon":
@@ -85,17 +87,36 @@ class Daemon:
                 return float(number)
         return None
 
-    def journal(self, host: str | None = None) -> list[tuple]:
-        """(event, decision, outcome, reason) rows of the journal, oldest first."""
+    def _select(self, sql: str) -> list[tuple]:
+        """The rows of ``sql`` from the store (SQLite or PostgreSQL); none before the schema exists."""
+        if self.dsn is not None:
+            import asyncio
+
+            import asyncpg
+
+            async def fetch() -> list[tuple]:
+                conn = await asyncpg.connect(self.dsn)
+                try:
+                    return [tuple(r) for r in await conn.fetch(sql)]
+                except asyncpg.UndefinedTableError:
+                    return []
+                finally:
+                    await conn.close()
+
+            return asyncio.run(fetch())
         if not self.state.exists():
             return []
         db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)
         try:
-            rows = db.execute("SELECT event, decision, outcome, reason, host FROM journal ORDER BY id").fetchall()
+            return db.execute(sql).fetchall()
         except sqlite3.OperationalError:
             return []
         finally:
             db.close()
+
+    def journal(self, host: str | None = None) -> list[tuple]:
+        """(event, decision, outcome, reason) rows of the journal, oldest first."""
+        rows = self._select("SELECT event, decision, outcome, reason, host FROM journal ORDER BY id")
         return [r[:4] for r in rows if host is None or r[4] == host]
 
     def incident_journal(self, incident_id: int) -> list[tuple]:
@@ -119,11 +140,7 @@ class Daemon:
 
     def incidents(self) -> list[tuple[int, str, str, float | None]]:
         """(id, host, check, closed_at) of every incident, oldest first."""
-        db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True)
-        try:
-            return db.execute("SELECT id, host, check_name, closed_at FROM incidents ORDER BY id").fetchall()
-        finally:
-            db.close()
+        return self._select("SELECT id, host, check_name, closed_at FROM incidents ORDER BY id")
 
     def events(self, host: str | None = None) -> list[str]:
         """Journal entries of ``host`` as compact strings: ``event decision/outcome``."""

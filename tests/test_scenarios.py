@@ -47,6 +47,12 @@ class Fleet:
         self.top: dict = {}
         self.port = free_port()
         self.daemon = Daemon(tmp, tmp / "monitord.yaml", self.port)
+        self.store: dict = {}  # daemon.store: on PostgreSQL with on_postgres()
+
+    def on_postgres(self, dsn: str) -> None:
+        """Keep the daemon's state in PostgreSQL at ``dsn`` (the journal is read there too)."""
+        self.store = {"kind": "postgres", "dsn": self.secret("store-dsn", dsn)}
+        self.daemon.dsn = dsn
 
     def secret(self, name: str, value: str) -> dict:
         path = self.tmp / f"{name}.secret"
@@ -72,7 +78,7 @@ class Fleet:
     def start(self, *args: str, remediation: dict | None = None) -> Daemon:
         config = {
             "daemon": {"state_path": str(self.tmp / "state.db"), "metrics_listen": f"127.0.0.1:{self.port}",
-                       "log_level": "debug"},
+                       "log_level": "debug", **({"store": self.store} if self.store else {})},
             "defaults": {"intervals": {"ping": "2s", "http": "2s", "tcp": "2s"}, "retry_interval": "500ms",
                          "max_attempts": 2, "timeout": "1500ms", "remediation": FAST_REMEDIATION | (remediation or {})},
             "business_hours": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
@@ -220,6 +226,18 @@ def test_maintenance_window_blocks_actions(fleet, loop, HOST, make_ipmi_sim):
 
 
 def test_kill_9_after_the_reset_never_resets_twice(fleet, loop, HOST, make_ipmi_sim, make_ssh_host):
+    kill_9_after_the_reset(fleet, loop, HOST, make_ipmi_sim, make_ssh_host)
+
+
+def test_on_postgres_a_host_is_reset_once_and_kill_9_after_the_reset_never_resets_twice(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host, postgres_dsn):
+    fleet.on_postgres(postgres_dsn)
+    kill_9_after_the_reset(fleet, loop, HOST, make_ipmi_sim, make_ssh_host)
+    assert not (fleet.tmp / "state.db").exists()  # the journal read was PostgreSQL's
+    wait_for(lambda: [i[3] is not None for i in fleet.daemon.incidents()] == [True], 20, "the incident closed")
+
+
+def kill_9_after_the_reset(fleet, loop, HOST, make_ipmi_sim, make_ssh_host):  # noqa: N803
     # a slow BMC: it answers the reset after 2 s, so the daemon dies while the command is out
     bmc = make_ipmi_sim(hooks={"reset": f"sleep 2; (sleep 3; {loop.up_cmd(HOST)}) &"})
     ssh = make_ssh_host(HOST)
