@@ -501,3 +501,40 @@ async def test_postgres_one_daemon_per_store_by_an_advisory_lock(postgres_dsn):
     first.release()  # as a dead daemon's connection closing does
     await second.acquire()
     second.release()
+
+
+@pytest.mark.integration
+async def test_postgres_a_lost_lock_is_taken_again_by_the_probe_or_is_a_fault_if_another_took_it(
+        postgres_dsn, postgres_server):
+    from monitord.records.postgres import PostgresLock
+    from tests.db_peers import postgres_sql
+
+    def drop_lock_connections() -> None:  # as a PostgreSQL restart does
+        postgres_sql(postgres_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name LIKE 'monitord node-%'")
+
+    store = await PostgresStore.connect(postgres_dsn)
+    store.lock = PostgresLock(postgres_dsn, application_name="monitord node-a pid 4242")
+    other = PostgresLock(postgres_dsn, application_name="monitord node-b pid 4343")
+    try:
+        await store.lock.acquire()
+        drop_lock_connections()
+        wait_until = asyncio.get_running_loop().time() + 10
+        while not store.lock.lost() and asyncio.get_running_loop().time() < wait_until:
+            await asyncio.sleep(0.05)
+        assert await store.probe() is None and not store.lock.lost()  # taken again
+        with pytest.raises(state.StoreLocked):
+            await other.acquire()
+        drop_lock_connections()
+        while not store.lock.lost() and asyncio.get_running_loop().time() < wait_until:
+            await asyncio.sleep(0.05)
+        await other.acquire()  # another daemon started meanwhile
+        fault = await store.probe()
+        assert fault is not None and "lost its lock" in fault and "'monitord node-b pid 4343'" in fault
+        assert await store.probe() == fault  # writes work, but the lock is not ours: still a fault
+        other.release()
+        assert await store.probe() is None and store.fault is None
+    finally:
+        other.release()
+        store.lock.release()
+        await store.close()

@@ -333,14 +333,15 @@ def test_a_daemon_on_postgres_is_alone_on_it_shares_it_with_the_cli_and_holds_on
         assert "maintenance #1" in first.cli("maintenance", "add", "--host", "local", "--duration", "1h",
                                              "--reason", "disk swap")
         assert "disk swap" in first.cli("journal") and "disk swap" in first.cli("maintenance", "list")
-        # the pool's connections are lost and cannot be opened again: a store fault, then recovery
-        postgres_sql(postgres_server, f"ALTER ROLE {USER} NOLOGIN; SELECT pg_terminate_backend(a.pid) FROM "
-                     f"pg_stat_activity a WHERE a.usename='{USER}' AND a.pid NOT IN "
-                     "(SELECT pid FROM pg_locks WHERE locktype='advisory')")
+        # every connection is lost (the lock's too, as in a PostgreSQL restart) and cannot be
+        # opened again: a store fault; then recovery, with the lock taken again
+        postgres_sql(postgres_server, f"ALTER ROLE {USER} NOLOGIN; SELECT pg_terminate_backend(pid) FROM "
+                     f"pg_stat_activity WHERE usename='{USER}'")
         wait_for(lambda: first.value("monitord_store_healthy") == 0, 30, "the store fault")
         assert first.alive() and PASSWORD not in (tmp_path / "daemon.log").read_text()
         postgres_sql(postgres_server, f"ALTER ROLE {USER} LOGIN")
         wait_for(lambda: first.value("monitord_store_healthy") == 1, 30, "the store's recovery")
+        assert monitord("run", "--config", str(other)).returncode == 4  # the lock is held again
         # kill -9 closes the lock's connection: a restart takes the store
         first.proc.stop(signal.SIGKILL)
         first.start()

@@ -115,7 +115,9 @@ class Daemon:
             return cls(config_path, config, dry_run=dry_run)
         lock = await lock_postgres(config.daemon)
         try:
-            return cls(config_path, config, dry_run=dry_run, opened=(await open_store(config.daemon), lock))
+            store = await open_store(config.daemon)
+            store.lock = lock  # its probe takes the lock again after a PostgreSQL restart
+            return cls(config_path, config, dry_run=dry_run, opened=(store, lock))
         except BaseException:
             lock.release()
             raise

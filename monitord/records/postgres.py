@@ -151,6 +151,9 @@ class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, where: str):
         self.where = where
         self.fault: str | None = None
+        self.lock: PostgresLock | None = None
+        """The daemon's lock on this store, if it holds one: :meth:`probe` takes it again after
+        its connection was lost (a PostgreSQL restart), and is a fault while it cannot."""
         self._pool = pool
         self._gate = asyncio.Lock()
         self._owner: asyncio.Task | None = None
@@ -276,15 +279,29 @@ class PostgresStore:
                 await self._release(conn)
 
     def _faulted(self, exc: BaseException) -> StoreFault:
-        message = f"{self.where}: write failed: {_reason(exc)}; check that PostgreSQL runs and is reachable"
+        self._set_fault(f"{self.where}: write failed: {_reason(exc)}; check that PostgreSQL runs and is reachable")
+        return StoreFault(self.fault)
+
+    def _set_fault(self, message: str) -> None:
         if self.fault is None:
             log.error("state store: %s; every automatic action is held until the store can be written again", message)
         self.fault = message
-        return StoreFault(message)
 
     async def probe(self) -> str | None:
-        """Can the store be written? After a fault, a small write must succeed (through a new
-        connection if the old ones died). Sets or clears :attr:`fault` and returns it."""
+        """Can the store be written, and is the daemon's lock held? A lost lock is taken again
+        (a fault while it cannot be: PostgreSQL away, or another daemon took the store meanwhile);
+        after a fault, a small write must succeed (through a new connection if the old ones
+        died). Sets or clears :attr:`fault` and returns it."""
+        if self.lock is not None and self.lock.lost():
+            try:
+                await self.lock.acquire()
+            except StoreLocked as exc:
+                self._set_fault(f"this daemon lost its lock on the store (PostgreSQL restarted?) and {exc}")
+                return self.fault
+            except StateError as exc:
+                self._set_fault(str(exc))
+                return self.fault
+            log.warning("state store %s: the daemon's lock was lost and is held again", self.where)
         if self.fault is not None:
             try:
                 await self._write("INSERT INTO meta VALUES ('probed_at', $1)"
@@ -654,6 +671,10 @@ class PostgresLock:
             await conn.close()
             raise
         self._conn = conn
+
+    def lost(self) -> bool:
+        """Whether the lock was taken and its connection has closed since (so it is not held)."""
+        return self._conn is not None and self._conn.is_closed()
 
     def release(self) -> None:
         """Give the lock up (closing the connection releases it)."""
