@@ -272,3 +272,86 @@ async def test_hosts_blocked_by_the_blast_radius_guard_wait_quietly_until_it_cle
     assert [t.get_name() for t in engine._tasks] == ["escalation web1"]  # the guard cleared: its ladder runs
     for task in engine._tasks:
         task.cancel()
+
+
+# -- a service confirmed while its host's host-down check settles ---------------------------------
+
+def soft(result: Result) -> CheckState:
+    return CheckState(status=result.status, hard=False, attempt=1, last_result=result, problem_since=result.started_at)
+
+
+class IncidentScheduler(StateScheduler):
+    """Check states and open incidents a test sets."""
+
+    def __init__(self):
+        super().__init__()
+        self.incidents: dict[str, int] = {}
+
+    def incident_of(self, check_id):
+        return self.incidents.get(check_id)
+
+    async def run_now(self, check_id):
+        return self.states[check_id].last_result  # a fresh probe finds what the state says
+
+
+@pytest.fixture
+async def settling(tmp_path):
+    engine, store, specs = make_engine(tmp_path, PING_CONFIG, IncidentScheduler())
+    clock = engine.clock
+    lost = Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply", 0.1, clock.time())
+    engine.scheduler.states[specs["ping"].id] = soft(lost)  # ping fails, not confirmed yet
+    refused = Result(Status.CRITICAL, Reason.REFUSED, "connection refused", 0.1, clock.time())
+    engine.scheduler.states[specs["https"].id] = hard(refused)
+    incident = await store.incidents.open("web1", "https", "https", clock.time(), clock.time(), "refused")
+    engine.scheduler.incidents[specs["https"].id] = incident
+    await engine.notify(specs["https"], Event.CONFIRMED, refused, incident)
+    await asyncio.sleep(0)
+    await engine.idle()
+    yield engine, store, specs, incident
+    await store.close()
+
+
+async def test_a_service_confirmed_while_ping_is_soft_waits_for_ping(settling):
+    engine, store, specs, incident = settling
+    [entry] = [e for e in await store.incidents.journal() if e.host == "web1"]
+    assert (entry.event, entry.decision, entry.check, entry.incident_id) == ("deferred", "host_down_settling", "https", incident)
+    assert "waits for ping to settle" in entry.reason
+    for _ in range(3):  # the periodic re-evaluation leaves it waiting, quietly
+        engine._reevaluate()
+        await engine.idle()
+    assert len(await store.incidents.journal()) == 1 and engine.state("web1").ladder is None
+    assert engine.episode("web1") == incident  # ping confirming now joins the service's incident
+
+
+async def test_a_host_down_confirmation_takes_the_waiting_service_into_its_ladder(settling):
+    engine, store, specs, incident = settling
+    ping = specs["ping"]
+    down = Result(Status.CRITICAL, Reason.UNREACHABLE, "no reply", 0.1, engine.clock.time())
+    engine.scheduler.states[ping.id] = hard(down)
+    engine.actions.execute = hang  # the host's ladder stays at its first step
+    await engine.notify(ping, Event.CONFIRMED, down, incident)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    journal = await store.incidents.journal()
+    assert [(e.event, e.decision) for e in journal if e.event == "decided"] == [("decided", "bmc_read")]
+    assert engine.state("web1").ladder is esc.Ladder.HOST and engine.state("web1").incident_id == incident
+    assert not [e for e in journal if e.decision == "service_restart"]
+    for task in engine._tasks:
+        task.cancel()
+
+
+async def test_a_ping_blip_lets_the_waiting_service_ladder_run(settling):
+    engine, store, specs, incident = settling
+    engine.scheduler.states[specs["ping"].id] = CheckState()  # soft recovery: the host is up
+    assert engine.episode("web1") is None
+    engine.actions.execute = hang
+    engine._reevaluate()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert engine.state("web1").ladder is esc.Ladder.SERVICE and engine.state("web1").check == "https"
+    for task in engine._tasks:
+        task.cancel()
+
+
+async def hang(*args):
+    await asyncio.Event().wait()

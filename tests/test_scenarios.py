@@ -596,6 +596,50 @@ def test_a_restart_deferred_past_a_reboot_is_cancelled_when_the_service_recovere
     assert [check for _, _, check, _ in daemon.incidents()] == ["ping"]  # http joined the host's incident
 
 
+def settling_web(fleet, HOST, bmc, ssh, ping_attempts: int) -> Daemon:
+    """web1 whose ping fails at once but is confirmed late (many attempts), and whose http is
+    confirmed at its first failure: http is confirmed while ping is soft."""
+    port = free_port()
+    ssh.add_unit("web", f"exec python3 -m http.server {port} --bind {HOST}")
+    ssh.start_unit("web")
+    fleet.add("web1", HOST, bmc=bmc, ssh=ssh, checks={
+        "ping": {"count": 1, "reply_timeout": "1s", "interval": "2s", "retry_interval": "1s",
+                 "max_attempts": ping_attempts},
+        "http": {"port": port, "interval": "5s", "max_attempts": 1, "restart": {"unit": "web", "grace": "1s"}},
+    })
+    daemon = fleet.start(remediation={"grace": "1s"})
+    wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="http") == 1, 20, "service up")
+    return daemon
+
+
+def test_a_service_confirmed_while_ping_is_soft_joins_the_host_reset_not_restarted(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}) &"})
+    ssh = make_ssh_host(HOST)
+    daemon = settling_web(fleet, HOST, bmc, ssh, 12)
+    loop.down(HOST)
+    wait_for(lambda: "deferred host_down_settling" in daemon.events("web1"), 60, "http's confirmation to wait for ping")
+    wait_for(lambda: "resolved" in ladder(daemon), 90, "the host to be reset and verified")
+    assert bmc.commands() == ["reset"]
+    assert [c for c in ssh.calls() if "restart" in c] == []
+    assert "decided service_restart" not in ladder(daemon)
+    assert len(daemon.incidents()) == 1  # ping joined the incident http's confirmation opened
+
+
+def test_a_ping_blip_lets_the_service_restart_once_ping_answers(fleet, loop, HOST, make_ipmi_sim, make_ssh_host):
+    bmc = make_ipmi_sim()
+    ssh = make_ssh_host(HOST)
+    daemon = settling_web(fleet, HOST, bmc, ssh, 30)
+    ssh.kill_unit("web")
+    loop.down(HOST)  # a blip: ping fails (soft) while http is confirmed down
+    wait_for(lambda: "deferred host_down_settling" in daemon.events("web1"), 60, "http's confirmation to wait for ping")
+    assert [c for c in ssh.calls() if "restart" in c] == []
+    loop.up(HOST)  # ping answers again before it is confirmed; http stays down
+    wait_for(lambda: [c for c in ssh.calls() if "restart" in c], 90, "the service restart")
+    wait_for(lambda: "resolved" in ladder(daemon), 60, "the restart to be verified")
+    assert len([c for c in ssh.calls() if "restart" in c]) == 1 and bmc.commands() == []
+
+
 def test_blast_radius_counts_hosts_down_now(fleet, loop, make_ipmi_sim, make_ssh_host):
     a, b, c = loop.address(20), loop.address(21), loop.address(22)
     bmc_a = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(a)}) &"})

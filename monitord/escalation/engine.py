@@ -124,8 +124,10 @@ class Engine:
     # -- events from the scheduler (monitord.run.scheduler.CheckListener) ---------------------
 
     def episode(self, host: str) -> int | None:
-        """The incident of ``host``'s open ladder (see :meth:`Intake.episode`)."""
-        return self.intake.episode(host)
+        """The incident of ``host``'s open ladder (see :meth:`Intake.episode`), or of a service
+        confirmation deferred while a host-down check settles (:meth:`Intake.waiting`)."""
+        episode = self.intake.episode(host)
+        return episode if episode is not None else self.intake.waiting(host)
 
     async def notify(self, spec: CheckSpec, event: CheckEvent, result: Result, incident_id: int | None) -> None:
         """Called by the scheduler when a check is confirmed down, changes status while down

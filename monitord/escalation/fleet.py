@@ -49,12 +49,15 @@ class Fleet:
     def __init__(self, config: Config, checks: CheckRunner):
         self.config, self.checks = config, checks
         self.specs = {(s.host, s.name): s for s in config.checks()}
+        self.by_host: dict[str, list[CheckSpec]] = {}
+        for spec in self.specs.values():
+            self.by_host.setdefault(spec.host, []).append(spec)
 
     def spec(self, host: str, check: str) -> CheckSpec | None:
         return self.specs.get((host, check))
 
     def of_host(self, host: str) -> list[CheckSpec]:
-        return [s for (h, _), s in self.specs.items() if h == host]
+        return self.by_host.get(host, [])
 
     def host_down_specs(self, host: str) -> list[CheckSpec]:
         return [s for s in self.of_host(host) if is_host_down_check(s)]

@@ -8,6 +8,10 @@ ticket (a failed drive, a backup failed twice), a capacity notice to the custome
 owns: a second failing check of the host joins it, and only the ladder's verification closes it.
 An event that waited (for the host's lock, for the end of a grace period) is checked against the
 check's state when it is handled (:meth:`Intake.stale`); a stale one is cancelled, journaled.
+A service confirmed while a host-down check of its host fails but is not confirmed yet waits
+for that check to settle (:meth:`Intake.settling`): the host may be going down. If it is, the
+service joins the host's ladder and incident; if the host-down check recovers, the service's
+ladder starts then, from the current check states (:meth:`Intake.still_down`).
 """
 
 from __future__ import annotations
@@ -80,15 +84,52 @@ class Intake:
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
                 await self.warning(spec, result, incident_id)
+            elif not host_down and self.episode(spec.host) is None and (pending := self.settling(spec.host)):
+                await self.defer(spec, pending, incident_id)
             else:
+                # a host-down confirmation settles the services that waited for it: they join its ladder
+                waited = [c for c in self.confirmations(spec.host) if not c[0].host_down] if host_down and self.episode(spec.host) is None else []
                 self.start(spec.host, esc.Confirmed(spec.name, host_down, incident_id, result.summary),
                            result.started_at, not joined)
+                for confirmed, when in waited:
+                    self.start(spec.host, confirmed, when, False)
         elif event is CheckEvent.RECOVERED:
             if incident_id is not None and not joined:
                 await self.close_incident(spec.host, incident_id, result.started_at, notice != "threshold")
             self.submit(spec.host, esc.Recovered(spec.name, host_down))
             if host_down and self.blast.active:
                 self.spawn(self.blast.evaluate(), "blast radius")  # it may clear now
+
+    def settling(self, host: str) -> str | None:
+        """A host-down check of ``host`` that fails but is not confirmed yet (soft), if any."""
+        for spec in self.fleet.host_down_specs(host):
+            check = self.fleet.state(host, spec.name)
+            if check is not None and check.level == 1:
+                return spec.name
+        return None
+
+    def waiting(self, host: str) -> int | None:
+        """The incident of a service confirmation of ``host`` deferred while a host-down check
+        settles (see :meth:`settling`): the host-down check confirming now joins it, one incident."""
+        if self.settling(host) is None:
+            return None
+        return next((self.fleet.checks.incident_of(spec.id) for spec in self.fleet.of_host(host)
+                     if not is_host_down_check(spec) and self.confirmed_down(host, spec)), None)
+
+    def confirmed_down(self, host: str, spec: CheckSpec) -> bool:
+        """Whether ``spec``'s check is confirmed down (hard) with a result that may start a ladder."""
+        check = self.fleet.state(host, spec.name)
+        return (check is not None and check.level == 2 and check.last_result is not None
+                and actionable(check.last_result) and notice_kind(spec, check.last_result) != "threshold")
+
+    async def defer(self, spec: CheckSpec, pending: str, incident_id: int | None) -> None:
+        """Journal that ``spec``'s confirmation waits for the host-down check ``pending`` to settle."""
+        why = f"{spec.name} confirmed while {pending} fails but is not confirmed: the host may be going down; waits for {pending} to settle"
+        async with self.store.transaction(durable=True):
+            await self.store.incidents.append(JournalEntry(ts=self.clock.time(), event="deferred", host=spec.host,
+                                                           check=spec.name, incident_id=incident_id,
+                                                           decision="host_down_settling", reason=why))
+        log.info("%s: %s", spec.host, why)
 
     async def warning(self, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A warning pages people, unless the host's ladder (or the grace after its last action)
@@ -142,21 +183,26 @@ class Intake:
     def still_down(self, blast_holds: bool) -> Iterator[tuple[str, esc.Confirmed, float]]:
         """Hosts still failing but idle (blocked, deferred), each with the confirmation to feed its
         ladder again: guards may have lifted. Hosts blocked by the blast-radius guard wait quietly
-        while it holds."""
-        for (host, name), spec in self.fleet.specs.items():
+        while it holds; a service waits quietly while a host-down check of its host settles."""
+        for host in self.config.hosts:
             state = self.state(host)
             if state.phase is not esc.Phase.IDLE or state.ladder is not None:
                 continue
             if state.blocked == "blast_radius" and blast_holds:
                 continue
-            check = self.fleet.state(host, name)
-            if check is None:
-                continue
-            if (check.level == 2 and check.last_result is not None and actionable(check.last_result)
-                    and notice_kind(spec, check.last_result) != "threshold"
-                    and (is_host_down_check(spec) or spec.params.restart is not None)):
-                yield host, esc.Confirmed(name, is_host_down_check(spec), self.fleet.checks.incident_of(spec.id),
-                                          check.last_result.summary), check.last_result.started_at
+            for confirmed, when in self.confirmations(host):
+                yield host, confirmed, when
+
+    def confirmations(self, host: str) -> Iterator[tuple[esc.Confirmed, float]]:
+        """A confirmation (and its time) for every check of ``host`` that is confirmed down and
+        may start a ladder; a service's only once no host-down check of the host settles."""
+        settling = self.settling(host)
+        for spec in self.fleet.of_host(host):
+            host_down = is_host_down_check(spec)
+            if (host_down or (spec.params.restart is not None and settling is None)) and self.confirmed_down(host, spec):
+                result = self.fleet.state(host, spec.name).last_result
+                yield (esc.Confirmed(spec.name, host_down, self.fleet.checks.incident_of(spec.id), result.summary),
+                       result.started_at)
 
     async def stale(self, host: str, event: esc.Event) -> str | None:
         """Why a check event no longer holds now that it is handled (it waited for the host's
