@@ -88,8 +88,53 @@ class Drivers:
         return SshClient(self.logins, self.during)
 
 
-async def make(tmp_path, drivers: Drivers):
-    store = SQLiteStore(tmp_path / "state.db")
+class Faulty:
+    """A store of one backend, and how to make its writes fail and work again: SQLite read-only
+    (as a full disk), PostgreSQL read-only (as a standby after a failover: its connections
+    dropped, new ones read-only). Reads work in both, so a test can see nothing was written."""
+
+    def __init__(self, store, server=None):
+        self.store, self.server = store, server
+        self.reason = "attempt to write a readonly database" if server is None else "terminating connection"
+
+    async def breaks(self) -> None:
+        if self.server is None:
+            return await break_store(self.store)
+        from tests.db_peers import USER, postgres_sql
+
+        postgres_sql(self.server, f"ALTER ROLE {USER} SET default_transaction_read_only = on")
+        postgres_sql(self.server, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename='{USER}'")
+        with pytest.raises(StoreFault, match="write failed"):
+            await self.store.incidents.append(JournalEntry(ts=0.0, event="note"))
+
+    async def mends(self) -> None:
+        if self.server is None:
+            return await mend_store(self.store)
+        from tests.db_peers import USER, postgres_sql
+
+        postgres_sql(self.server, f"ALTER ROLE {USER} RESET default_transaction_read_only")
+        assert await self.store.probe() is None and self.store.fault is None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def faulty(request, tmp_path):
+    if request.param == "sqlite":
+        backend = Faulty(SQLiteStore(tmp_path / "state.db"))
+    else:
+        from monitord.records.postgres import PostgresStore
+
+        backend = Faulty(await PostgresStore.connect(request.getfixturevalue("postgres_dsn")),
+                         request.getfixturevalue("postgres_server"))
+    yield backend
+    if backend.server is not None:
+        from tests.db_peers import USER, postgres_sql
+
+        postgres_sql(backend.server, f"ALTER ROLE {USER} RESET default_transaction_read_only")
+    await backend.store.close()
+
+
+async def make(faulty: Faulty, drivers: Drivers):
+    store = faulty.store
     config = parse_config(CONFIG)
     [spec] = config.checks()
     checks = Checks(spec, CheckState(status=Status.CRITICAL, hard=True, attempt=3, last_result=DOWN), DOWN)
@@ -112,28 +157,28 @@ async def journal(store: SQLiteStore) -> list[str]:
     return [" ".join(x for x in (e.event, e.decision, e.outcome) if x) for e in await store.incidents.journal()]
 
 
-async def confirmed_while_broken(tmp_path, drivers: Drivers):
+async def confirmed_while_broken(faulty: Faulty, drivers: Drivers):
     """An engine whose store cannot be written, told that the service is confirmed down."""
-    engine, store, spec, checks = await make(tmp_path, drivers)
-    await break_store(store)
+    engine, store, spec, checks = await make(faulty, drivers)
+    await faulty.breaks()
     await engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
     return engine, store, checks
 
 
-async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_path, caplog):
+async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(faulty, caplog):
     drivers = Drivers()
-    engine, store, _ = await confirmed_while_broken(tmp_path, drivers)
+    engine, store, _ = await confirmed_while_broken(faulty, drivers)
     assert drivers.logins == []  # no restart: it could not be journaled first
     assert await journal(store) == []
     engine._reevaluate()  # the periodic re-evaluation is held too
     await engine.idle()
     assert drivers.logins == [] and await journal(store) == []
     assert caplog.text.count("every automatic action is held") == 1  # however many writes failed
-    assert "attempt to write a readonly database" in store.fault
+    assert faulty.reason in store.fault
 
-    await mend_store(store)
+    await faulty.mends()
     assert "writable again; automatic actions resume" in caplog.text
     await engine.store_recovered()
     await engine.idle()
@@ -141,19 +186,19 @@ async def test_unwritable_store_holds_every_action_then_the_ladder_resumes(tmp_p
     assert (await journal(store))[:2] == ["decided service_restart", "outcome service_restart failed"]
 
 
-async def test_a_check_that_recovered_meanwhile_starts_nothing(tmp_path):
+async def test_a_check_that_recovered_meanwhile_starts_nothing(faulty):
     drivers = Drivers()
-    engine, store, checks = await confirmed_while_broken(tmp_path, drivers)
+    engine, store, checks = await confirmed_while_broken(faulty, drivers)
     checks.state, checks.now = CheckState(), UP  # back by itself while nothing could be written
-    await mend_store(store)
+    await faulty.mends()
     await engine.store_recovered()
     await engine.idle()
     assert drivers.logins == [] and await journal(store) == []
 
 
-async def test_a_fault_during_an_action_is_reconciled_never_redone(tmp_path):
-    engine, store, spec, checks = await make(tmp_path, None)
-    engine.drivers = engine.actions.drivers = drivers = Drivers(during=lambda: break_store(store))  # the disk fills during the restart
+async def test_a_fault_during_an_action_is_reconciled_never_redone(faulty):
+    engine, store, spec, checks = await make(faulty, None)
+    engine.drivers = engine.actions.drivers = drivers = Drivers(during=faulty.breaks)  # the disk fills during the restart
     await engine.notify(spec, Event.CONFIRMED, DOWN, 7)
     await asyncio.sleep(0)
     await engine.idle()
@@ -161,7 +206,7 @@ async def test_a_fault_during_an_action_is_reconciled_never_redone(tmp_path):
     assert await journal(store) == ["decided service_restart"]  # its outcome could not be written
     assert str(engine.state("web1").phase) == "acting"
     checks.now = UP
-    await mend_store(store)
+    await faulty.mends()
     await engine.store_recovered()
     await engine.idle()
     assert drivers.logins == ["login"]  # re-probed, not restarted again

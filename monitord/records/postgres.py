@@ -303,6 +303,7 @@ class PostgresStore:
                 return self.fault
             log.warning("state store %s: the daemon's lock was lost and is held again", self.where)
         if self.fault is not None:
+            await self._pool.expire_connections()  # fresh ones: the old may be dead, or on a standby now
             try:
                 await self._write("INSERT INTO meta VALUES ('probed_at', $1)"
                                   " ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", repr(time.time()))
