@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import json
 import os
@@ -268,12 +269,15 @@ class Lateness:
 
     def __init__(self) -> None:
         self.values: list[float] = []
+        self.at: list[float] = []
+        """When each was observed (monotonic): whether the worst are at start-up or at scrapes."""
 
     def labels(self, *_: str) -> "Lateness":
         return self
 
     def observe(self, value: float) -> None:
         self.values.append(value)
+        self.at.append(time.monotonic())
 
 
 def scale_config(hosts: int, t: dict, state: Path) -> str:
@@ -312,13 +316,23 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
         await start_up(scheduler, config)
         rss_loaded = rss_now()
         loaded = tracemalloc.take_snapshot() if trace else None
+        pauses: list[tuple[float, float]] = []  # (ms, s into the run) of each full collection
+
+        def collected(phase: str, info: dict, started: list[float] = [0.0]) -> None:
+            if info["generation"] == 2:
+                if phase == "start":
+                    started[0] = time.monotonic()
+                else:
+                    pauses.append((round((time.monotonic() - started[0]) * 1000), started[0]))
+        gc.callbacks.append(collected)
         task = asyncio.create_task(scheduler.run())
         scrapes = []
         cpu0, wall0 = cpu_self(), time.monotonic()
         while time.monotonic() - wall0 < seconds:
             await asyncio.sleep(15)
-            scrapes.append(await asyncio.to_thread(scrape, metrics))
+            scrapes.append({"at": time.monotonic(), **await asyncio.to_thread(scrape, metrics)})
         cpu1 = cpu_self()
+        gc.callbacks.remove(collected)
         top = []
         if loaded is not None:  # where the memory held after loading went, and what running added
             snapshot = tracemalloc.take_snapshot()
@@ -330,10 +344,13 @@ async def child_scale(hosts: int, targets: dict, seconds: float, trace: bool) ->
         await asyncio.gather(task, return_exceptions=True)
         await ctx.aclose()
         await awaited(store.close())
+    worst = sorted(zip(lateness.values, lateness.at), reverse=True)[:10]
     values = sorted(lateness.values) or [0.0]
     last = scrapes[-1] if scrapes else {}
     return {"checks": hosts * 5, "probes": len(lateness.values), "cpu": cpu1 - cpu0,
             "lateness_p99_ms": values[max(0, int(len(values) * 0.99) - 1)] * 1000, "lateness_max_ms": values[-1] * 1000,
+            "lateness_worst": [(round(v * 1000), round(at - wall0, 1)) for v, at in worst],  # (ms, s into the run)
+            "scrapes_at": [round(s["at"] - wall0, 1) for s in scrapes], "full_collections": [(ms, round(at - wall0, 1)) for ms, at in pauses],
             "rss_loaded_mib": rss_loaded, "rss_mib": rss_now(), "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "scrape_cpu_ms": max(s["cpu_ms"] for s in scrapes) if scrapes else None,
             "scrape_mb": last.get("mb"), "scrape_series": last.get("series"), "tracemalloc_top": top,
