@@ -452,6 +452,11 @@ async def test_postgres_unreachable_at_open_is_a_clear_error_without_the_passwor
     with pytest.raises(StateError, match="cannot open the state store") as raised:
         await PostgresStore.connect(wrong)
     assert "not-the-" not in str(raised.value) and PASSWORD not in str(raised.value)
+    malformed = postgres_dsn.replace("127.0.0.1:", "127.0.0.1:no-port-")
+    for dsn in (malformed, "mysql" + postgres_dsn[len("postgresql"):]):
+        with pytest.raises(StateError, match="cannot open the state store") as raised:
+            await PostgresStore.connect(dsn)
+        assert PASSWORD not in str(raised.value)
 
 
 @pytest.mark.integration

@@ -174,7 +174,7 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=statement_timeout,
                                              command_timeout=statement_timeout, server_settings=settings)
-        except (*_FAULTS, asyncpg.PostgresError) as exc:
+        except (*_FAULTS, asyncpg.PostgresError, ValueError) as exc:  # ValueError: a malformed DSN
             raise StateError(f"{where}: cannot open the state store: {_reason(exc)}") from None
         store = cls(pool, where)
         try:
@@ -654,7 +654,7 @@ class PostgresLock:
         try:
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout,
                                          server_settings={"application_name": self._name})
-        except (*_FAULTS, asyncpg.PostgresError) as exc:
+        except (*_FAULTS, asyncpg.PostgresError, ValueError) as exc:  # ValueError: a malformed DSN
             raise StateError(f"{self._where}: cannot open the state store: {_reason(exc)}") from None
         try:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
