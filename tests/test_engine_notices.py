@@ -355,3 +355,31 @@ async def test_a_ping_blip_lets_the_waiting_service_ladder_run(settling):
 
 async def hang(*args):
     await asyncio.Event().wait()
+
+
+# -- maintenance silences people too ----------------------------------------------------------------
+
+async def test_maintenance_holds_notices_and_pages_once_per_kind_and_sends_them_after(tmp_path):
+    engine, store, specs = make_engine(tmp_path, CONFIG, IncidentScheduler())
+    clock = engine.clock
+    window = await store.control.add_maintenance("host:db1", clock.time(), clock.time() + 3600, "disk swap", "alice")
+    full = Result(Status.CRITICAL, Reason.THRESHOLD, "/var disk 93% (>= 90%)", 0.1, clock.time())
+    engine.scheduler.states[specs["disk"].id] = hard(full)
+    incident = await store.incidents.open("db1", "disk", "disk", clock.time(), clock.time(), "93%")
+    engine.scheduler.incidents[specs["disk"].id] = incident
+    for _ in range(3):  # confirmed, then changed twice: one held entry per kind
+        await engine.notify(specs["disk"], Event.CONFIRMED, full, incident)
+    drive = Result(Status.WARNING, Reason.THRESHOLD, "hardware ticket (business hours): Drive Slot 3 fault", 0.1,
+                   clock.time(), ticket=Ticket.HARDWARE)
+    await engine.notify(specs["bmc"], Event.CONFIRMED, drive, incident_id=None)
+    assert await store.outbox.items() == []  # nobody hears of it during the window
+    held = [(e.decision, e.incident_id) for e in await store.incidents.journal() if e.event == "held"]
+    assert held == [("threshold notice", incident), ("threshold", incident), ("hardware_ticket", None),
+                    ("work notice", None)]
+    assert all("held for maintenance window #" in e.reason for e in await store.incidents.journal() if e.event == "held")
+    await engine.intake.after_maintenance()
+    assert await store.outbox.items() == []  # the window still covers the host
+    await store.control.remove_maintenance(window)
+    await engine.intake.after_maintenance()  # the window ended; disk is still full
+    assert await subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)", "db1/disk: /var disk 93% (>= 90%)"]
+    await store.close()

@@ -212,17 +212,27 @@ def test_no_action_on_a_host_behind_a_failed_parent(fleet, loop, HOST, make_ipmi
     assert "decided power_reset" not in ladder(daemon)
 
 
-def test_maintenance_window_blocks_actions(fleet, loop, HOST, make_ipmi_sim):
-    bmc = make_ipmi_sim()
-    fleet.add("web1", HOST, bmc=bmc)
-    daemon = fleet.start()
+def test_maintenance_window_blocks_actions_and_silences_people_until_it_ends(
+        fleet, loop, HOST, make_ipmi_sim, make_ssh_host, pagerduty, mailbox):
+    bmc = make_ipmi_sim(hooks={"reset": f"(sleep 1; {loop.up_cmd(HOST)}) &"})
+    fleet.add("web1", HOST, bmc=bmc, ssh=make_ssh_host(HOST), customer="acme")
+    paging(fleet, pagerduty, mailbox)
+    daemon = fleet.start(remediation={"grace": "1s"})
     daemon.cli("maintenance", "add", "--host", "web1", "--duration", "1h", "--reason", "disk swap")
     wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
     loop.down(HOST)
     wait_for(lambda: "blocked maintenance" in ladder(daemon), 30, "the maintenance guard")
+    wait_for(lambda: "held failure notice" in daemon.events("web1"), 30, "the customer's notice held")
     time.sleep(2)
     assert bmc.commands() == []
     assert "disk swap" in daemon.cli("maintenance", "list")
+    assert pagerduty.bodies == [] and mailbox.messages == []  # nobody is told during the window
+    assert daemon.events("web1").count("held failure notice") == 1
+    daemon.cli("maintenance", "remove", "1")  # the window ends, the host is still down
+    wait_for(lambda: "resolved" in ladder(daemon), 90, "the ladder to run after the window")
+    assert bmc.commands() == ["reset"]
+    wait_for(lambda: [k for _, _, k in pd_events(pagerduty) if k == "auto_fixed"], 30, "on-call told of the reset")
+    wait_for(lambda: mailbox.messages, 30, "the customer's failure notice")
 
 
 def test_kill_9_after_the_reset_never_resets_twice(fleet, loop, HOST, make_ipmi_sim, make_ssh_host):

@@ -173,7 +173,10 @@ class Engine:
             while True:
                 self.last_pass = self.clock.time()
                 try:
-                    self._active_windows = await self.guards.log_maintenance(self._active_windows, self.clock.time())
+                    before = self._active_windows
+                    self._active_windows = await self.guards.log_maintenance(before, self.clock.time())
+                    if before - self._active_windows:
+                        await self.intake.after_maintenance()
                     if self.blast.active:
                         await self.blast.evaluate()  # quietly: journaled and paged once per episode
                 except StoreFault:
@@ -287,7 +290,8 @@ class Engine:
             elif isinstance(decision, esc.Resolved):
                 if before.incident_id is not None:
                     await self.intake.close_incident(host, before.incident_id, self.clock.time())
-                    await self.pages.tell_fixed(host, before)
+                    if not await self.intake.hold(host, "auto_fixed", "fixed automatically", before.incident_id):
+                        await self.pages.tell_fixed(host, before)
                 self._reprobe(host)
             elif isinstance(decision, esc.Retry):
                 self._later(host, decision.at, decision.event or event)
@@ -315,7 +319,7 @@ class Engine:
             elif isinstance(d, esc.Page):
                 self.metrics.escalation_pages.labels(d.kind).inc()
                 log.warning("%s: PAGE %s (level %d): %s", host, d.kind, d.level, d.summary)
-                if not await self.blast.hold(host, d.kind, d.summary):
+                if not await self.intake.hold(host, d.kind, d.summary, incident):
                     await self.pages.page(host, d, incident)
             elif isinstance(d, esc.Act):
                 log.warning("%s: level %d: %s (%s)", host, d.level, d.step, d.why)

@@ -12,6 +12,9 @@ A service confirmed while a host-down check of its host fails but is not confirm
 for that check to settle (:meth:`Intake.settling`): the host may be going down. If it is, the
 service joins the host's ladder and incident; if the host-down check recovers, the service's
 ladder starts then, from the current check states (:meth:`Intake.still_down`).
+A host in a maintenance window is silent too: its customer notices and pages are held,
+journaled once per kind and incident (:meth:`Intake.hold`), and sent when the window ends while
+the check still fails (:meth:`Intake.after_maintenance`; a ladder's are, as it starts again).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from monitord.config import CheckSpec, Config
 from monitord.escalation import ladder as esc
 from monitord.escalation.blastradius import BlastGuard
 from monitord.escalation.fleet import Fleet, is_host_down_check
+from monitord.escalation.guards import maintenance
 from monitord.paging.business_calendar import Calendars
 from monitord.paging.notify import Notifier
 from monitord.paging.oncall import PageKind
@@ -32,6 +36,8 @@ from monitord.shared.clock import Clock
 from monitord.shared.results import Reason, Result, Status, Ticket
 
 log = logging.getLogger(__name__)
+
+HELD_FOR_MAINTENANCE = "held for maintenance window"
 
 def actionable(result: Result) -> bool:
     """Whether a confirmed result may start a ladder: the thing is down (critical, and not a
@@ -78,9 +84,11 @@ class Intake:
                 return  # business-hours work, announced; never a reset
             if notice == "threshold":
                 # contact the customer first; operations hear of it too (a warning, routed by policy)
-                await self.notifier.notice(spec.host, notice, f"{spec.name}: {result.summary}", incident_id,
-                                           result.started_at)
-                await self.notifier.page(spec.host, PageKind.THRESHOLD, f"{spec.host}/{spec.name}: {result.summary}", incident_id)
+                summary = f"{spec.name}: {result.summary}"
+                if not await self.hold(spec.host, notice, summary, incident_id, notice=True):
+                    await self.notifier.notice(spec.host, notice, summary, incident_id, result.started_at)
+                if not await self.hold(spec.host, PageKind.THRESHOLD, summary, incident_id):
+                    await self.notifier.page(spec.host, PageKind.THRESHOLD, f"{spec.host}/{summary}", incident_id)
             elif not actionable(result):
                 # e.g. some packet loss, a certificate about to expire: people decide, no ladder
                 await self.warning(spec, result, incident_id)
@@ -141,15 +149,17 @@ class Intake:
                 await self.store.incidents.append(JournalEntry(
                     ts=self.clock.time(), event="note", host=spec.host, check=spec.name,
                     incident_id=episode or incident_id, reason=f"warning folded into the ladder in progress: {summary}"))
-        elif not await self.blast.hold(spec.host, "check_warning", summary):
+        elif not await self.hold(spec.host, PageKind.CHECK_WARNING, summary, incident_id):
             await self.notifier.page(spec.host, PageKind.CHECK_WARNING, summary, incident_id)
 
     async def ticket(self, kind: Ticket, spec: CheckSpec, result: Result, incident_id: int | None) -> None:
         """A failed drive or part, a backup failed twice in a row: schedule the work into the next
         business window and announce it."""
         when = self.calendars.for_host(spec.host).next_business_moment(self.clock.time())
-        await self.notifier.page(spec.host, PageKind(kind), f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
-        await self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
+        if not await self.hold(spec.host, PageKind(kind), result.summary, incident_id):
+            await self.notifier.page(spec.host, PageKind(kind), f"{spec.host}: {result.summary}", incident_id, {"scheduled": when})
+        if not await self.hold(spec.host, "work", result.summary, incident_id, notice=True):
+            await self.notifier.notice(spec.host, "work", result.summary, incident_id, when)
 
     async def announce(self, host: str, event: esc.Confirmed, when: float, notice: bool) -> bool:
         """A confirmed failure, before its ladder runs: a host down is first seen through the
@@ -163,9 +173,45 @@ class Intake:
                 return False
         if notice and event.incident_id is not None and not await self.noticed(event.incident_id):
             summary = f"{event.check}: {event.summary}"
-            if not await self.blast.hold(host, "failure", summary):
+            if not await self.hold(host, "failure", summary, event.incident_id, notice=True):
                 await self.notifier.notice(host, "failure", summary, event.incident_id, when)
         return True
+
+    async def hold(self, host: str, what: str, summary: str, incident_id: int | None, notice: bool = False) -> bool:
+        """Whether the ``what`` page (customer notice, if ``notice``) about ``host`` must be held
+        now: during a blast-radius episode (journaled by the guard), or while a maintenance window
+        covers the host (journaled once per kind and incident, as ``<what>`` or ``<what> notice``)."""
+        if await self.blast.hold(host, what, summary):
+            return True
+        window = await maintenance(self.config, self.store, host, self.clock.time())
+        if window is None:
+            return False
+        what = f"{what} notice" if notice else str(what)
+        if incident_id is None or not await self.held(incident_id, what):
+            async with self.store.transaction():
+                await self.store.incidents.append(JournalEntry(
+                    ts=self.clock.time(), event="held", host=host, decision=what, incident_id=incident_id,
+                    reason=f"{HELD_FOR_MAINTENANCE} {window}: {summary}"))
+        return True
+
+    async def held(self, incident_id: int, what: str | None = None) -> bool:
+        """Whether a ``what`` notice or page (any, if None) of ``incident_id`` was held for maintenance."""
+        return any(e.event == "held" and (what is None or e.decision == what) and (e.reason or "").startswith(HELD_FOR_MAINTENANCE)
+                   for e in await self.store.incidents.journal(incident_id=incident_id))
+
+    async def after_maintenance(self) -> None:
+        """Windows ended: a check still confirmed failing whose notices or pages were held for
+        maintenance is handled again, once (a ladder's confirmations start again by themselves,
+        :meth:`still_down`)."""
+        for (host, name), spec in self.fleet.specs.items():
+            check = self.fleet.state(host, name)
+            incident_id = self.fleet.checks.incident_of(spec.id)
+            if (check is None or check.level != 2 or check.last_result is None or incident_id is None
+                    or (actionable(check.last_result) and check.last_result.ticket is None
+                        and notice_kind(spec, check.last_result) != "threshold")):
+                continue
+            if await self.held(incident_id) and await maintenance(self.config, self.store, host, self.clock.time()) is None:
+                await self.on_check_event(spec, CheckEvent.CONFIRMED, check.last_result, incident_id)
 
     async def noticed(self, incident_id: int, what: str = "failure") -> bool:
         """Whether the customer was sent the ``what`` notice of ``incident_id``."""
