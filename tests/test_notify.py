@@ -244,3 +244,28 @@ async def test_an_information_is_sent_once_and_resolved_never_escalated(env):
     clock._now += 86400
     await notifier.tick()
     assert len(await queued(store)) == 2 and await store.outbox.pages() == []
+
+
+@pytest.mark.parametrize("everywhere,per_host", [(True, ""), (False, "    defaults: {remediation: {dry_run: true}}\n")])
+async def test_a_dry_run_holds_customer_notices_and_marks_pages(tmp_path, everywhere, per_host):
+    # the daemon's --dry-run, or remediation.dry_run for web1 only (web2 is live then)
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "state.db")
+    text = CONFIG.replace("    - {policy: notices, max_severity_note: ignored} \n", "    - {policy: notices}\n").replace(
+        "  web1: {address: 127.0.0.1, customer: acme, groups: [web]}\n",
+                          "  web1:\n    address: 127.0.0.1\n    customer: acme\n    groups: [web]\n" + per_host)
+    notifier = Notifier(config=parse_config(text), store=store, outbox=Outbox(store, clock), clock=clock,
+                        metrics=Metrics(), dry_run=everywhere)
+    await notifier.notice("web1", "failure", "ping: no reply", 7)
+    await notifier.page("web1", "dispatch", "web1: level 3", 7, {"tried": ["power_reset"]})
+    [held] = [e for e in await store.incidents.journal() if e.event == "held"]
+    assert (held.decision, held.incident_id) == ("failure notice", 7)
+    assert held.reason.startswith("dry run: would notify the customer: 【障害発生】web1")
+    assert not [i for i in await store.outbox.items() if "notice" in i.dedup_key]  # the customer hears nothing
+    [page] = await store.outbox.pages()
+    assert page.summary == "[dry run] web1: level 3"
+    details = [json.loads(i.message).get("details", {}) for i in await store.outbox.items()]
+    assert details and all(d.get("dry_run") is True for d in details)
+    await notifier.notice("web2", "failure", "ping: no reply", 8)
+    assert bool([i for i in await store.outbox.items() if "notice-web2" in i.dedup_key]) is not everywhere
+    await store.close()

@@ -264,9 +264,10 @@ def kill_9_after_the_reset(fleet, loop, HOST, make_ipmi_sim, make_ssh_host):  # 
     assert "reconciled power_reset ok" in ladder(daemon)
 
 
-def test_dry_run_journals_but_never_acts(fleet, loop, HOST, make_ipmi_sim):
+def test_dry_run_journals_but_never_acts(fleet, loop, HOST, make_ipmi_sim, pagerduty, mailbox):
     bmc = make_ipmi_sim()
-    fleet.add("web1", HOST, bmc=bmc)
+    fleet.add("web1", HOST, bmc=bmc, customer="acme")
+    paging(fleet, pagerduty, mailbox)
     daemon = fleet.start("--dry-run")
     wait_for(lambda: daemon.value("monitord_probe_success", host="web1", check="ping") == 1, 20, "host up")
     loop.down(HOST)
@@ -274,6 +275,10 @@ def test_dry_run_journals_but_never_acts(fleet, loop, HOST, make_ipmi_sim):
     time.sleep(2)
     assert bmc.commands() == []
     assert any(r[0] == "note" and "would power_reset" in r[3] for r in daemon.journal("web1"))
+    # the customer is not told; the journal says what they would have been told
+    assert mailbox.messages == []
+    assert any(r[:2] == ("held", "failure notice") and r[3].startswith("dry run: would notify the customer: [Failure] web1")
+               for r in daemon.journal("web1"))
 
 
 def test_wrong_bmc_password_is_a_typed_error_and_a_page(fleet, loop, HOST, make_ipmi_sim):

@@ -94,7 +94,7 @@ class Daemon:
         self.outbox = Outbox(self.store, self.clock)
         self.dispatcher = Dispatcher(self.outbox, config.paging, self.metrics)
         self.notifier = Notifier(config=config, store=self.store, outbox=self.outbox, clock=self.clock,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, dry_run=dry_run)
         self.engine = Engine(config=config, store=self.store, metrics=self.metrics, clock=self.clock, ctx=self.ctx,
                              scheduler=self.scheduler, notifier=self.notifier, dry_run=dry_run)
         self.scheduler.listener = self.engine

@@ -66,8 +66,15 @@ VENDOR_TEXT = {
 class Notifier:
     """Pages people through policies, and customers through their notice addresses."""
 
-    def __init__(self, *, config: Config, store: Store, outbox: Outbox, clock: Clock, metrics: Metrics):
+    def __init__(self, *, config: Config, store: Store, outbox: Outbox, clock: Clock, metrics: Metrics,
+                 dry_run: bool = False):
         self.config, self.store, self.outbox, self.clock, self.metrics = config, store, outbox, clock, metrics
+        self.dry_run = dry_run
+
+    def dry(self, host: str | None) -> bool:
+        """Whether what concerns ``host`` runs dry (``monitord run --dry-run``, or the host's
+        ``remediation.dry_run``): customer notices are held, pages are marked."""
+        return self.dry_run or (host in self.config.hosts and self.config.remediation(host).dry_run)
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -80,6 +87,8 @@ class Notifier:
         now = self.clock.time()
         kind = PageKind(kind)  # a kind no route could name is a bug: loud, here
         severity = kind.severity
+        if self.dry(host):  # on-call sees what the daemon would have done; it does nothing
+            summary, details = f"[dry run] {summary}", {**(details or {}), "dry_run": True}
         paging = self.config.paging
         if targets is None:
             h = self.config.hosts.get(host) if host else None
@@ -261,6 +270,10 @@ class Notifier:
             return
         subject, body = NOTICES[customer.language][what]
         fields = {"host": host, "summary": summary, "when": self.format_time(when or self.clock.time())}
+        if self.dry(host):
+            await self._journal("held", host, incident_id, f"{what} notice",
+                                f"dry run: would notify the customer: {subject.format(**fields)}", {"to": customer.emails})
+            return
         kind = "failure" if what == "recovery" else what
         key = f"monitord-notice-{host}-{kind}-{incident_id if incident_id is not None else int(self.clock.time())}"
         async with self.store.transaction(durable=True):
