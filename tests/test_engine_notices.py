@@ -293,6 +293,9 @@ class IncidentScheduler(StateScheduler):
     async def run_now(self, check_id):
         return self.states[check_id].last_result  # a fresh probe finds what the state says
 
+    def due_times(self):
+        return {}
+
 
 @pytest.fixture
 async def settling(tmp_path):
@@ -321,6 +324,9 @@ async def test_a_service_confirmed_while_ping_is_soft_waits_for_ping(settling):
         await engine.idle()
     assert len(await store.incidents.journal()) == 1 and engine.state("web1").ladder is None
     assert engine.episode("web1") == incident  # ping confirming now joins the service's incident
+    explained = await engine.explain("web1")
+    assert explained["next"]["what"] == ("https is confirmed down and waits for ping to settle "
+                                         "(the host may be going down)") and explained["next"]["decisions"] == []
 
 
 async def test_a_host_down_confirmation_takes_the_waiting_service_into_its_ladder(settling):
@@ -381,5 +387,8 @@ async def test_maintenance_holds_notices_and_pages_once_per_kind_and_sends_them_
     assert await store.outbox.items() == []  # the window still covers the host
     await store.control.remove_maintenance(window)
     await engine.intake.after_maintenance()  # the window ended; disk is still full
-    assert await subjects(store) == ["【容量警告】db1: disk: /var disk 93% (>= 90%)", "db1/disk: /var disk 93% (>= 90%)"]
+    sent = ["【容量警告】db1: disk: /var disk 93% (>= 90%)", "db1/disk: /var disk 93% (>= 90%)"]
+    assert await subjects(store) == sent
+    await engine.intake.after_maintenance()  # another window ends: sent once, not again
+    assert await subjects(store) == sent
     await store.close()

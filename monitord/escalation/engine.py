@@ -419,6 +419,9 @@ class Engine:
                         "decisions": []}
             return {"what": "nothing: no check of the host is confirmed down", "at": None, "decisions": []}
         spec, check = min(down, key=lambda sc: not is_host_down_check(sc[0]))
+        if not is_host_down_check(spec) and (pending := self.intake.settling(host)) is not None:
+            return {"what": f"{spec.name} is confirmed down and waits for {pending} to settle (the host may be going down)",
+                    "at": self.scheduler.due_times().get(self.fleet.spec(host, pending).id), "decisions": []}
         event = esc.Confirmed(spec.name, is_host_down_check(spec), self.episode(host), check.last_result.summary)
         _, decisions = esc.step(state, event, policy, guards, now)
         described = [_describe(d) for d in decisions]

@@ -194,10 +194,21 @@ class Intake:
                     reason=f"{HELD_FOR_MAINTENANCE} {window}: {summary}"))
         return True
 
-    async def held(self, incident_id: int, what: str | None = None) -> bool:
-        """Whether a ``what`` notice or page (any, if None) of ``incident_id`` was held for maintenance."""
-        return any(e.event == "held" and (what is None or e.decision == what) and (e.reason or "").startswith(HELD_FOR_MAINTENANCE)
+    async def held(self, incident_id: int, what: str) -> bool:
+        """Whether a ``what`` notice or page of ``incident_id`` was held for maintenance."""
+        return any(e.event == "held" and e.decision == what and (e.reason or "").startswith(HELD_FOR_MAINTENANCE)
                    for e in await self.store.incidents.journal(incident_id=incident_id))
+
+    async def unsent(self, incident_id: int) -> bool:
+        """Whether a notice or page of ``incident_id`` was held for maintenance and nothing was
+        sent since (so a second window ending does not send it twice)."""
+        pending = False
+        for e in await self.store.incidents.journal(incident_id=incident_id):
+            if e.event == "held" and (e.reason or "").startswith(HELD_FOR_MAINTENANCE):
+                pending = True
+            elif e.event in ("notice", "page_sent", "page_unrouted"):
+                pending = False
+        return pending
 
     async def after_maintenance(self) -> None:
         """Windows ended: a check still confirmed failing whose notices or pages were held for
@@ -210,7 +221,7 @@ class Intake:
                     or (actionable(check.last_result) and check.last_result.ticket is None
                         and notice_kind(spec, check.last_result) != "threshold")):
                 continue
-            if await self.held(incident_id) and await maintenance(self.config, self.store, host, self.clock.time()) is None:
+            if await self.unsent(incident_id) and await maintenance(self.config, self.store, host, self.clock.time()) is None:
                 await self.on_check_event(spec, CheckEvent.CONFIRMED, check.last_result, incident_id)
 
     async def noticed(self, incident_id: int, what: str = "failure") -> bool:
