@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import gendoc  # scripts/gendoc.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENT = REPO / "monitord" / "edge" / "openapi.json"
 DOC = REPO / "docs" / "api.md"
@@ -106,18 +108,7 @@ def render(document: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render(load())
-    if argv[:1] == ["--check"] and len(argv) <= 2:
-        page = Path(argv[1]) if len(argv) == 2 else DOC
-        if page.read_text(encoding="utf-8") != text:
-            print(f"{page} is out of date: run scripts/api_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    DOC.write_text(text, encoding="utf-8")
-    return 0
+    return gendoc.main(argv, render(load()), DOC, "scripts/api_doc.py", __doc__)
 
 
 if __name__ == "__main__":

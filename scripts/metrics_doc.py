@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+import gendoc  # scripts/gendoc.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "monitord" / "edge" / "metrics_manifest.yaml"
 DOC = REPO / "docs" / "metrics.md"
@@ -49,18 +51,7 @@ def render(metrics: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render(load())
-    if argv[:1] == ["--check"] and len(argv) <= 2:
-        page = Path(argv[1]) if len(argv) == 2 else DOC
-        if page.read_text(encoding="utf-8") != text:
-            print(f"{page} is out of date: run scripts/metrics_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    DOC.write_text(text, encoding="utf-8")
-    return 0
+    return gendoc.main(argv, render(load()), DOC, "scripts/metrics_doc.py", __doc__)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 
 import asyncpg
 
-from monitord.records.state import StagedChecks, _check_row, _decode_check, _decode_page, _detail
+from monitord.records.state import (
+    INCIDENT_COLUMNS, OUTBOX_COLUMNS, OUTBOX_READY, PAGE_COLUMNS, StagedChecks, _check_row, _decode_check,
+    _decode_page, _detail,
+)
 from monitord.records.store import (
     Incident, JournalEntry, Maintenance, OutboxItem, PageRecord, ReportRecord, SlaTimer, StateError, StoredCheck,
     StoreFault, StoreLocked,
@@ -414,7 +417,6 @@ class PostgresChecks(StagedChecks):
                              host, beat.at, int(beat.status), beat.message)
 
 
-_INCIDENT_COLUMNS = "id, host, check_name, kind, opened_at, detected_at, closed_at, summary"
 
 
 class PostgresIncidents:
@@ -438,11 +440,11 @@ class PostgresIncidents:
         """Incidents, newest first."""
         where = "WHERE closed_at IS NULL" if open_only else ""
         return [Incident(*r) for r in await self._s._fetch(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC")]
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC")]
 
     async def get(self, incident_id: int) -> Incident | None:
         """One incident, or None."""
-        rows = await self._s._fetch(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id=$1", incident_id)
+        rows = await self._s._fetch(f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id=$1", incident_id)
         return Incident(*rows[0]) if rows else None
 
     async def append(self, entry: JournalEntry) -> int:
@@ -511,12 +513,6 @@ class PostgresIncidents:
 class PostgresOutbox:
     """:class:`OutboxRepository` on PostgreSQL."""
 
-    _COLUMNS = "id, integration, dedup_key, action, message, created_at, due, attempts, state, last_error, done_at"
-    _READY = ("o.state='pending' AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state='pending'"
-              " AND p.integration=o.integration AND p.dedup_key=o.dedup_key AND p.id<o.id)")
-    _PAGE_COLUMNS = ("id, incident_id, host, kind, severity, policy, summary, step, opened_at, next_at, paged,"
-                     " acked_at, acked_by, ack_sent, closed_at")
-
     def __init__(self, store: PostgresStore):
         self._s = store
 
@@ -531,12 +527,12 @@ class PostgresOutbox:
     async def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         """Pending pages due at ``now``, oldest first, each behind older pending pages of its key."""
         return [OutboxItem(*r) for r in await self._s._fetch(
-            f"SELECT {self._COLUMNS} FROM outbox o WHERE {self._READY} AND due<=$1 ORDER BY due, id LIMIT $2",
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE {OUTBOX_READY} AND due<=$1 ORDER BY due, id LIMIT $2",
             now, limit)]
 
     async def next_due(self) -> float | None:
         """When the earliest pending page not waiting behind another is due, or None."""
-        return (await self._s._fetch(f"SELECT MIN(due) FROM outbox o WHERE {self._READY}"))[0][0]
+        return (await self._s._fetch(f"SELECT MIN(due) FROM outbox o WHERE {OUTBOX_READY}"))[0][0]
 
     async def failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
         """Record a failed attempt of a pending page and when it is due next."""
@@ -553,7 +549,7 @@ class PostgresOutbox:
     async def items(self, state: str | None = None) -> list[OutboxItem]:
         """Pages in the outbox, optionally in one state, oldest first."""
         where, args = ("WHERE state=$1", [state]) if state else ("", [])
-        return [OutboxItem(*r) for r in await self._s._fetch(f"SELECT {self._COLUMNS} FROM outbox {where} ORDER BY id",
+        return [OutboxItem(*r) for r in await self._s._fetch(f"SELECT {OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id",
                                                              *args)]
 
     async def depth(self) -> dict[str, int]:
@@ -579,7 +575,7 @@ class PostgresOutbox:
 
     async def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
         """Pages, oldest first."""
-        sql, args = f"SELECT {self._PAGE_COLUMNS} FROM pages WHERE true", []
+        sql, args = f"SELECT {PAGE_COLUMNS} FROM pages WHERE true", []
         if open_only:
             sql += " AND closed_at IS NULL"
         if incident_id is not None:

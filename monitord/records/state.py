@@ -608,7 +608,7 @@ class SQLiteChecks(StagedChecks):
 
 
 _PUT_CHECK = "INSERT OR REPLACE INTO check_state VALUES (?,?,?,?,?,?,?,?,?)"
-_INCIDENT_COLUMNS = "id, host, check_name, kind, opened_at, detected_at, closed_at, summary"
+INCIDENT_COLUMNS = "id, host, check_name, kind, opened_at, detected_at, closed_at, summary"
 
 
 class SQLiteIncidents:
@@ -635,12 +635,12 @@ class SQLiteIncidents:
     async def list(self, open_only: bool = False) -> list[Incident]:
         """Incidents, newest first."""
         where = "WHERE closed_at IS NULL" if open_only else ""
-        rows = self._s._db.execute(f"SELECT {_INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC").fetchall()
+        rows = self._s._db.execute(f"SELECT {INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC").fetchall()
         return [Incident(*row) for row in rows]
 
     async def get(self, incident_id: int) -> Incident | None:
         """One incident, or None."""
-        row = self._s._db.execute(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id=?", (incident_id,)).fetchone()
+        row = self._s._db.execute(f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id=?", (incident_id,)).fetchone()
         return Incident(*row) if row else None
 
     async def append(self, entry: JournalEntry) -> int:
@@ -710,14 +710,17 @@ class SQLiteIncidents:
                                  record.submitted_by))
 
 
+# the outbox's and pages' columns, and when an outbox item is ready (no earlier item of its key
+# pending): the same SQL on SQLite and PostgreSQL
+OUTBOX_COLUMNS = "id, integration, dedup_key, action, message, created_at, due, attempts, state, last_error, done_at"
+OUTBOX_READY = ("o.state='pending' AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state='pending'"
+                " AND p.integration=o.integration AND p.dedup_key=o.dedup_key AND p.id<o.id)")
+PAGE_COLUMNS = ("id, incident_id, host, kind, severity, policy, summary, step, opened_at, next_at, paged,"
+                " acked_at, acked_by, ack_sent, closed_at")
+
+
 class SQLiteOutbox:
     """:class:`OutboxRepository` on SQLite."""
-
-    _COLUMNS = "id, integration, dedup_key, action, message, created_at, due, attempts, state, last_error, done_at"
-    _READY = ("o.state='pending' AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state='pending'"
-              " AND p.integration=o.integration AND p.dedup_key=o.dedup_key AND p.id<o.id)")
-    _PAGE_COLUMNS = ("id, incident_id, host, kind, severity, policy, summary, step, opened_at, next_at, paged,"
-                     " acked_at, acked_by, ack_sent, closed_at")
 
     def __init__(self, store: SQLiteStore):
         self._s = store
@@ -734,13 +737,13 @@ class SQLiteOutbox:
     async def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         """Pending pages due at ``now``, oldest first, each behind older pending pages of its key."""
         rows = self._s._db.execute(
-            f"SELECT {self._COLUMNS} FROM outbox o WHERE {self._READY} AND due<=? ORDER BY due, id LIMIT ?",
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE {OUTBOX_READY} AND due<=? ORDER BY due, id LIMIT ?",
             (now, limit)).fetchall()
         return [OutboxItem(*row) for row in rows]
 
     async def next_due(self) -> float | None:
         """When the earliest pending page not waiting behind another is due, or None."""
-        return self._s._db.execute(f"SELECT MIN(due) FROM outbox o WHERE {self._READY}").fetchone()[0]
+        return self._s._db.execute(f"SELECT MIN(due) FROM outbox o WHERE {OUTBOX_READY}").fetchone()[0]
 
     async def failed(self, item_id: int, attempts: int, due: float, error: str) -> None:
         """Record a failed attempt of a pending page and when it is due next."""
@@ -760,7 +763,7 @@ class SQLiteOutbox:
         """Pages in the outbox, optionally in one state, oldest first."""
         where, args = ("WHERE state=?", (state,)) if state else ("", ())
         return [OutboxItem(*row) for row in self._s._db.execute(
-            f"SELECT {self._COLUMNS} FROM outbox {where} ORDER BY id", args)]
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id", args)]
 
     async def depth(self) -> dict[str, int]:
         """Pending pages per integration."""
@@ -788,7 +791,7 @@ class SQLiteOutbox:
 
     async def pages(self, open_only: bool = True, incident_id: int | None = None) -> list[PageRecord]:
         """Pages, oldest first."""
-        sql, args = f"SELECT rowid, {self._PAGE_COLUMNS} FROM pages WHERE 1=1", []
+        sql, args = f"SELECT rowid, {PAGE_COLUMNS} FROM pages WHERE 1=1", []
         if open_only:
             sql += " AND closed_at IS NULL"
         if incident_id is not None:
