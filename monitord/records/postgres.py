@@ -37,8 +37,8 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 import asyncpg
 
 from monitord.records.state import (
-    INCIDENT_COLUMNS, OUTBOX_COLUMNS, OUTBOX_READY, PAGE_COLUMNS, StagedChecks, _check_row, _decode_check,
-    _decode_page, _detail,
+    INCIDENT_COLUMNS, JOURNAL_INSERT, OUTBOX_COLUMNS, OUTBOX_READY, PAGE_COLUMNS, StagedChecks, _check_row,
+    _decode_check, _decode_page, journal_entry, journal_query, journal_values,
 )
 from monitord.records.store import (
     Incident, JournalEntry, Maintenance, OutboxItem, PageRecord, ReportRecord, SlaTimer, StateError, StoredCheck,
@@ -449,30 +449,15 @@ class PostgresIncidents:
 
     async def append(self, entry: JournalEntry) -> int:
         """Append a journal entry; return its id."""
-        return await self._s._insert(
-            "INSERT INTO journal (ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id",
-            entry.ts, str(entry.event), entry.host, entry.check, entry.incident_id, entry.decision, entry.reason,
-            entry.outcome, entry.ref, json.dumps(dict(entry.detail), ensure_ascii=False) if entry.detail else None)
+        return await self._s._insert(JOURNAL_INSERT.format(",".join(f"${n}" for n in range(1, 11)))
+                                     + " RETURNING id", *journal_values(entry))
 
     async def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
                       host: str | None = None, since: float | None = None,
                       until: float | None = None) -> list[JournalEntry]:
         """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
-        sql = ("SELECT id, ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail"
-               " FROM journal WHERE id > $1")
-        args: list = [after_id]
-        for column, op, value in (("incident_id", "=", incident_id), ("host", "=", host), ("ts", ">=", since),
-                                  ("ts", "<=", until)):
-            if value is not None:
-                args.append(value)
-                sql += f" AND {column} {op} ${len(args)}"
-        args.append(limit)
-        return [
-            JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
-                         reason=r[7], outcome=r[8], ref=r[9], detail=_detail(r[10]))
-            for r in await self._s._fetch(sql + f" ORDER BY id LIMIT ${len(args)}", *args)
-        ]
+        sql, args = journal_query(lambda n: f"${n}", incident_id, after_id, limit, host, since, until)
+        return [journal_entry(r) for r in await self._s._fetch(sql, *args)]
 
     async def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
         """Start an SLA timer (False if it already exists)."""

@@ -37,7 +37,7 @@ import time
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from monitord.shared import redact
 from monitord.run.checkstate import CheckState
@@ -611,6 +611,39 @@ _PUT_CHECK = "INSERT OR REPLACE INTO check_state VALUES (?,?,?,?,?,?,?,?,?)"
 INCIDENT_COLUMNS = "id, host, check_name, kind, opened_at, detected_at, closed_at, summary"
 
 
+# the journal's SQL and rows, the same on SQLite and PostgreSQL (``mark(n)`` is the n-th
+# parameter's placeholder: ``?`` or ``$n``)
+JOURNAL_INSERT = ("INSERT INTO journal (ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail)"
+                  " VALUES ({})")
+
+
+def journal_values(entry: JournalEntry) -> tuple:
+    """The row :data:`JOURNAL_INSERT` writes for ``entry``."""
+    return (entry.ts, str(entry.event), entry.host, entry.check, entry.incident_id, entry.decision, entry.reason,
+            entry.outcome, entry.ref, json.dumps(dict(entry.detail), ensure_ascii=False) if entry.detail else None)
+
+
+def journal_query(mark: Callable[[int], str], incident_id: int | None, after_id: int, limit: int, host: str | None,
+                  since: float | None, until: float | None) -> tuple[str, list]:
+    """The SELECT (and its arguments) of journal entries in order, filtered as :meth:`journal` says."""
+    sql = ("SELECT id, ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail"
+           f" FROM journal WHERE id > {mark(1)}")
+    args: list = [after_id]
+    for column, op, value in (("incident_id", "=", incident_id), ("host", "=", host), ("ts", ">=", since),
+                              ("ts", "<=", until)):
+        if value is not None:
+            args.append(value)
+            sql += f" AND {column} {op} {mark(len(args))}"
+    args.append(limit)
+    return sql + f" ORDER BY id LIMIT {mark(len(args))}", args
+
+
+def journal_entry(r: Sequence) -> JournalEntry:
+    """A journal row as :func:`journal_query` selects it."""
+    return JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
+                        reason=r[7], outcome=r[8], ref=r[9], detail=_detail(r[10]))
+
+
 class SQLiteIncidents:
     """:class:`IncidentRepository` on SQLite."""
 
@@ -646,32 +679,15 @@ class SQLiteIncidents:
     async def append(self, entry: JournalEntry) -> int:
         """Append a journal entry; return its id."""
         async with self._s.transaction():
-            cur = self._s._db.execute(
-                "INSERT INTO journal (ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (entry.ts, entry.event, entry.host, entry.check, entry.incident_id, entry.decision, entry.reason,
-                 entry.outcome, entry.ref, json.dumps(dict(entry.detail), ensure_ascii=False) if entry.detail else None),
-            )
+            cur = self._s._db.execute(JOURNAL_INSERT.format(",".join("?" * 10)), journal_values(entry))
         return cur.lastrowid
 
     async def journal(self, incident_id: int | None = None, after_id: int = 0, limit: int = 1000, *,
                       host: str | None = None, since: float | None = None,
                       until: float | None = None) -> list[JournalEntry]:
         """Journal entries in order, optionally for one incident, one host, a time range (inclusive)."""
-        sql = ("SELECT id, ts, event, host, check_name, incident_id, decision, reason, outcome, ref, detail"
-               " FROM journal WHERE id > ?")
-        args: list = [after_id]
-        for column, op, value in (("incident_id", "=", incident_id), ("host", "=", host), ("ts", ">=", since),
-                                  ("ts", "<=", until)):
-            if value is not None:
-                sql += f" AND {column} {op} ?"
-                args.append(value)
-        rows = self._s._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-        return [
-            JournalEntry(id=r[0], ts=r[1], event=r[2], host=r[3], check=r[4], incident_id=r[5], decision=r[6],
-                         reason=r[7], outcome=r[8], ref=r[9], detail=_detail(r[10]))
-            for r in rows
-        ]
+        sql, args = journal_query(lambda n: "?", incident_id, after_id, limit, host, since, until)
+        return [journal_entry(r) for r in self._s._db.execute(sql, args).fetchall()]
 
     async def start_sla(self, incident_id: int, name: str, host: str | None, started_at: float, due: float) -> bool:
         """Start an SLA timer (False if it already exists)."""
