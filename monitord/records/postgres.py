@@ -37,7 +37,7 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 import asyncpg
 
 from monitord.records.state import (
-    INCIDENT_COLUMNS, JOURNAL_INSERT, OUTBOX_COLUMNS, OUTBOX_READY, PAGE_COLUMNS, StagedChecks, _check_row,
+    INCIDENT_COLUMNS, JOURNAL_INSERT, FaultFlag, OUTBOX_COLUMNS, OUTBOX_READY, PAGE_COLUMNS, StagedChecks, _check_row,
     _decode_check, _decode_page, journal_entry, journal_query, journal_values,
 )
 from monitord.records.store import (
@@ -148,7 +148,7 @@ def where_is(dsn: str) -> str:
     return f"postgresql://{host}:{port}/{database}"
 
 
-class PostgresStore:
+class PostgresStore(FaultFlag):
     """:class:`monitord.records.store.Store` on PostgreSQL. Open with :meth:`connect`."""
 
     def __init__(self, pool: asyncpg.Pool, where: str):
@@ -284,11 +284,6 @@ class PostgresStore:
     def _faulted(self, exc: BaseException) -> StoreFault:
         self._set_fault(f"{self.where}: write failed: {_reason(exc)}; check that PostgreSQL runs and is reachable")
         return StoreFault(self.fault)
-
-    def _set_fault(self, message: str) -> None:
-        if self.fault is None:
-            log.error("state store: %s; every automatic action is held until the store can be written again", message)
-        self.fault = message
 
     async def probe(self) -> str | None:
         """Can the store be written, and is the daemon's lock held? A lost lock is taken again

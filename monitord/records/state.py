@@ -271,7 +271,19 @@ def _expected(version: int) -> dict[tuple[str, str], list[str]]:
         db.close()
 
 
-class SQLiteStore:
+class FaultFlag:
+    """A store's fault: what keeps it from being written (None when it can be), logged once
+    when it starts; every automatic action is held while it is set."""
+
+    fault: str | None = None
+
+    def _set_fault(self, message: str) -> None:
+        if self.fault is None:
+            log.error("state store: %s; every automatic action is held until the store can be written again", message)
+        self.fault = message
+
+
+class SQLiteStore(FaultFlag):
     """The embedded default store (SQLite, WAL): :class:`monitord.records.store.Store`.
 
     Statements run inline, on the event loop's thread, inside the ``async`` methods: a
@@ -436,11 +448,6 @@ class SQLiteStore:
     def _faulted(self, exc: sqlite3.Error) -> StoreFault:
         self._set_fault(f"{self.path}: write failed: {exc}; {_advice(exc, self.path)}")
         return StoreFault(self.fault)
-
-    def _set_fault(self, message: str) -> None:
-        if self.fault is None:
-            log.error("state store: %s; every automatic action is held until the store can be written again", message)
-        self.fault = message
 
     async def probe(self) -> str | None:
         """Can the store be written? Less than :data:`MIN_FREE_BYTES` free is a fault (a write
